@@ -1,0 +1,168 @@
+// rankfarm — the command-line front end.
+//
+//   rankfarm run JOB.toml [-n N] [--output DIR] [--resume] [--retry-failed] [--window W]
+//   rankfarm run --commands FILE [-n N] [--retries R] [--timeout S] ...
+//   rankfarm status DIR
+//   rankfarm results DIR [DATASET] [--with-run-columns]
+//   rankfarm kernels
+//
+// `run` started by mpirun/srun runs the farm on the ranks it was given. Started by hand, it
+// checks the job file, then starts itself under `mpirun -n N` (default: one rank per core,
+// plus rank 0, the coordinator, which mostly sleeps).
+#include <limits.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <fmt/format.h>
+#include <iostream>
+
+#include "rankfarm/config.hpp"
+#include "rankfarm/kernels/registry.hpp"
+#include "rankfarm/launcher/launch.hpp"
+#include "rankfarm/runtime/error.hpp"
+#include "rankfarm/runtime/farm.hpp"
+#include "rankfarm/runtime/job.hpp"
+#include "rankfarm/runtime/results.hpp"
+
+namespace rt = rankfarm::runtime;
+namespace kn = rankfarm::kernels;
+
+namespace {
+
+std::string self_exe() {
+  char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "rankfarm";
+  return std::string(buf, static_cast<std::size_t>(n));
+}
+
+int list_kernels() {
+  const auto& reg = kn::builtin_registry();
+  for (const auto& name : reg.names()) {
+    const kn::KernelSpec* k = reg.find(name);
+    std::cout << fmt::format("{}: {}\n", k->name, k->summary);
+    for (const auto& p : k->params) {
+      std::string range;
+      if (p.min || p.max)
+        range = fmt::format(" in [{}, {}]", p.min ? fmt::format("{}", *p.min) : "-inf", p.max ? fmt::format("{}", *p.max) : "inf");
+      if (!p.choices.empty()) range = fmt::format(" one of {}", fmt::join(p.choices, "|"));
+      std::cout << fmt::format("  param  {:<12} {:<6} {}{}{}{}\n", p.name, kn::to_string(p.type), p.help,
+                               p.unit.empty() ? "" : " [" + p.unit + "]", range, p.default_value ? " (optional)" : "");
+    }
+    for (const auto& o : k->outputs)
+      std::cout << fmt::format("  output {:<12} {:<6} {}{}\n", o.name, "double", o.help, o.unit.empty() ? "" : " [" + o.unit + "]");
+    if (k->check) std::cout << fmt::format("  check  {}\n", k->check_description);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"rankfarm: a task farm and HPC kernels over MPI", "rankfarm"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", fmt::format("rankfarm {} ({})", RANKFARM_VERSION, RANKFARM_GIT_REVISION));
+
+  rt::FarmOptions opt;
+  int ranks = 0;
+  bool dry_run = false;
+  std::string commands_file;
+  auto* run = app.add_subcommand("run", "run a job (TOML job file or --commands FILE)");
+  run->add_option("job", opt.job_path, "TOML job file");
+  run->add_option("--commands", commands_file, "command file: one shell command per line");
+  run->add_option("-n,--ranks", ranks, "ranks to start when not already under mpirun/srun (default: cores + 1)")
+      ->check(CLI::Range(1, 1 << 20));
+  run->add_option("-o,--output", opt.output_dir, "output directory (default: [job].output, else rankfarm-out/<job name>)");
+  run->add_flag("--resume", opt.resume, "continue the job journalled in the output directory");
+  run->add_flag("--retry-failed", opt.retry_failed, "with --resume: run failed and skipped tasks again");
+  run->add_option("--window", opt.window, "tasks in flight per worker rank (default: [job].window, else 2)")
+      ->check(CLI::Range(1, 1024));
+  run->add_option("--retries", opt.retries, "command files: retries per task (default 0)")->check(CLI::Range(0, 1000));
+  run->add_option("--timeout", opt.timeout_s, "command files: timeout per attempt in seconds (default: none)")
+      ->check(CLI::Range(0.0, 1e7));
+  run->add_option("--grace", opt.grace_s, "seconds running tasks may finish after a stop signal (default 10)")
+      ->check(CLI::Range(0.0, 3600.0));
+  run->add_option("--progress", opt.progress_s, "progress interval in seconds (default: 0.2 on a terminal, else 10)")
+      ->check(CLI::Range(0.0, 86400.0));
+  run->add_option("--snapshot", opt.snapshot_s, "rewrite results.h5 at most this often while running, seconds (default 60; 0 = only at the end)")
+      ->check(CLI::Range(0.0, 86400.0));
+  run->add_flag("--dry-run", dry_run, "check the job and print the launch command without running");
+
+  std::string dir, dataset;
+  bool run_columns = false;
+  auto* status = app.add_subcommand("status", "print a job's state from its journal");
+  status->add_option("dir", dir, "output directory of the job")->required();
+  auto* results = app.add_subcommand("results", "print a results dataset as tab-separated values");
+  results->add_option("dir", dir, "output directory of the job (or a results.h5 file)")->required();
+  results->add_option("dataset", dataset, "dataset (a kernel name, commands or tasks); none: list them");
+  results->add_flag("--with-run-columns", run_columns, "include wall_s, rank and attempt");
+  auto* kernels = app.add_subcommand("kernels", "list the registered kernels and their parameters");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "rankfarm: " << e.what() << " (see rankfarm --help)\n";
+    return rt::kExitBadInput;
+  }
+
+  try {
+    if (*kernels) return list_kernels();
+    if (*status) return rt::print_status(dir, std::cout);
+    if (*results) {
+      std::string file = std::filesystem::is_directory(dir) ? (std::filesystem::path(dir) / "results.h5").string() : dir;
+      if (dataset.empty()) {
+        for (const auto& n : rt::result_datasets(file)) std::cout << n << "\n";
+        return 0;
+      }
+      rt::export_results_tsv(file, dataset, run_columns, std::cout);
+      return 0;
+    }
+
+    // run
+    if (!commands_file.empty() && !opt.job_path.empty())
+      throw rt::InputError("command line", 0, "run", "give a job file or --commands FILE, not both");
+    if (commands_file.empty() && opt.job_path.empty())
+      throw rt::InputError("command line", 0, "run", "missing job file (rankfarm run JOB.toml, or --commands FILE)");
+    if (!commands_file.empty()) opt.job_path = commands_file, opt.commands = true;
+    if (opt.retry_failed && !opt.resume) throw rt::InputError("command line", 0, "--retry-failed", "only with --resume");
+
+    if (!rankfarm::launcher::under_mpi_launcher()) {
+      // Check the input here, before any rank starts, so that a typo costs one clean line.
+      rt::Job job = opt.commands ? rt::load_command_file(opt.job_path, {opt.retries, opt.timeout_s})
+                                 : rt::load_job_file(opt.job_path, kn::builtin_registry());
+      const int n = ranks > 0 ? ranks : rankfarm::launcher::available_cores() + 1;
+      std::vector<std::string> program{self_exe()};
+      program.insert(program.end(), argv + 1, argv + argc);
+      auto plan = rankfarm::launcher::plan_local_mpirun(n, program);
+      if (dry_run) {
+        std::cout << fmt::format("job {}: {} tasks, hash {}\n", job.name, job.tasks.size(), job.hash);
+        for (const auto& note : plan.notes) std::cout << "# " << note << "\n";
+        std::cout << rankfarm::launcher::render(plan) << "\n";
+        return 0;
+      }
+      return rankfarm::launcher::run_plan(plan);
+    }
+    if (dry_run) throw rt::InputError("command line", 0, "--dry-run", "not under mpirun/srun (nothing to plan)");
+
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    rt::install_stop_handlers();
+    int code = rt::run_farm(MPI_COMM_WORLD, opt, kn::builtin_registry());
+    MPI_Finalize();
+    return code;
+  } catch (const rt::InputError& e) {
+    std::cerr << "rankfarm: " << e.what() << "\n";
+    return rt::kExitBadInput;
+  } catch (const std::exception& e) {
+    std::cerr << "rankfarm: error: " << e.what() << "\n";
+    return rt::kExitError;
+  }
+}

@@ -1,0 +1,137 @@
+// rankfarm/kernels/registry.hpp — the kernel registry: name -> function with a parameter schema.
+//
+// A farm job names kernels and gives them parameters; the runtime checks every task against
+// the schema here before any rank starts work, then calls the kernel on a worker rank.
+//
+//   const auto& reg = rankfarm::kernels::builtin_registry();
+//   const KernelSpec* k = reg.find("black_scholes_mc");
+//   Params p; p.set("spot", 100.0); ...
+//   std::vector<double> out = k->run(p, TaskContext{});   // values named by k->outputs
+//
+// Kernels are registered in one explicit table (builtin_registry() in registry.cpp), never by
+// static initialisers, which silently vanish from static libraries.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace rankfarm::kernels {
+
+/// Type of a kernel parameter. Integers are 64-bit signed; doubles are IEEE binary64.
+enum class ParamType { Int, Double, String };
+
+/// "int", "double" or "string".
+const char* to_string(ParamType t) noexcept;
+
+using ParamValue = std::variant<std::int64_t, double, std::string>;
+
+/// Declared parameter of a kernel. `min`/`max` bound numeric values (inclusive) and, for
+/// strings, `choices` lists the accepted values. A parameter with a default is optional.
+struct ParamSpec {
+  std::string name;
+  ParamType type = ParamType::Double;
+  std::string unit;  ///< e.g. "years", "1/year", "ms"; empty when dimensionless
+  std::string help;
+  std::optional<double> min;
+  std::optional<double> max;
+  std::vector<std::string> choices;
+  std::optional<ParamValue> default_value;
+};
+
+/// Declared output value of a kernel: every output is one double.
+struct OutputSpec {
+  std::string name;
+  std::string unit;
+  std::string help;
+};
+
+/// Thrown by a kernel whose task passed its deadline (see TaskContext::check_deadline).
+struct TaskTimeout : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Parameter values of one task, by name, already checked against the kernel's schema.
+class Params {
+ public:
+  void set(std::string name, ParamValue v) { values_[std::move(name)] = std::move(v); }
+  bool has(const std::string& name) const { return values_.count(name) != 0; }
+  /// Accessors throw std::out_of_range for an absent name and std::bad_variant_access for a
+  /// value of another type; schema checking makes both impossible for registered kernels.
+  std::int64_t get_int(const std::string& name) const;
+  double get_double(const std::string& name) const;
+  const std::string& get_string(const std::string& name) const;
+  const std::map<std::string, ParamValue>& values() const { return values_; }
+
+ private:
+  std::map<std::string, ParamValue> values_;
+};
+
+/// What a running task may ask of the runtime: its deadline, its attempt number and how many
+/// OpenMP threads it should use. Long kernels call check_deadline() between blocks of work.
+struct TaskContext {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point deadline = Clock::time_point::max();
+  int attempt = 1;   ///< 1 for the first try, 2 for the first retry, ...
+  int threads = 1;   ///< OpenMP threads this task may use (the runtime sets it per rank)
+  const volatile int* stop_flag = nullptr;  ///< non-zero when the job is being stopped
+
+  bool expired() const {
+    return (stop_flag != nullptr && *stop_flag != 0) || Clock::now() >= deadline;
+  }
+  /// Throws TaskTimeout when the deadline has passed or the job is stopping.
+  void check_deadline() const;
+};
+
+using KernelFn = std::function<std::vector<double>(const Params&, const TaskContext&)>;
+
+/// A registered kernel. `run` returns exactly outputs.size() values, in the declared order, or
+/// throws (std::exception) to fail the task. `check`, when set, is the kernel's self-validation
+/// of its own outputs (described in `check_description`); the farm counts how many pass.
+struct KernelSpec {
+  std::string name;
+  std::string summary;
+  std::vector<ParamSpec> params;
+  std::vector<OutputSpec> outputs;
+  KernelFn run;
+  std::function<bool(std::span<const double>)> check;
+  std::string check_description;
+
+  const ParamSpec* find_param(const std::string& name) const;
+};
+
+/// Why a value does not fit a parameter's schema, or std::nullopt when it fits. Ints are
+/// accepted for Double parameters (converted exactly); the reverse is an error.
+std::optional<std::string> check_param(const ParamSpec& spec, ParamValue& value);
+
+/// A set of kernels by name.
+class Registry {
+ public:
+  /// Adds a kernel; throws std::invalid_argument for a duplicate kernel name, or a parameter or
+  /// output named like another or like a results column (task_id, check_passed, wall_s, rank,
+  /// attempt).
+  void add(KernelSpec spec);
+  /// The kernel called `name`, or nullptr.
+  const KernelSpec* find(const std::string& name) const;
+  std::vector<std::string> names() const;
+  /// The registered name closest to `name` (Levenshtein distance <= 3), or "".
+  std::string suggest(const std::string& name) const;
+
+ private:
+  std::map<std::string, KernelSpec> kernels_;
+};
+
+/// The kernels shipped with rankfarm: black_scholes_mc, sleep_ms, spin_ms, flaky.
+const Registry& builtin_registry();
+
+/// Edit distance between a and b (insert, delete, substitute each cost 1).
+std::size_t levenshtein(const std::string& a, const std::string& b);
+
+}  // namespace rankfarm::kernels

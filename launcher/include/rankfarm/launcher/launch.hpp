@@ -1,0 +1,47 @@
+// rankfarm/launcher/launch.hpp — starting ranks: detect an existing MPI launch, or build an
+// mpirun command line and run it.
+//
+//   if (!launcher::under_mpi_launcher()) {
+//     LaunchPlan p = launcher::plan_local_mpirun(4, {"/usr/bin/rankfarm", "run", "job.toml"});
+//     return launcher::run_plan(p);   // mpirun's exit status
+//   }
+//
+// Commands are argument vectors passed to posix_spawnp, never shell strings.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace rankfarm::launcher {
+
+/// True when this process is a rank started by an MPI launcher: one of the rank variables of
+/// Open MPI (OMPI_COMM_WORLD_RANK), PMIx (PMIX_RANK, set by srun --mpi=pmix), PMI/Hydra
+/// (PMI_RANK) or MVAPICH (MV2_COMM_WORLD_RANK) is set.
+bool under_mpi_launcher();
+
+/// Cores this process may run on (sched_getaffinity), at least 1.
+int available_cores();
+
+struct LaunchPlan {
+  std::vector<std::string> argv;        ///< argv[0] is looked up in PATH
+  std::vector<std::string> env;         ///< "NAME=value" added to the environment
+  std::vector<std::string> notes;       ///< why each choice was made, for --dry-run
+};
+
+/// mpirun on this machine: `mpirun -n RANKS [--oversubscribe] --stdin none PROGRAM...`.
+/// --oversubscribe is added only when ranks exceed available_cores(). As root, Open MPI needs
+/// OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM)=1; they are added to env (and noted) only when running
+/// as root and not already set. Throws std::invalid_argument when ranks < 1.
+LaunchPlan plan_local_mpirun(int ranks, const std::vector<std::string>& program);
+
+/// The plan as one line of shell-quoted text (for --dry-run and logs; never executed).
+std::string render(const LaunchPlan& plan);
+
+/// Runs the plan and returns the launcher's exit status (128+N if it died of signal N).
+/// The launcher gets its own process group, so a terminal's Ctrl-C reaches only this process:
+/// the first SIGINT/SIGTERM is passed on as SIGUSR1 (Open MPI forwards it to every rank: a
+/// graceful stop), the second as SIGTERM, the third as SIGKILL. Throws std::system_error when
+/// the launcher cannot be started (e.g. mpirun not installed).
+int run_plan(const LaunchPlan& plan);
+
+}  // namespace rankfarm::launcher

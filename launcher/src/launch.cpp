@@ -1,0 +1,130 @@
+#include "rankfarm/launcher/launch.hpp"
+
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <set>
+#include <stdexcept>
+#include <system_error>
+
+extern char** environ;
+
+namespace rankfarm::launcher {
+namespace {
+
+// Rank variables of the launchers we know, one table (see the style guide's launcher notes).
+constexpr const char* kRankVariables[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"};
+
+volatile std::sig_atomic_t g_signals = 0;
+void count_signal(int) { g_signals = g_signals + 1; }
+
+std::string quote(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./=:,+@%") == std::string::npos)
+    return s;
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+}  // namespace
+
+bool under_mpi_launcher() {
+  for (const char* v : kRankVariables)
+    if (std::getenv(v) != nullptr) return true;
+  return false;
+}
+
+int available_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)) > 0 ? static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)) : 1;
+}
+
+LaunchPlan plan_local_mpirun(int ranks, const std::vector<std::string>& program) {
+  if (ranks < 1) throw std::invalid_argument("the number of ranks must be at least 1");
+  LaunchPlan p;
+  const int cores = available_cores();
+  p.argv = {"mpirun", "-n", std::to_string(ranks)};
+  if (ranks > cores) {
+    p.argv.push_back("--oversubscribe");
+    p.notes.push_back("--oversubscribe: " + std::to_string(ranks) + " ranks on " + std::to_string(cores) +
+                      " cores (idle ranks back off instead of spinning)");
+  }
+  p.argv.insert(p.argv.end(), {"--stdin", "none"});
+  p.notes.push_back("--stdin none: no rank reads the terminal");
+  p.argv.insert(p.argv.end(), program.begin(), program.end());
+  if (geteuid() == 0 && std::getenv("OMPI_ALLOW_RUN_AS_ROOT") == nullptr) {
+    p.env = {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"};
+    p.notes.push_back("running as root: Open MPI refuses to start without OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM)=1");
+  }
+  return p;
+}
+
+std::string render(const LaunchPlan& plan) {
+  std::string out;
+  for (const auto& e : plan.env) out += quote(e) + " ";
+  for (std::size_t i = 0; i < plan.argv.size(); ++i) out += (i ? " " : "") + quote(plan.argv[i]);
+  return out;
+}
+
+int run_plan(const LaunchPlan& plan) {
+  std::set<std::string> names;
+  for (const auto& e : plan.env) names.insert(e.substr(0, e.find('=')));
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string s(*e);
+    if (!names.count(s.substr(0, s.find('=')))) env.push_back(s);
+  }
+  env.insert(env.end(), plan.env.begin(), plan.env.end());
+  std::vector<char*> envp, argv;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = plan.argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  struct sigaction sa {}, old_int {}, old_term {};
+  sa.sa_handler = count_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t def;
+  sigemptyset(&def);
+  sigaddset(&def, SIGINT);
+  sigaddset(&def, SIGTERM);
+  posix_spawnattr_setsigdefault(&attr, &def);
+  pid_t pid = 0;
+  int rc = posix_spawnp(&pid, argv[0], nullptr, &attr, argv.data(), envp.data());
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+    throw std::system_error(rc, std::generic_category(), std::string("cannot start ") + argv[0]);
+  }
+  int forwarded = 0, status = 0;
+  for (;;) {
+    pid_t r = waitpid(pid, &status, 0);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) break;
+    while (forwarded < g_signals) {
+      ++forwarded;
+      kill(pid, forwarded == 1 ? SIGUSR1 : forwarded == 2 ? SIGTERM : SIGKILL);
+    }
+  }
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace rankfarm::launcher

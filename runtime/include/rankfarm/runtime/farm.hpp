@@ -1,0 +1,69 @@
+// rankfarm/runtime/farm.hpp — the task farm: rank 0 coordinates, every other rank works.
+//
+//   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+//   rankfarm::runtime::install_stop_handlers();
+//   FarmOptions o; o.job_path = "job.toml";
+//   int code = rankfarm::runtime::run_farm(MPI_COMM_WORLD, o, kernels::builtin_registry());
+//   MPI_Finalize(); return code;        // the same code on every rank (see error.hpp)
+//
+// Scheduling (self-scheduling, "competing consumers"): the coordinator keeps up to `window`
+// tasks in flight per worker so that a worker never waits for the next assignment; among
+// ready tasks the highest priority goes first, ties in job-file order. A task is ready when
+// every task it depends on is done; when a task fails for good its dependents are skipped,
+// transitively, with the reason. A failed attempt (exception, non-zero exit, timeout) is retried
+// up to the task's `retries`; the failure count and the last error are journalled.
+// Timeouts: workers enforce them (shell tasks: the process group is killed; kernels: they
+// check TaskContext::check_deadline). A worker that sends nothing for timeout + 10 s after
+// starting a task is presumed hung: its task is retried on another rank and it gets no more
+// work; at the end of the job the coordinator aborts the communicator to end it.
+// Idle ranks poll with an exponential back-off (yield, then sleeps from 10 us to 1 ms), so
+// waiting ranks leave the cores to working ones when ranks outnumber cores.
+// Stop: SIGINT, SIGTERM or SIGUSR1 on the coordinator stops dispatching, flushes the journal at
+// once, lets running tasks finish for `grace_s`, then kills them, writes results.h5, prints how
+// to resume and returns kExitInterrupted on every rank. With one rank, rank 0 runs the tasks
+// itself.
+// Output directory: journal.sqlite, results.h5, logs/<task id>.out|.err (shell tasks). It must
+// be on a file system that every node sees (as the job file is).
+#pragma once
+
+#include <chrono>
+#include <mpi.h>
+#include <ostream>
+#include <string>
+
+#include "rankfarm/kernels/registry.hpp"
+
+namespace rankfarm::runtime {
+
+struct FarmOptions {
+  std::string job_path;          ///< TOML job file, or a command file when `commands`
+  bool commands = false;
+  std::string output_dir;        ///< "" = [job].output, else ./rankfarm-out/<job name>
+  bool resume = false;           ///< continue the job in output_dir (a fresh start if none)
+  bool retry_failed = false;     ///< with resume: failed and skipped tasks run again
+  int window = 0;                ///< tasks in flight per worker; 0 = [job].window, else 2
+  int retries = 0;               ///< command files: retries per task
+  double timeout_s = 0;          ///< command files: timeout per attempt (0 = none)
+  double grace_s = 10;           ///< after a stop signal: how long running tasks may finish
+  double progress_s = 0;         ///< progress interval; 0 = 0.2 s on a terminal, else 10 s
+  double snapshot_s = 60;        ///< results.h5 is rewritten at most this often while running
+  std::chrono::milliseconds commit_interval{100};  ///< journal group-commit interval
+};
+
+/// Runs a job over the ranks of `comm` (collective). Rank 0 reads the job file, checks it
+/// against `registry` and broadcasts it; errors in it are reported by rank 0 as one line and
+/// every rank returns kExitBadInput. Returns the job's exit code on every rank.
+int run_farm(MPI_Comm comm, const FarmOptions& options, const kernels::Registry& registry);
+
+/// SIGINT, SIGTERM and SIGUSR1 set the stop flag that run_farm watches (instead of killing the
+/// process). Call once, after MPI_Init.
+void install_stop_handlers();
+
+/// Prints a job's state from its journal: counts per state, the failed tasks with their last
+/// error, and the runs. Returns kExitOk, or kExitBadInput when `dir` holds no journal.
+int print_status(const std::string& dir, std::ostream& out);
+
+/// The output directory a job would use (same rule as run_farm).
+std::string default_output_dir(const std::string& job_output, const std::string& job_name);
+
+}  // namespace rankfarm::runtime

@@ -1,0 +1,130 @@
+// rankfarm/runtime/journal.hpp — the job's journal: every task's state in an SQLite database.
+//
+//   auto j = Journal::create(dir + "/journal.sqlite", job);     // new job
+//   auto j = Journal::open(dir + "/journal.sqlite", false);     // --resume
+//   JournalWriter w(*j, std::chrono::milliseconds(100));
+//   w.push(idx, record);        // cheap: queued; committed with others in one transaction
+//   w.flush();                  // blocks until everything pushed so far is durable
+//
+// Schema (SQLite, WAL mode, synchronous=FULL):
+//   meta(key PRIMARY KEY, value)            format, job_name, job_hash, job_source, created_at
+//   tasks(idx PRIMARY KEY, task_id UNIQUE, spec_hash, state, rank, attempt, failure_count,
+//         started_at, deadline, finished_at, exit_code, error, wall_s, result BLOB, stdout)
+//   runs(run PRIMARY KEY, started_at, finished_at, ranks, hosts, outcome)
+// Times are seconds since the Unix epoch (UTC). `result` holds the kernel's output values as
+// little-endian binary64. A task's state and its result change in one transaction, so a task
+// is never seen done without its result. Durability: a commit survives kill -9 and power loss;
+// updates still queued in a JournalWriter when the process dies are lost, and those tasks
+// simply run again on resume (at-least-once execution, exactly-once results).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "rankfarm/runtime/job.hpp"
+
+struct sqlite3;
+
+namespace rankfarm::runtime {
+
+enum class TaskState : std::uint8_t { Pending, Running, Done, Failed, Skipped };
+
+/// "pending", "running", "done", "failed", "skipped".
+const char* to_string(TaskState s) noexcept;
+std::optional<TaskState> parse_task_state(const std::string& s);
+
+/// The mutable state of one task, as journalled.
+struct TaskRecord {
+  TaskState state = TaskState::Pending;
+  int rank = -1;          ///< rank of the last attempt; -1 before the first
+  int attempt = 0;        ///< attempts dispatched so far (the current one while running)
+  int failure_count = 0;  ///< attempts that failed
+  double started_at = 0, deadline = 0, finished_at = 0;  ///< epoch seconds; deadline 0 = none
+  int exit_code = 0;      ///< shell tasks: the command's exit status (128+N for signal N)
+  std::string error;      ///< last error, or the reason a task was skipped
+  double wall_s = 0;      ///< wall time of the successful attempt, seconds
+  std::vector<double> values;  ///< kernel outputs of the successful attempt
+  std::string stdout_text;     ///< shell tasks: the last <= 4096 bytes of standard output
+};
+
+struct JournalRow {
+  std::uint32_t idx;
+  std::string task_id;
+  std::string spec_hash;
+  TaskRecord record;
+};
+
+class Journal {
+ public:
+  /// Creates the journal for a new job at `path`. Throws InputError if a journal exists there
+  /// (the caller offers --resume), std::runtime_error on SQLite errors.
+  static std::unique_ptr<Journal> create(const std::string& path, const Job& job);
+  /// Opens an existing journal. Throws InputError if the file is missing, is not an SQLite
+  /// database, or is not a rankfarm journal of a known format.
+  static std::unique_ptr<Journal> open(const std::string& path, bool read_only);
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  const std::string& path() const { return path_; }
+  /// Value of a meta key, or "" when absent.
+  std::string meta(const std::string& key) const;
+  void set_meta(const std::string& key, const std::string& value);
+  /// All tasks in index order. Throws InputError naming the row for an unreadable row.
+  std::vector<JournalRow> load_tasks() const;
+  /// Writes the given task records in one transaction. Throws std::runtime_error (with the
+  /// SQLite message, e.g. "database or disk is full") and rolls back on failure.
+  void write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates);
+  /// Records the start of a run (first run or a resume) and returns its number.
+  int begin_run(int ranks, const std::string& hosts);
+  void end_run(int run, const std::string& outcome);
+
+ private:
+  explicit Journal(std::string path) : path_(std::move(path)) {}
+  void exec(const char* sql) const;
+  std::string path_;
+  sqlite3* db_ = nullptr;
+};
+
+/// Group commit: a background thread commits queued updates every `interval` (or sooner when
+/// 4096 are queued), keeping SQLite's fsync off the coordinator's critical path.
+class JournalWriter {
+ public:
+  JournalWriter(Journal& journal, std::chrono::milliseconds interval);
+  ~JournalWriter();  ///< flushes what is queued, then stops the thread (errors are dropped)
+  JournalWriter(const JournalWriter&) = delete;
+  JournalWriter& operator=(const JournalWriter&) = delete;
+
+  void push(std::uint32_t idx, const TaskRecord& record);
+  /// Blocks until everything pushed before the call is committed; rethrows a commit error.
+  void flush();
+  /// The first commit error, if any (the coordinator checks it each round and stops).
+  std::exception_ptr error() const;
+  /// Number of transactions committed so far.
+  std::uint64_t commits() const;
+
+ private:
+  void loop();
+  Journal& journal_;
+  std::chrono::milliseconds interval_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::pair<std::uint32_t, TaskRecord>> queue_;
+  std::uint64_t pushed_ = 0, committed_ = 0, commits_ = 0;
+  bool stop_ = false, flush_requested_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;
+};
+
+/// Current time, seconds since the Unix epoch.
+double epoch_seconds();
+
+}  // namespace rankfarm::runtime

@@ -1,0 +1,49 @@
+// rankfarm/runtime/shell.hpp — running one shell task: its own process group, a timeout that
+// kills the whole group, output captured to files.
+//
+//   ShellRequest r{.command = "gzip -9 big.dat", .stdout_path = "logs/t1.out",
+//                  .stderr_path = "logs/t1.err", .env = {"RANKFARM_TASK_ID=t1"}};
+//   r.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+//   ShellOutcome o = run_shell(r);   // o.exit_code, o.timed_out, o.wall_s
+//
+// How: the rank forks a small supervisor that leads a new process group, asks the kernel for a
+// signal when the rank dies (PR_SET_PDEATHSIG) and then forks `/bin/sh -c COMMAND` into that
+// group with stdin from /dev/null. On timeout or stop the rank sends SIGTERM to the group, waits
+// `kill_grace_s`, then SIGKILL. If the rank itself is killed (kill -9, node teardown), the
+// supervisor SIGKILLs the group, so no task outlives its rank. Processes a command leaves in
+// the background are killed when the command ends, as a batch system ends a job step.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace rankfarm::runtime {
+
+struct ShellRequest {
+  std::string command;       ///< passed verbatim to /bin/sh -c
+  std::string stdout_path;   ///< truncated and written by the command
+  std::string stderr_path;
+  std::vector<std::string> env;  ///< "NAME=value" entries added to (or replacing in) environ
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::function<bool()> should_stop;  ///< polled every 50 ms; true kills the task
+  double kill_grace_s = 2.0;          ///< seconds between SIGTERM and SIGKILL
+};
+
+struct ShellOutcome {
+  int exit_code = 0;       ///< the command's exit status; 128+N when killed by signal N
+  bool timed_out = false;  ///< killed because the deadline passed
+  bool stopped = false;    ///< killed because should_stop() returned true
+  double wall_s = 0.0;
+  std::string error;       ///< empty when exit_code == 0; otherwise a one-line reason
+};
+
+/// Runs the command to completion (or kill) and reports how it ended. Throws
+/// std::system_error only when the task cannot be started (files, fork).
+ShellOutcome run_shell(const ShellRequest& request);
+
+/// The last `max_bytes` bytes of a file ("" if it cannot be read).
+std::string tail_of_file(const std::string& path, std::size_t max_bytes);
+
+}  // namespace rankfarm::runtime

@@ -1,0 +1,434 @@
+#include "rankfarm/runtime/job.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <toml++/toml.h>
+
+#include "rankfarm/runtime/error.hpp"
+
+namespace rankfarm::runtime {
+namespace {
+
+using kernels::ParamValue;
+
+int line_of(const toml::node& n) { return static_cast<int>(n.source().begin.line); }
+
+bool valid_id(const std::string& id) {
+  if (id.empty() || id.size() > 200) return false;
+  auto ok = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'; };
+  if (!(std::isalnum(static_cast<unsigned char>(id[0])) || id[0] == '_')) return false;
+  return std::all_of(id.begin(), id.end(), ok);
+}
+
+// One [[task]] or [[sweep]] entry while it is being read.
+struct Entry {
+  std::string what;  // "task \"x\"" or "sweep \"x\"", for messages
+  int line = 0;
+  std::vector<std::pair<std::string, int>> depends_on;  // name, line
+};
+
+class Loader {
+ public:
+  Loader(std::string path, const kernels::Registry& reg) : path_(std::move(path)), reg_(reg) {}
+
+  Job load() {
+    toml::table root;
+    try {
+      root = toml::parse_file(path_);
+    } catch (const toml::parse_error& e) {
+      throw InputError(path_, static_cast<int>(e.source().begin.line), "", std::string(e.description()));
+    }
+    job_.source = path_;
+    check_keys(root, "", {"job", "task", "sweep"});
+    const toml::table* jt = root["job"].as_table();
+    if (jt == nullptr) throw InputError(path_, 0, "[job]", "missing table (needs at least name = \"...\")");
+    read_job(*jt);
+    if (auto* tasks = root["task"].node()) {
+      const toml::array* arr = tasks->as_array();
+      if (arr == nullptr) throw InputError(path_, line_of(*tasks), "task", "must be an array of tables ([[task]])");
+      for (const auto& n : *arr) read_task(table_of(n, "[[task]]"));
+    }
+    if (auto* sweeps = root["sweep"].node()) {
+      const toml::array* arr = sweeps->as_array();
+      if (arr == nullptr) throw InputError(path_, line_of(*sweeps), "sweep", "must be an array of tables ([[sweep]])");
+      for (const auto& n : *arr) read_sweep(table_of(n, "[[sweep]]"));
+    }
+    if (job_.tasks.empty()) throw InputError(path_, 0, "", "the job has no [[task]] or [[sweep]] entries");
+    resolve_dependencies();
+    check_acyclic(job_);
+    hash_job(job_);
+    return std::move(job_);
+  }
+
+ private:
+  const toml::table& table_of(const toml::node& n, const char* what) {
+    const toml::table* t = n.as_table();
+    if (t == nullptr) throw InputError(path_, line_of(n), what, "entry must be a table");
+    return *t;
+  }
+
+  void check_keys(const toml::table& t, const std::string& where, std::initializer_list<const char*> allowed) {
+    for (const auto& [k, v] : t) {
+      bool ok = std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return k.str() == a; });
+      if (!ok)
+        throw InputError(path_, line_of(v), where.empty() ? std::string(k.str()) : where + ": " + std::string(k.str()),
+                         fmt::format("unknown key (expected one of: {})", fmt::join(allowed, ", ")));
+    }
+  }
+
+  std::string get_string(const toml::table& t, const char* key, const std::string& where, bool required) {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) {
+      if (required) throw InputError(path_, line_of(t), where + ": " + key, "missing");
+      return {};
+    }
+    if (!n->is_string()) throw InputError(path_, line_of(*n), where + ": " + key, "expected a string");
+    return n->as_string()->get();
+  }
+
+  std::optional<std::int64_t> get_int(const toml::table& t, const char* key, const std::string& where,
+                                      std::int64_t lo, std::int64_t hi) {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_integer()) throw InputError(path_, line_of(*n), where + ": " + key, "expected an integer");
+    std::int64_t v = n->as_integer()->get();
+    if (v < lo || v > hi)
+      throw InputError(path_, line_of(*n), where + ": " + key, fmt::format("{} is out of range [{}, {}]", v, lo, hi));
+    return v;
+  }
+
+  std::optional<double> get_seconds(const toml::table& t, const char* key, const std::string& where) {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) return std::nullopt;
+    double v;
+    if (n->is_integer()) v = static_cast<double>(n->as_integer()->get());
+    else if (n->is_floating_point()) v = n->as_floating_point()->get();
+    else throw InputError(path_, line_of(*n), where + ": " + key, "expected a number of seconds");
+    if (!(v > 0 && v <= 1e7))
+      throw InputError(path_, line_of(*n), where + ": " + key, fmt::format("{} is out of range (0, 1e7] seconds", v));
+    return v;
+  }
+
+  void read_job(const toml::table& t) {
+    check_keys(t, "[job]", {"name", "output", "retries", "timeout_s", "window"});
+    job_.name = get_string(t, "name", "[job]", true);
+    if (!valid_id(job_.name))
+      throw InputError(path_, line_of(*t.get("name")), "[job]: name",
+                       "must match [A-Za-z0-9_][A-Za-z0-9_.-]* (it names the output directory)");
+    job_.output_dir = get_string(t, "output", "[job]", false);
+    default_retries_ = static_cast<int>(get_int(t, "retries", "[job]", 0, 1000).value_or(0));
+    default_timeout_ = get_seconds(t, "timeout_s", "[job]").value_or(0.0);
+    job_.window = static_cast<int>(get_int(t, "window", "[job]", 1, 1024).value_or(0));
+  }
+
+  // Fields shared by [[task]] and [[sweep]]: id, priority, depends_on, retries, timeout_s.
+  TaskSpec read_common(const toml::table& t, const char* kind, Entry& e) {
+    TaskSpec s;
+    const toml::node* idn = t.get("id");
+    if (idn == nullptr) throw InputError(path_, line_of(t), fmt::format("[[{}]]: id", kind), "missing");
+    if (!idn->is_string()) throw InputError(path_, line_of(*idn), fmt::format("[[{}]]: id", kind), "expected a string");
+    s.id = idn->as_string()->get();
+    e.what = fmt::format("{} \"{}\"", kind, s.id);
+    e.line = line_of(t);
+    if (!valid_id(s.id)) throw InputError(path_, line_of(*idn), e.what + ": id", "must match [A-Za-z0-9_][A-Za-z0-9_.-]*");
+    if (!names_.insert(s.id).second) throw InputError(path_, line_of(*idn), e.what + ": id", "duplicate id");
+    s.line = e.line;
+    s.priority = static_cast<int>(get_int(t, "priority", e.what, -1'000'000, 1'000'000).value_or(0));
+    s.retries = static_cast<int>(get_int(t, "retries", e.what, 0, 1000).value_or(default_retries_));
+    s.timeout_s = get_seconds(t, "timeout_s", e.what).value_or(default_timeout_);
+    if (const toml::node* d = t.get("depends_on")) {
+      const toml::array* arr = d->as_array();
+      if (arr == nullptr) throw InputError(path_, line_of(*d), e.what + ": depends_on", "expected an array of ids");
+      for (const auto& x : *arr) {
+        if (!x.is_string()) throw InputError(path_, line_of(x), e.what + ": depends_on", "expected a string id");
+        e.depends_on.emplace_back(x.as_string()->get(), line_of(x));
+      }
+    }
+    return s;
+  }
+
+  ParamValue to_value(const toml::node& n, const std::string& field) {
+    if (n.is_integer()) return n.as_integer()->get();
+    if (n.is_floating_point()) return n.as_floating_point()->get();
+    if (n.is_string()) return n.as_string()->get();
+    throw InputError(path_, line_of(n), field, "expected a number or a string");
+  }
+
+  const kernels::KernelSpec& find_kernel(const toml::table& t, const Entry& e) {
+    std::string name = get_string(t, "kernel", e.what, true);
+    const kernels::KernelSpec* k = reg_.find(name);
+    if (k == nullptr) {
+      std::string hint = reg_.suggest(name);
+      throw InputError(path_, line_of(*t.get("kernel")), e.what + ": kernel",
+                       fmt::format("unknown kernel \"{}\" ({})", name,
+                                   hint.empty() ? fmt::format("known: {}", fmt::join(reg_.names(), ", "))
+                                                : fmt::format("did you mean {}?", hint)));
+    }
+    return *k;
+  }
+
+  // Checks one parameter value and stores it.
+  void put_param(const kernels::KernelSpec& k, kernels::Params& p, const std::string& name, ParamValue v,
+                 int line, const Entry& e) {
+    const std::string field = fmt::format("{}: params.{}", e.what, name);
+    const kernels::ParamSpec* ps = k.find_param(name);
+    if (ps == nullptr) {
+      std::vector<std::string> known;
+      for (const auto& q : k.params) known.push_back(q.name);
+      throw InputError(path_, line, field,
+                       fmt::format("kernel {} has no such parameter (known: {})", k.name, fmt::join(known, ", ")));
+    }
+    if (auto err = kernels::check_param(*ps, v)) throw InputError(path_, line, field, *err);
+    p.set(name, std::move(v));
+  }
+
+  // Adds defaults and reports the first missing required parameter.
+  void complete_params(const kernels::KernelSpec& k, kernels::Params& p, const Entry& e) {
+    for (const auto& ps : k.params) {
+      if (p.has(ps.name)) continue;
+      if (!ps.default_value)
+        throw InputError(path_, e.line, fmt::format("{}: params.{}", e.what, ps.name),
+                         fmt::format("missing (kernel {} needs it: {} {}{})", k.name, kernels::to_string(ps.type),
+                                     ps.help, ps.unit.empty() ? "" : " [" + ps.unit + "]"));
+      p.set(ps.name, *ps.default_value);
+    }
+  }
+
+  const toml::table* params_table(const toml::table& t, const char* key, const Entry& e) {
+    const toml::node* n = t.get(key);
+    if (n == nullptr) return nullptr;
+    if (!n->is_table()) throw InputError(path_, line_of(*n), e.what + ": " + key, "expected a table { name = value, ... }");
+    return n->as_table();
+  }
+
+  void read_task(const toml::table& t) {
+    Entry e;
+    TaskSpec s = read_common(t, "task", e);
+    check_keys(t, e.what, {"id", "kernel", "params", "command", "priority", "depends_on", "retries", "timeout_s"});
+    const bool has_kernel = t.contains("kernel"), has_command = t.contains("command");
+    if (has_kernel == has_command)
+      throw InputError(path_, e.line, e.what, "needs exactly one of kernel = \"...\" or command = \"...\"");
+    if (has_command) {
+      if (t.contains("params")) throw InputError(path_, line_of(*t.get("params")), e.what + ": params", "a command task takes no params");
+      s.kind = TaskKind::Shell;
+      s.command = get_string(t, "command", e.what, true);
+      if (s.command.find_first_not_of(" \t") == std::string::npos)
+        throw InputError(path_, line_of(*t.get("command")), e.what + ": command", "empty command");
+    } else {
+      const kernels::KernelSpec& k = find_kernel(t, e);
+      s.kind = TaskKind::Kernel;
+      s.kernel = k.name;
+      if (const toml::table* pt = params_table(t, "params", e))
+        for (const auto& [name, v] : *pt)
+          put_param(k, s.params, std::string(name.str()), to_value(v, e.what + ": params." + std::string(name.str())),
+                    line_of(v), e);
+      complete_params(k, s.params, e);
+    }
+    add(std::move(s), std::move(e), {});
+  }
+
+  void read_sweep(const toml::table& t) {
+    Entry e;
+    TaskSpec base = read_common(t, "sweep", e);
+    check_keys(t, e.what, {"id", "kernel", "params", "vary", "priority", "depends_on", "retries", "timeout_s"});
+    const kernels::KernelSpec& k = find_kernel(t, e);
+    base.kind = TaskKind::Kernel;
+    base.kernel = k.name;
+    if (const toml::table* pt = params_table(t, "params", e))
+      for (const auto& [name, v] : *pt)
+        put_param(k, base.params, std::string(name.str()),
+                  to_value(v, e.what + ": params." + std::string(name.str())), line_of(v), e);
+    const toml::table* vt = params_table(t, "vary", e);
+    if (vt == nullptr || vt->empty()) throw InputError(path_, e.line, e.what + ": vary", "missing (a sweep varies at least one parameter)");
+    // Axes in the table's (alphabetical) key order; each value checked before expansion.
+    std::vector<std::pair<std::string, std::vector<ParamValue>>> axes;
+    std::size_t points = 1;
+    for (const auto& [name, v] : *vt) {
+      const std::string pname(name.str());
+      const std::string field = e.what + ": vary." + pname;
+      if (base.params.has(pname)) throw InputError(path_, line_of(v), field, "also given in params");
+      const toml::array* arr = v.as_array();
+      if (arr == nullptr || arr->empty()) throw InputError(path_, line_of(v), field, "expected a non-empty array of values");
+      std::vector<ParamValue> values;
+      for (const auto& x : *arr) {
+        kernels::Params scratch;
+        put_param(k, scratch, pname, to_value(x, field), line_of(x), e);
+        values.push_back(scratch.values().at(pname));
+      }
+      points *= values.size();
+      if (points > 10'000'000) throw InputError(path_, line_of(v), field, "the sweep expands to more than 10^7 tasks");
+      axes.emplace_back(pname, std::move(values));
+    }
+    kernels::Params probe = base.params;
+    for (const auto& [name, values] : axes) probe.set(name, values.front());
+    complete_params(k, probe, e);
+
+    std::vector<std::uint32_t> members;
+    for (std::size_t n = 0; n < points; ++n) {
+      TaskSpec s = base;
+      s.id = fmt::format("{}.{}", base.id, n);
+      std::size_t rest = n;
+      for (auto it = axes.rbegin(); it != axes.rend(); ++it) {  // last axis fastest
+        s.params.set(it->first, it->second[rest % it->second.size()]);
+        rest /= it->second.size();
+      }
+      complete_params(k, s.params, e);
+      if (!names_.insert(s.id).second) throw InputError(path_, e.line, e.what, fmt::format("task id \"{}\" is already used", s.id));
+      members.push_back(static_cast<std::uint32_t>(job_.tasks.size()));
+      add(std::move(s), e, {});
+    }
+    sweeps_[base.id] = std::move(members);
+  }
+
+  void add(TaskSpec s, Entry e, std::vector<std::uint32_t>) {
+    entries_.push_back(std::move(e));
+    job_.tasks.push_back(std::move(s));
+  }
+
+  void resolve_dependencies() {
+    std::map<std::string, std::uint32_t> index;
+    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i) index[job_.tasks[i].id] = i;
+    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i) {
+      std::set<std::uint32_t> deps;
+      for (const auto& [name, line] : entries_[i].depends_on) {
+        if (auto it = index.find(name); it != index.end()) {
+          deps.insert(it->second);
+        } else if (auto sw = sweeps_.find(name); sw != sweeps_.end()) {
+          deps.insert(sw->second.begin(), sw->second.end());
+        } else {
+          throw InputError(path_, line, entries_[i].what + ": depends_on", fmt::format("no task or sweep \"{}\"", name));
+        }
+      }
+      if (deps.count(i)) throw InputError(path_, entries_[i].line, entries_[i].what + ": depends_on", "a task cannot depend on itself");
+      job_.tasks[i].deps.assign(deps.begin(), deps.end());
+    }
+  }
+
+  std::string path_;
+  const kernels::Registry& reg_;
+  Job job_;
+  int default_retries_ = 0;
+  double default_timeout_ = 0.0;
+  std::set<std::string> names_;
+  std::vector<Entry> entries_;  // parallel to job_.tasks
+  std::map<std::string, std::vector<std::uint32_t>> sweeps_;
+};
+
+std::string value_text(const ParamValue& v) {
+  if (auto* i = std::get_if<std::int64_t>(&v)) return fmt::format("i{}", *i);
+  if (auto* d = std::get_if<double>(&v)) return fmt::format("d{:a}", *d);  // exact bits
+  return "s" + nlohmann::json(std::get<std::string>(v)).dump();
+}
+
+}  // namespace
+
+std::optional<std::uint32_t> Job::find(const std::string& id) const {
+  for (std::uint32_t i = 0; i < tasks.size(); ++i)
+    if (tasks[i].id == id) return i;
+  return std::nullopt;
+}
+
+Job load_job_file(const std::string& path, const kernels::Registry& registry) {
+  if (!std::filesystem::is_regular_file(path)) throw InputError(path, 0, "", "no such job file");
+  return Loader(path, registry).load();
+}
+
+Job load_command_file(const std::string& path, const CommandFileOptions& options) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(path, 0, "", "cannot open command file");
+  Job job;
+  job.source = path;
+  job.name = std::filesystem::path(path).stem().string();
+  std::replace_if(job.name.begin(), job.name.end(),
+                  [](char c) { return !(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-'); }, '_');
+  if (job.name.empty() || job.name[0] == '.' || job.name[0] == '-') job.name = "commands";
+  std::string line;
+  int lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find('\0') != std::string::npos) throw InputError(path, lineno, "command", "contains a NUL byte");
+    auto first = line.find_first_not_of(" \t");
+    if (first == std::string::npos || line[first] == '#') continue;
+    TaskSpec s;
+    s.id = fmt::format("cmd{}", lineno);
+    s.kind = TaskKind::Shell;
+    s.command = line;
+    s.retries = options.retries;
+    s.timeout_s = options.timeout_s;
+    s.line = lineno;
+    job.tasks.push_back(std::move(s));
+  }
+  if (job.tasks.empty()) throw InputError(path, 0, "", "no commands (only blank lines and # comments)");
+  hash_job(job);
+  return job;
+}
+
+std::string canonical_spec(const TaskSpec& t, const Job& job) {
+  std::string out = fmt::format("{}|{}|", static_cast<int>(t.kind), t.id);
+  if (t.kind == TaskKind::Kernel) {
+    out += t.kernel + "|";
+    for (const auto& [k, v] : t.params.values()) out += k + "=" + value_text(v) + ";";
+  } else {
+    out += nlohmann::json(t.command).dump();
+  }
+  out += "|deps:";
+  for (auto d : t.deps) out += job.tasks[d].id + ",";
+  return out;
+}
+
+std::string fnv1a_hex(const std::string& data) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : data) h = (h ^ c) * 0x100000001b3ULL;
+  return fmt::format("{:016x}", h);
+}
+
+void hash_job(Job& job) {
+  std::string all = job.name + "\n";
+  for (auto& t : job.tasks) {
+    t.spec_hash = fnv1a_hex(canonical_spec(t, job));
+    all += t.spec_hash + "\n";
+  }
+  job.hash = fnv1a_hex(all);
+}
+
+void check_acyclic(const Job& job) {
+  // Iterative DFS with colours; on a back edge, report the cycle along the stack.
+  const std::size_t n = job.tasks.size();
+  std::vector<std::uint8_t> colour(n, 0);  // 0 new, 1 on stack, 2 done
+  for (std::size_t root = 0; root < n; ++root) {
+    if (colour[root]) continue;
+    std::vector<std::pair<std::uint32_t, std::size_t>> stack{{static_cast<std::uint32_t>(root), 0}};
+    colour[root] = 1;
+    while (!stack.empty()) {
+      auto& [v, next] = stack.back();
+      if (next < job.tasks[v].deps.size()) {
+        std::uint32_t w = job.tasks[v].deps[next++];
+        if (colour[w] == 1) {
+          std::vector<std::string> cycle;
+          auto it = std::find_if(stack.begin(), stack.end(), [&](auto& p) { return p.first == w; });
+          for (; it != stack.end(); ++it) cycle.push_back(job.tasks[it->first].id);
+          cycle.push_back(job.tasks[w].id);
+          throw InputError(job.source, job.tasks[w].line, "depends_on",
+                           fmt::format("dependency cycle: {}", fmt::join(cycle, " -> ")));
+        }
+        if (colour[w] == 0) {
+          colour[w] = 1;
+          stack.emplace_back(w, 0);
+        }
+      } else {
+        colour[v] = 2;
+        stack.pop_back();
+      }
+    }
+  }
+}
+
+}  // namespace rankfarm::runtime

@@ -1,0 +1,305 @@
+#include "rankfarm/runtime/journal.hpp"
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+
+#include "rankfarm/config.hpp"
+#include "rankfarm/runtime/error.hpp"
+
+namespace rankfarm::runtime {
+namespace {
+
+constexpr const char* kFormat = "rankfarm-journal-1";
+
+// RAII prepared statement.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK)
+      throw std::runtime_error(fmt::format("journal: {}: {}", sql, sqlite3_errmsg(db)));
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  sqlite3_stmt* get() { return s_; }
+  void bind(int i, std::int64_t v) { sqlite3_bind_int64(s_, i, v); }
+  void bind(int i, double v) { sqlite3_bind_double(s_, i, v); }
+  void bind(int i, const std::string& v) { sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
+  void bind_blob(int i, const void* p, std::size_t n) { sqlite3_bind_blob(s_, i, p, static_cast<int>(n), SQLITE_TRANSIENT); }
+  bool step() {
+    int rc = sqlite3_step(s_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    throw std::runtime_error(fmt::format("journal: {}", sqlite3_errmsg(db_)));
+  }
+  void reset() { sqlite3_reset(s_); sqlite3_clear_bindings(s_); }
+  std::string text(int c) {
+    auto* p = sqlite3_column_text(s_, c);
+    return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(s_, c)) : std::string();
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* s_ = nullptr;
+};
+
+}  // namespace
+
+const char* to_string(TaskState s) noexcept {
+  switch (s) {
+    case TaskState::Pending: return "pending";
+    case TaskState::Running: return "running";
+    case TaskState::Done: return "done";
+    case TaskState::Failed: return "failed";
+    case TaskState::Skipped: return "skipped";
+  }
+  return "?";
+}
+
+std::optional<TaskState> parse_task_state(const std::string& s) {
+  for (auto st : {TaskState::Pending, TaskState::Running, TaskState::Done, TaskState::Failed, TaskState::Skipped})
+    if (s == to_string(st)) return st;
+  return std::nullopt;
+}
+
+double epoch_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void Journal::exec(const char* sql) const {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errmsg(db_);
+    sqlite3_free(err);
+    throw std::runtime_error(fmt::format("journal {}: {}", path_, msg));
+  }
+}
+
+Journal::~Journal() { sqlite3_close(db_); }
+
+std::unique_ptr<Journal> Journal::create(const std::string& path, const Job& job) {
+  if (std::filesystem::exists(path))
+    throw InputError(path, 0, "", "a journal already exists here (use --resume to continue that job, or another --output)");
+  std::unique_ptr<Journal> j(new Journal(path));
+  if (sqlite3_open_v2(path.c_str(), &j->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK)
+    throw std::runtime_error(fmt::format("journal {}: {}", path, sqlite3_errmsg(j->db_)));
+  sqlite3_busy_timeout(j->db_, 5000);
+  j->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+  j->exec(
+      "BEGIN;"
+      "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+      "CREATE TABLE tasks(idx INTEGER PRIMARY KEY, task_id TEXT NOT NULL UNIQUE, spec_hash TEXT NOT NULL,"
+      " state TEXT NOT NULL CHECK(state IN ('pending','running','done','failed','skipped')),"
+      " rank INTEGER NOT NULL, attempt INTEGER NOT NULL, failure_count INTEGER NOT NULL,"
+      " started_at REAL NOT NULL, deadline REAL NOT NULL, finished_at REAL NOT NULL,"
+      " exit_code INTEGER NOT NULL, error TEXT NOT NULL, wall_s REAL NOT NULL, result BLOB, stdout TEXT NOT NULL);"
+      "CREATE TABLE runs(run INTEGER PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,"
+      " ranks INTEGER NOT NULL, hosts TEXT NOT NULL, outcome TEXT);");
+  j->set_meta("format", kFormat);
+  j->set_meta("job_name", job.name);
+  j->set_meta("job_hash", job.hash);
+  j->set_meta("job_source", job.source);
+  j->set_meta("created_at", fmt::format("{:.3f}", epoch_seconds()));
+  j->set_meta("rankfarm_version", RANKFARM_VERSION);
+  {
+    Stmt ins(j->db_,
+             "INSERT INTO tasks VALUES(?,?,?,'pending',-1,0,0,0,0,0,0,'',0,NULL,'')");
+    for (std::uint32_t i = 0; i < job.tasks.size(); ++i) {
+      ins.bind(1, static_cast<std::int64_t>(i));
+      ins.bind(2, job.tasks[i].id);
+      ins.bind(3, job.tasks[i].spec_hash);
+      ins.step();
+      ins.reset();
+    }
+  }
+  j->exec("COMMIT;");
+  return j;
+}
+
+std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) {
+  if (!std::filesystem::is_regular_file(path)) throw InputError(path, 0, "", "no journal here (nothing to resume)");
+  std::unique_ptr<Journal> j(new Journal(path));
+  int flags = read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+  if (sqlite3_open_v2(path.c_str(), &j->db_, flags, nullptr) != SQLITE_OK)
+    throw InputError(path, 0, "", fmt::format("cannot open journal: {}", sqlite3_errmsg(j->db_)));
+  sqlite3_busy_timeout(j->db_, 5000);
+  std::string format;
+  try {
+    if (!read_only) j->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+    format = j->meta("format");
+  } catch (const std::exception& e) {
+    throw InputError(path, 0, "", fmt::format("not a rankfarm journal ({})", e.what()));
+  }
+  if (format != kFormat)
+    throw InputError(path, 0, "meta.format",
+                     format.empty() ? "not a rankfarm journal" : fmt::format("unknown journal format \"{}\"", format));
+  return j;
+}
+
+std::string Journal::meta(const std::string& key) const {
+  Stmt s(db_, "SELECT value FROM meta WHERE key=?");
+  s.bind(1, key);
+  return s.step() ? s.text(0) : std::string();
+}
+
+void Journal::set_meta(const std::string& key, const std::string& value) {
+  Stmt s(db_, "INSERT OR REPLACE INTO meta VALUES(?,?)");
+  s.bind(1, key);
+  s.bind(2, value);
+  s.step();
+}
+
+std::vector<JournalRow> Journal::load_tasks() const {
+  Stmt s(db_,
+         "SELECT idx, task_id, spec_hash, state, rank, attempt, failure_count, started_at, deadline,"
+         " finished_at, exit_code, error, wall_s, result, stdout FROM tasks ORDER BY idx");
+  std::vector<JournalRow> rows;
+  while (s.step()) {
+    JournalRow r;
+    r.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0));
+    r.task_id = s.text(1);
+    r.spec_hash = s.text(2);
+    auto st = parse_task_state(s.text(3));
+    if (!st || r.idx != rows.size())
+      throw InputError(path_, 0, fmt::format("tasks row {}", r.idx), "corrupt journal row (bad state or index)");
+    TaskRecord& t = r.record;
+    t.state = *st;
+    t.rank = sqlite3_column_int(s.get(), 4);
+    t.attempt = sqlite3_column_int(s.get(), 5);
+    t.failure_count = sqlite3_column_int(s.get(), 6);
+    t.started_at = sqlite3_column_double(s.get(), 7);
+    t.deadline = sqlite3_column_double(s.get(), 8);
+    t.finished_at = sqlite3_column_double(s.get(), 9);
+    t.exit_code = sqlite3_column_int(s.get(), 10);
+    t.error = s.text(11);
+    t.wall_s = sqlite3_column_double(s.get(), 12);
+    const int nbytes = sqlite3_column_bytes(s.get(), 13);
+    if (nbytes % sizeof(double) != 0)
+      throw InputError(path_, 0, fmt::format("tasks row {} result", r.idx), "corrupt result blob");
+    t.values.resize(static_cast<std::size_t>(nbytes) / sizeof(double));
+    if (nbytes > 0) std::memcpy(t.values.data(), sqlite3_column_blob(s.get(), 13), static_cast<std::size_t>(nbytes));
+    t.stdout_text = s.text(14);
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates) {
+  exec("BEGIN IMMEDIATE;");
+  try {
+    Stmt s(db_,
+           "UPDATE tasks SET state=?, rank=?, attempt=?, failure_count=?, started_at=?, deadline=?,"
+           " finished_at=?, exit_code=?, error=?, wall_s=?, result=?, stdout=? WHERE idx=?");
+    for (const auto& [idx, t] : updates) {
+      s.bind(1, std::string(to_string(t.state)));
+      s.bind(2, static_cast<std::int64_t>(t.rank));
+      s.bind(3, static_cast<std::int64_t>(t.attempt));
+      s.bind(4, static_cast<std::int64_t>(t.failure_count));
+      s.bind(5, t.started_at);
+      s.bind(6, t.deadline);
+      s.bind(7, t.finished_at);
+      s.bind(8, static_cast<std::int64_t>(t.exit_code));
+      s.bind(9, t.error);
+      s.bind(10, t.wall_s);
+      if (!t.values.empty()) s.bind_blob(11, t.values.data(), t.values.size() * sizeof(double));
+      s.bind(12, t.stdout_text);
+      s.bind(13, static_cast<std::int64_t>(idx));
+      s.step();
+      s.reset();
+    }
+    exec("COMMIT;");
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK;", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+int Journal::begin_run(int ranks, const std::string& hosts) {
+  Stmt s(db_, "INSERT INTO runs(started_at, ranks, hosts) VALUES(?,?,?)");
+  s.bind(1, epoch_seconds());
+  s.bind(2, static_cast<std::int64_t>(ranks));
+  s.bind(3, hosts);
+  s.step();
+  return static_cast<int>(sqlite3_last_insert_rowid(db_));
+}
+
+void Journal::end_run(int run, const std::string& outcome) {
+  Stmt s(db_, "UPDATE runs SET finished_at=?, outcome=? WHERE run=?");
+  s.bind(1, epoch_seconds());
+  s.bind(2, outcome);
+  s.bind(3, static_cast<std::int64_t>(run));
+  s.step();
+}
+
+JournalWriter::JournalWriter(Journal& journal, std::chrono::milliseconds interval)
+    : journal_(journal), interval_(interval), thread_([this] { loop(); }) {}
+
+JournalWriter::~JournalWriter() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void JournalWriter::push(std::uint32_t idx, const TaskRecord& record) {
+  std::lock_guard lk(mu_);
+  queue_.emplace_back(idx, record);
+  ++pushed_;
+  if (queue_.size() >= 4096) cv_.notify_all();
+}
+
+void JournalWriter::flush() {
+  std::unique_lock lk(mu_);
+  const std::uint64_t target = pushed_;
+  flush_requested_ = true;
+  cv_.notify_all();
+  done_cv_.wait(lk, [&] { return committed_ >= target || error_; });
+  if (error_) std::rethrow_exception(error_);
+}
+
+std::exception_ptr JournalWriter::error() const {
+  std::lock_guard lk(mu_);
+  return error_;
+}
+
+std::uint64_t JournalWriter::commits() const {
+  std::lock_guard lk(mu_);
+  return commits_;
+}
+
+void JournalWriter::loop() {
+  std::vector<std::pair<std::uint32_t, TaskRecord>> batch;
+  std::unique_lock lk(mu_);
+  for (;;) {
+    cv_.wait_for(lk, interval_, [&] { return stop_ || flush_requested_ || queue_.size() >= 4096; });
+    flush_requested_ = false;
+    const bool stopping = stop_;
+    if (!queue_.empty() && !error_) {
+      batch.swap(queue_);
+      const std::uint64_t n = batch.size();
+      lk.unlock();
+      std::exception_ptr err;
+      try {
+        journal_.write(batch);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      batch.clear();
+      lk.lock();
+      if (err) error_ = err;
+      else committed_ += n, ++commits_;
+    } else if (error_) {
+      queue_.clear();
+    }
+    done_cv_.notify_all();
+    if (stopping && queue_.empty()) return;
+  }
+}
+
+}  // namespace rankfarm::runtime

@@ -1,0 +1,321 @@
+#include "rankfarm/runtime/results.hpp"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fmt/format.h>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include "rankfarm/config.hpp"
+#include "rankfarm/runtime/error.hpp"
+
+namespace rankfarm::runtime {
+namespace {
+
+// RAII for HDF5 identifiers.
+class H5Id {
+ public:
+  H5Id(hid_t id, herr_t (*close)(hid_t), const char* what) : id_(id), close_(close) {
+    if (id < 0) throw std::runtime_error(fmt::format("HDF5: {} failed", what));
+  }
+  ~H5Id() { if (id_ >= 0) close_(id_); }
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+  operator hid_t() const { return id_; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+void check(herr_t rc, const char* what) {
+  if (rc < 0) throw std::runtime_error(fmt::format("HDF5: {} failed", what));
+}
+
+hid_t vlen_string_type() {
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, H5T_VARIABLE);
+  H5Tset_cset(t, H5T_CSET_UTF8);
+  return t;
+}
+
+// A table being assembled row by row into a packed compound buffer.
+class Table {
+ public:
+  enum Kind { I64, I32, U8, F64, STR };
+  void column(std::string name, Kind k) {
+    static const std::size_t sizes[] = {8, 4, 1, 8, sizeof(const char*)};
+    cols_.push_back({std::move(name), k, row_size_});
+    row_size_ += sizes[k];
+  }
+  void new_row() { buf_.resize(buf_.size() + row_size_); col_ = 0; }
+  void put_i64(std::int64_t v) { put(&v, sizeof v); }
+  void put_i32(std::int32_t v) { put(&v, sizeof v); }
+  void put_u8(std::uint8_t v) { put(&v, sizeof v); }
+  void put_f64(double v) { put(&v, sizeof v); }
+  void put_str(const std::string& s) {
+    strings_.push_back(s);
+    const char* p = nullptr;  // filled in write(), once strings_ stops moving
+    put(&p, sizeof p);
+  }
+
+  void write(hid_t file, const std::string& name, const std::map<std::string, std::string>& attrs) {
+    const std::size_t rows = row_size_ ? buf_.size() / row_size_ : 0;
+    // Point string slots at their strings (in column-major order of insertion: row by row).
+    std::size_t s = 0;
+    for (std::size_t r = 0; r < rows; ++r)
+      for (const auto& c : cols_)
+        if (c.kind == STR) {
+          const char* p = strings_[s++].c_str();
+          std::memcpy(buf_.data() + r * row_size_ + c.offset, &p, sizeof p);
+        }
+    H5Id str(vlen_string_type(), H5Tclose, "H5Tcopy");
+    H5Id type(H5Tcreate(H5T_COMPOUND, row_size_), H5Tclose, "H5Tcreate");
+    for (const auto& c : cols_) {
+      hid_t t = c.kind == I64 ? H5T_NATIVE_INT64 : c.kind == I32 ? H5T_NATIVE_INT32
+              : c.kind == U8 ? H5T_NATIVE_UINT8 : c.kind == F64 ? H5T_NATIVE_DOUBLE : hid_t(str);
+      check(H5Tinsert(type, c.name.c_str(), c.offset, t), "H5Tinsert");
+    }
+    hsize_t dims[1] = {rows};
+    H5Id space(H5Screate_simple(1, dims, nullptr), H5Sclose, "H5Screate_simple");
+    H5Id dset(H5Dcreate2(file, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose,
+              "H5Dcreate2");
+    if (rows) check(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf_.data()), "H5Dwrite");
+    for (const auto& [k, v] : attrs) write_attr(dset, k, v);
+  }
+
+  static void write_attr(hid_t obj, const std::string& key, const std::string& value) {
+    H5Id t(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy");
+    H5Tset_size(t, value.empty() ? 1 : value.size());
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    H5Id sp(H5Screate(H5S_SCALAR), H5Sclose, "H5Screate");
+    H5Id a(H5Acreate2(obj, key.c_str(), t, sp, H5P_DEFAULT, H5P_DEFAULT), H5Aclose, "H5Acreate2");
+    std::string v = value.empty() ? std::string(1, '\0') : value;
+    check(H5Awrite(a, t, v.data()), "H5Awrite");
+  }
+
+ private:
+  struct Col {
+    std::string name;
+    Kind kind;
+    std::size_t offset;
+  };
+  void put(const void* p, std::size_t n) {
+    std::memcpy(buf_.data() + buf_.size() - row_size_ + cols_[col_++].offset, p, n);
+  }
+  std::vector<Col> cols_;
+  std::size_t row_size_ = 0, col_ = 0;
+  std::vector<char> buf_;
+  std::vector<std::string> strings_;
+};
+
+void fsync_path(const std::string& path, int flags) {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(fmt::format("cannot open {} to sync it: {}", path, std::strerror(errno)));
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) throw std::runtime_error(fmt::format("fsync {}: {}", path, std::strerror(errno)));
+}
+
+}  // namespace
+
+std::string iso8601(double epoch_s) {
+  std::time_t t = static_cast<std::time_t>(epoch_s);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void write_results(const std::string& path, const Job& job, const std::vector<TaskRecord>& records,
+                   const Provenance& prov, const kernels::Registry& registry) {
+  const std::string tmp = path + ".tmp";
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  {
+    H5Id file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose,
+              ("H5Fcreate " + tmp).c_str());
+    // Kernels in order of first use, so the file's layout follows the job file.
+    std::vector<const kernels::KernelSpec*> used;
+    std::set<std::string> seen;
+    bool any_shell = false;
+    for (const auto& t : job.tasks) {
+      if (t.kind == TaskKind::Shell) any_shell = true;
+      else if (seen.insert(t.kernel).second) used.push_back(registry.find(t.kernel));
+    }
+    for (const kernels::KernelSpec* k : used) {
+      Table tab;
+      tab.column("task_id", Table::STR);
+      for (const auto& p : k->params)
+        tab.column(p.name, p.type == kernels::ParamType::Int ? Table::I64
+                               : p.type == kernels::ParamType::Double ? Table::F64 : Table::STR);
+      for (const auto& o : k->outputs) tab.column(o.name, Table::F64);
+      if (k->check) tab.column("check_passed", Table::U8);
+      tab.column("wall_s", Table::F64);
+      tab.column("rank", Table::I32);
+      tab.column("attempt", Table::I32);
+      for (std::size_t i = 0; i < job.tasks.size(); ++i) {
+        const TaskSpec& t = job.tasks[i];
+        const TaskRecord& r = records[i];
+        if (t.kind != TaskKind::Kernel || t.kernel != k->name || r.state != TaskState::Done) continue;
+        if (r.values.size() != k->outputs.size())
+          throw std::runtime_error(fmt::format("task {}: {} result values, kernel {} declares {}", t.id,
+                                               r.values.size(), k->name, k->outputs.size()));
+        tab.new_row();
+        tab.put_str(t.id);
+        for (const auto& p : k->params) {
+          const auto& v = t.params.values().at(p.name);
+          if (p.type == kernels::ParamType::Int) tab.put_i64(std::get<std::int64_t>(v));
+          else if (p.type == kernels::ParamType::Double) tab.put_f64(std::get<double>(v));
+          else tab.put_str(std::get<std::string>(v));
+        }
+        for (double v : r.values) tab.put_f64(v);
+        if (k->check) tab.put_u8(k->check(r.values) ? 1 : 0);
+        tab.put_f64(r.wall_s);
+        tab.put_i32(r.rank);
+        tab.put_i32(r.attempt);
+      }
+      tab.write(file, k->name, {{"summary", k->summary}, {"check", k->check_description}});
+    }
+    if (any_shell) {
+      Table tab;
+      for (auto [n, kind] : {std::pair{"task_id", Table::STR}, {"command", Table::STR}, {"exit_code", Table::I32},
+                             {"stdout", Table::STR}, {"wall_s", Table::F64}, {"rank", Table::I32},
+                             {"attempt", Table::I32}})
+        tab.column(n, kind);
+      for (std::size_t i = 0; i < job.tasks.size(); ++i) {
+        const TaskSpec& t = job.tasks[i];
+        const TaskRecord& r = records[i];
+        if (t.kind != TaskKind::Shell || r.state != TaskState::Done) continue;
+        tab.new_row();
+        tab.put_str(t.id);
+        tab.put_str(t.command);
+        tab.put_i32(r.exit_code);
+        tab.put_str(r.stdout_text);
+        tab.put_f64(r.wall_s);
+        tab.put_i32(r.rank);
+        tab.put_i32(r.attempt);
+      }
+      tab.write(file, "commands", {{"summary", "shell tasks run with /bin/sh -c"}});
+    }
+    {
+      Table tab;
+      for (auto [n, kind] : {std::pair{"task_id", Table::STR}, {"state", Table::STR}, {"attempts", Table::I32},
+                             {"failure_count", Table::I32}, {"error", Table::STR}})
+        tab.column(n, kind);
+      for (std::size_t i = 0; i < job.tasks.size(); ++i) {
+        tab.new_row();
+        tab.put_str(job.tasks[i].id);
+        tab.put_str(to_string(records[i].state));
+        tab.put_i32(records[i].attempt);
+        tab.put_i32(records[i].failure_count);
+        tab.put_str(records[i].error);
+      }
+      tab.write(file, "tasks", {{"summary", "every task of the job and its final state"}});
+    }
+    const std::map<std::string, std::string> attrs = {
+        {"rankfarm_version", RANKFARM_VERSION}, {"git_revision", RANKFARM_GIT_REVISION},
+        {"job_name", job.name},                 {"job_hash", job.hash},
+        {"job_source", job.source},             {"mpi_library", prov.mpi_library},
+        {"ranks", std::to_string(prov.ranks)},  {"hosts", prov.hosts},
+        {"started_at", iso8601(prov.started_at)}, {"finished_at", iso8601(prov.finished_at)}};
+    for (const auto& [k, v] : attrs) Table::write_attr(file, k, v);
+    check(H5Fflush(file, H5F_SCOPE_GLOBAL), "H5Fflush");
+  }
+  fsync_path(tmp, O_RDONLY);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error(fmt::format("rename {} -> {}: {}", tmp, path, std::strerror(errno)));
+  fsync_path(std::filesystem::path(path).parent_path().empty() ? "." : std::filesystem::path(path).parent_path().string(),
+             O_RDONLY | O_DIRECTORY);
+}
+
+namespace {
+herr_t collect_name(hid_t, const char* name, const H5L_info_t*, void* out) {
+  static_cast<std::vector<std::string>*>(out)->push_back(name);
+  return 0;
+}
+
+hid_t open_results(const std::string& path) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  if (!std::filesystem::is_regular_file(path)) throw InputError(path, 0, "", "no results file");
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw InputError(path, 0, "", "not an HDF5 file (or a damaged one)");
+  return f;
+}
+}  // namespace
+
+std::vector<std::string> result_datasets(const std::string& path) {
+  H5Id file(open_results(path), H5Fclose, "H5Fopen");
+  std::vector<std::string> names;
+  check(H5Literate(file, H5_INDEX_NAME, H5_ITER_INC, nullptr, collect_name, &names), "H5Literate2");
+  return names;
+}
+
+void export_results_tsv(const std::string& path, const std::string& dataset, bool with_run_columns, std::ostream& out) {
+  H5Id file(open_results(path), H5Fclose, "H5Fopen");
+  if (H5Lexists(file, dataset.c_str(), H5P_DEFAULT) <= 0)
+    throw InputError(path, 0, dataset, "no such dataset in the results file");
+  H5Id dset(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), H5Dclose, "H5Dopen2");
+  H5Id ftype(H5Dget_type(dset), H5Tclose, "H5Dget_type");
+  if (H5Tget_class(ftype) != H5T_COMPOUND) throw InputError(path, 0, dataset, "not a rankfarm table");
+  H5Id mtype(H5Tget_native_type(ftype, H5T_DIR_ASCEND), H5Tclose, "H5Tget_native_type");
+  H5Id space(H5Dget_space(dset), H5Sclose, "H5Dget_space");
+  const hssize_t rows = H5Sget_simple_extent_npoints(space);
+  const std::size_t row_size = H5Tget_size(mtype);
+  std::vector<char> buf(static_cast<std::size_t>(rows) * row_size);
+  if (rows > 0) check(H5Dread(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()), "H5Dread");
+
+  struct Col { std::string name; H5T_class_t cls; std::size_t off, size; bool is_signed; };
+  std::vector<Col> cols;
+  const int n = H5Tget_nmembers(mtype);
+  for (int i = 0; i < n; ++i) {
+    char* nm = H5Tget_member_name(mtype, static_cast<unsigned>(i));
+    Col c{nm, H5Tget_member_class(mtype, static_cast<unsigned>(i)), H5Tget_member_offset(mtype, static_cast<unsigned>(i)), 0, true};
+    H5free_memory(nm);
+    H5Id mt(H5Tget_member_type(mtype, static_cast<unsigned>(i)), H5Tclose, "H5Tget_member_type");
+    c.size = H5Tget_size(mt);
+    if (c.cls == H5T_INTEGER) c.is_signed = H5Tget_sign(mt) == H5T_SGN_2;
+    if (!with_run_columns && (c.name == "wall_s" || c.name == "rank" || c.name == "attempt")) continue;
+    cols.push_back(c);
+  }
+  auto clean = [](const char* s) {
+    std::string t = s ? s : "";
+    for (char& ch : t) if (ch == '\t' || ch == '\n' || ch == '\r') ch = ' ';
+    return t;
+  };
+  for (std::size_t i = 0; i < cols.size(); ++i) out << (i ? "\t" : "") << cols[i].name;
+  out << '\n';
+  for (hssize_t r = 0; r < rows; ++r) {
+    const char* row = buf.data() + static_cast<std::size_t>(r) * row_size;
+    for (std::size_t i = 0; i < cols.size(); ++i) {
+      const Col& c = cols[i];
+      const char* p = row + c.off;
+      if (i) out << '\t';
+      if (c.cls == H5T_FLOAT) {
+        double v;
+        std::memcpy(&v, p, sizeof v);
+        out << fmt::format("{:.17g}", v);
+      } else if (c.cls == H5T_INTEGER) {
+        std::int64_t v = 0;
+        if (c.size == 8) std::memcpy(&v, p, 8);
+        else if (c.size == 4) { std::int32_t x; std::memcpy(&x, p, 4); v = x; }
+        else if (c.size == 1) v = c.is_signed ? static_cast<std::int8_t>(*p) : static_cast<std::uint8_t>(*p);
+        out << v;
+      } else if (c.cls == H5T_STRING) {
+        const char* s;
+        std::memcpy(&s, p, sizeof s);
+        out << clean(s);
+      }
+    }
+    out << '\n';
+  }
+  if (rows > 0) H5Dvlen_reclaim(mtype, space, H5P_DEFAULT, buf.data());
+}
+
+}  // namespace rankfarm::runtime
