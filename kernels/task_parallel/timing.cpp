@@ -33,7 +33,7 @@ KernelSpec sleep_ms_kernel() {
   k.name = "sleep_ms";
   k.summary = "sleep for a fixed time without using a core";
   k.params = {ms_param("time to sleep")};
-  k.outputs = {{"elapsed_ms", "ms", "measured sleep time"}};
+  k.outputs = {{"elapsed_ms", "ms", "measured sleep time", true}};
   k.run = [](const Params& p, const TaskContext& ctx) {
     const auto t0 = Clock::now();
     const auto end = t0 + std::chrono::duration_cast<Clock::duration>(
@@ -53,7 +53,7 @@ KernelSpec spin_ms_kernel() {
   k.name = "spin_ms";
   k.summary = "keep one core busy for a fixed time";
   k.params = {ms_param("time to spin")};
-  k.outputs = {{"elapsed_ms", "ms", "measured spin time"}};
+  k.outputs = {{"elapsed_ms", "ms", "measured spin time", true}};
   k.run = [](const Params& p, const TaskContext& ctx) {
     return std::vector<double>{spin(p.get_double("ms"), ctx)};
   };

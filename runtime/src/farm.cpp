@@ -129,6 +129,7 @@ Job decode_job(WireReader& r) {
 struct Outcome {
   std::uint32_t idx = 0, attempt = 0;
   bool ok = false;
+  bool interrupted = false;  // killed because the job is stopping: not the task's fault
   std::int32_t exit_code = 0;
   double wall_s = 0;
   std::vector<double> values;
@@ -184,6 +185,7 @@ struct Executor {
         o.exit_code = so.exit_code;
         o.stdout_text = tail_of_file(req.stdout_path, kStdoutTail);
         o.ok = so.exit_code == 0 && !so.timed_out && !so.stopped;
+        o.interrupted = so.stopped;
         if (!o.ok) {
           std::string err_tail = tail_of_file(req.stderr_path, 200);
           while (!err_tail.empty() && (err_tail.back() == '\n' || err_tail.back() == '\r')) err_tail.pop_back();
@@ -193,6 +195,7 @@ struct Executor {
       }
     } catch (const kernels::TaskTimeout& e) {
       o.ok = false;
+      o.interrupted = kill_flag != 0;
       o.error = fmt::format("timed out after {:.3g} s ({})", std::chrono::duration<double>(Clock::now() - t0).count(), e.what());
     } catch (const std::exception& e) {
       o.ok = false;
@@ -208,7 +211,7 @@ struct Executor {
 void encode_outcome(const Outcome& o, WireWriter& w) {
   w.put<std::uint32_t>(o.idx);
   w.put<std::uint32_t>(o.attempt);
-  w.put<std::uint8_t>(o.ok ? 1 : 0);
+  w.put<std::uint8_t>(static_cast<std::uint8_t>((o.ok ? 1 : 0) | (o.interrupted ? 2 : 0)));
   w.put<std::int32_t>(o.exit_code);
   w.put<double>(o.wall_s);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(o.values.size()));
@@ -222,7 +225,9 @@ Outcome decode_outcome(const std::vector<char>& buf) {
   Outcome o;
   o.idx = r.get<std::uint32_t>();
   o.attempt = r.get<std::uint32_t>();
-  o.ok = r.get<std::uint8_t>() != 0;
+  const auto flags = r.get<std::uint8_t>();
+  o.ok = (flags & 1) != 0;
+  o.interrupted = (flags & 2) != 0;
   o.exit_code = r.get<std::int32_t>();
   o.wall_s = r.get<double>();
   const auto n = r.get<std::uint32_t>();
@@ -254,6 +259,7 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
     } else if (st.MPI_TAG == kTagStop) {
       code = r.get<std::int32_t>();
       kill = kill || r.get<std::uint8_t>() != 0;
+      if (kill) ex.kill_flag = 1;
       stopping = true;
     }
   };
@@ -523,6 +529,9 @@ class Coordinator {
       journal(o.idx);
       for (auto d : dependents_[o.idx])
         if (--missing_[d] == 0 && rec_[d].state == TaskState::Pending) ready_.push({job_.tasks[d].priority, d});
+    } else if (o.interrupted) {
+      r.state = TaskState::Pending;  // runs again on resume; not counted as a failure
+      journal(o.idx);
     } else {
       fail_attempt(o.idx, o.error);
       r.stdout_text = o.stdout_text;
@@ -713,8 +722,9 @@ class Coordinator {
       stopping_ = true;
       writer_->flush();  // first of all: what is done is durable
       const std::size_t running = in_flight_total();
-      progress_->note(fmt::format("signal {} received: stopping; flushed the journal; waiting up to {:.0f} s for {} running task(s)",
-                                  static_cast<int>(g_stop_signal), opt_.grace_s, running));
+      progress_->note(fmt::format("{} received: stopping; journal flushed; waiting up to {:.0f} s for {} task(s) in flight",
+                                  sigabbrev_np(g_stop_signal) ? fmt::format("SIG{}", sigabbrev_np(g_stop_signal)) : "signal",
+                                  opt_.grace_s, running));
       all_gone = stop_workers(code, opt_.grace_s);
       for (std::uint32_t i = 0; i < rec_.size(); ++i)
         if (rec_[i].state == TaskState::Running) {
@@ -920,7 +930,13 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   for (const auto& n : setup.notes) std::cerr << "rankfarm: " << n << "\n";
   if (size == 1) std::cerr << "rankfarm: one rank: rank 0 runs the tasks itself\n";
 
-  ex.should_stop = [&] { return g_stop_signal != 0; };
+  // Alone, rank 0 runs tasks itself: a stop signal gives the running shell task the grace period.
+  Clock::time_point stop_seen{};
+  ex.should_stop = [&] {
+    if (g_stop_signal == 0) return false;
+    if (stop_seen == Clock::time_point{}) stop_seen = Clock::now();
+    return Clock::now() - stop_seen > std::chrono::duration<double>(opt.grace_s);
+  };
   try {
     Coordinator c(comm, setup, opt, registry, &ex);
     c.set_initially_done();

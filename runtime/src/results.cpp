@@ -181,7 +181,11 @@ void write_results(const std::string& path, const Job& job, const std::vector<Ta
         tab.put_i32(r.rank);
         tab.put_i32(r.attempt);
       }
-      tab.write(file, k->name, {{"summary", k->summary}, {"check", k->check_description}});
+      std::string run_columns;
+      for (const auto& o : k->outputs)
+        if (o.timing) run_columns += o.name + ",";
+      tab.write(file, k->name,
+                {{"summary", k->summary}, {"check", k->check_description}, {"run_columns", run_columns + "wall_s,rank,attempt"}});
     }
     if (any_shell) {
       Table tab;
@@ -202,7 +206,7 @@ void write_results(const std::string& path, const Job& job, const std::vector<Ta
         tab.put_i32(r.rank);
         tab.put_i32(r.attempt);
       }
-      tab.write(file, "commands", {{"summary", "shell tasks run with /bin/sh -c"}});
+      tab.write(file, "commands", {{"summary", "shell tasks run with /bin/sh -c"}, {"run_columns", "wall_s,rank,attempt"}});
     }
     {
       Table tab;
@@ -217,7 +221,7 @@ void write_results(const std::string& path, const Job& job, const std::vector<Ta
         tab.put_i32(records[i].failure_count);
         tab.put_str(records[i].error);
       }
-      tab.write(file, "tasks", {{"summary", "every task of the job and its final state"}});
+      tab.write(file, "tasks", {{"summary", "every task of the job and its final state"}, {"run_columns", ""}});
     }
     const std::map<std::string, std::string> attrs = {
         {"rankfarm_version", RANKFARM_VERSION}, {"git_revision", RANKFARM_GIT_REVISION},
@@ -271,6 +275,22 @@ void export_results_tsv(const std::string& path, const std::string& dataset, boo
   std::vector<char> buf(static_cast<std::size_t>(rows) * row_size);
   if (rows > 0) check(H5Dread(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()), "H5Dread");
 
+  // Columns that measure the run, as the file lists them (older files: the fixed three).
+  std::set<std::string> run_cols = {"wall_s", "rank", "attempt"};
+  if (H5Aexists(dset, "run_columns") > 0) {
+    H5Id a(H5Aopen(dset, "run_columns", H5P_DEFAULT), H5Aclose, "H5Aopen");
+    H5Id at(H5Aget_type(a), H5Tclose, "H5Aget_type");
+    std::string text(H5Tget_size(at), '\0');
+    check(H5Aread(a, at, text.data()), "H5Aread");
+    text = text.c_str();
+    run_cols.clear();
+    for (std::size_t pos = 0; pos < text.size();) {
+      std::size_t comma = text.find(',', pos);
+      if (comma == std::string::npos) comma = text.size();
+      if (comma > pos) run_cols.insert(text.substr(pos, comma - pos));
+      pos = comma + 1;
+    }
+  }
   struct Col { std::string name; H5T_class_t cls; std::size_t off, size; bool is_signed; };
   std::vector<Col> cols;
   const int n = H5Tget_nmembers(mtype);
@@ -281,7 +301,7 @@ void export_results_tsv(const std::string& path, const std::string& dataset, boo
     H5Id mt(H5Tget_member_type(mtype, static_cast<unsigned>(i)), H5Tclose, "H5Tget_member_type");
     c.size = H5Tget_size(mt);
     if (c.cls == H5T_INTEGER) c.is_signed = H5Tget_sign(mt) == H5T_SGN_2;
-    if (!with_run_columns && (c.name == "wall_s" || c.name == "rank" || c.name == "attempt")) continue;
+    if (!with_run_columns && run_cols.count(c.name)) continue;
     cols.push_back(c);
   }
   auto clean = [](const char* s) {

@@ -46,11 +46,14 @@ struct ParamSpec {
   std::optional<ParamValue> default_value;
 };
 
-/// Declared output value of a kernel: every output is one double.
+/// Declared output value of a kernel: every output is one double. `timing` marks outputs that
+/// measure the run (elapsed times), which differ between two runs of the same task; every other
+/// output must depend only on the parameters.
 struct OutputSpec {
   std::string name;
   std::string unit;
   std::string help;
+  bool timing = false;
 };
 
 /// Thrown by a kernel whose task passed its deadline (see TaskContext::check_deadline).

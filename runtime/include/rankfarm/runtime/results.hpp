@@ -8,7 +8,8 @@
 //               done, in job-file order: task_id (string), one column per parameter (int64,
 //               double or string, schema order), one per output (double), check_passed (uint8,
 //               kernels that validate themselves), then wall_s (double, seconds), rank (int32),
-//               attempt (int32). Attributes: summary, check.
+//               attempt (int32). Attributes: summary, check, run_columns (the columns that
+//               measure the run: wall_s, rank, attempt and timing outputs).
 //   /commands   shell tasks that are done: task_id, command, exit_code (int32), stdout (the
 //               last <= 4096 bytes), wall_s, rank, attempt.
 //   /tasks      every task: task_id, state, attempts, failure_count, error.
@@ -45,8 +46,9 @@ void write_results(const std::string& path, const Job& job, const std::vector<Ta
 std::vector<std::string> result_datasets(const std::string& path);
 
 /// Prints one dataset as tab-separated values with a header line. Doubles are printed with
-/// 17 significant digits (exact round trip). Without `with_run_columns`, the columns that
-/// depend on the run (wall_s, rank, attempt) are left out, so two runs of a job compare equal.
+/// 17 significant digits (exact round trip). Without `with_run_columns`, the columns listed in
+/// the dataset's run_columns attribute (wall_s, rank, attempt, timing outputs) are left out, so
+/// two runs of a job compare equal.
 /// Throws InputError for a missing file or dataset, std::runtime_error for HDF5 errors.
 void export_results_tsv(const std::string& path, const std::string& dataset, bool with_run_columns,
                         std::ostream& out);
