@@ -136,14 +136,15 @@ int main(int argc, char** argv) {
 
     if (!rankfarm::launcher::under_mpi_launcher()) {
       // Check the input here, before any rank starts, so that a typo costs one clean line.
-      rt::Job job = opt.commands ? rt::load_command_file(opt.job_path, {opt.retries, opt.timeout_s})
-                                 : rt::load_job_file(opt.job_path, kn::builtin_registry());
+      rt::JobCheck check = rt::check_job(opt, kn::builtin_registry());
       const int n = ranks > 0 ? ranks : rankfarm::launcher::available_cores() + 1;
       std::vector<std::string> program{self_exe()};
       program.insert(program.end(), argv + 1, argv + argc);
       auto plan = rankfarm::launcher::plan_local_mpirun(n, program);
       if (dry_run) {
-        std::cout << fmt::format("job {}: {} tasks, hash {}\n", job.name, job.tasks.size(), job.hash);
+        std::cout << fmt::format("# job {}: {} tasks, hash {}; output {}{}\n", check.job.name, check.job.tasks.size(),
+                                 check.job.hash, check.output_dir,
+                                 check.resuming ? fmt::format(" (resuming: {} done)", check.done) : "");
         for (const auto& note : plan.notes) std::cout << "# " << note << "\n";
         std::cout << rankfarm::launcher::render(plan) << "\n";
         return 0;

@@ -338,25 +338,46 @@ std::string describe_change(const Job& job, const std::vector<JournalRow>& rows)
   return fmt::format("{}", fmt::join(parts, "; "));
 }
 
+}  // namespace
+
+JobCheck check_job(const FarmOptions& opt, const kernels::Registry& registry) {
+  JobCheck c;
+  c.job = opt.commands ? load_command_file(opt.job_path, {opt.retries, opt.timeout_s})
+                       : load_job_file(opt.job_path, registry);
+  c.output_dir = opt.output_dir.empty() ? default_output_dir(c.job.output_dir, c.job.name) : opt.output_dir;
+  c.journal_path = (fs::path(c.output_dir) / "journal.sqlite").string();
+  c.resuming = fs::exists(c.journal_path);
+  if (c.resuming && !opt.resume)
+    throw InputError(c.journal_path, 0, "", "a journal already exists here (use --resume to continue that job, or another --output)");
+  if (c.resuming) {
+    auto journal = Journal::open(c.journal_path, true);
+    std::vector<JournalRow> rows = journal->load_tasks();
+    if (journal->meta("job_hash") != c.job.hash || rows.size() != c.job.tasks.size())
+      throw InputError(opt.job_path, 0, "--resume",
+                       fmt::format("the job differs from the one journalled in {}: {}; refusing to resume "
+                                   "(run the original job, or choose another --output)",
+                                   c.journal_path, describe_change(c.job, rows)));
+    c.done = static_cast<std::size_t>(std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.record.state == TaskState::Done; }));
+  }
+  return c;
+}
+
+namespace {
+
 Setup prepare(const FarmOptions& opt, const kernels::Registry& registry) {
   Setup s;
-  s.job = opt.commands ? load_command_file(opt.job_path, {opt.retries, opt.timeout_s})
-                       : load_job_file(opt.job_path, registry);
-  s.dir = opt.output_dir.empty() ? default_output_dir(s.job.output_dir, s.job.name) : opt.output_dir;
+  JobCheck c = check_job(opt, registry);
+  s.job = std::move(c.job);
+  s.dir = c.output_dir;
   std::error_code ec;
   fs::create_directories(fs::path(s.dir) / "logs", ec);
   if (ec) throw InputError(s.dir, 0, "--output", fmt::format("cannot create the output directory: {}", ec.message()));
   if (::access(s.dir.c_str(), W_OK) != 0) throw InputError(s.dir, 0, "--output", "the output directory is not writable");
-  const std::string jpath = (fs::path(s.dir) / "journal.sqlite").string();
+  const std::string& jpath = c.journal_path;
   s.records.assign(s.job.tasks.size(), TaskRecord{});
-  if (opt.resume && fs::exists(jpath)) {
+  if (c.resuming) {
     s.journal = Journal::open(jpath, false);
     std::vector<JournalRow> rows = s.journal->load_tasks();
-    if (s.journal->meta("job_hash") != s.job.hash || rows.size() != s.job.tasks.size())
-      throw InputError(opt.job_path, 0, "--resume",
-                       fmt::format("the job differs from the one journalled in {}: {}; refusing to resume "
-                                   "(run the original job, or choose another --output)",
-                                   jpath, describe_change(s.job, rows)));
     int reset_running = 0, reset_failed = 0;
     for (std::size_t i = 0; i < rows.size(); ++i) {
       TaskRecord r = std::move(rows[i].record);
@@ -370,8 +391,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry) {
       }
       s.records[i] = std::move(r);
     }
-    std::size_t done = std::count_if(s.records.begin(), s.records.end(), [](auto& r) { return r.state == TaskState::Done; });
-    s.notes.push_back(fmt::format("resuming {}: {} of {} tasks already done, {} were running and run again{}", jpath, done,
+    s.notes.push_back(fmt::format("resuming {}: {} of {} tasks already done, {} were running and run again{}", jpath, c.done,
                                   s.records.size(), reset_running,
                                   opt.retry_failed ? fmt::format(", {} failed/skipped run again", reset_failed) : ""));
     try {

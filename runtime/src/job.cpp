@@ -50,16 +50,19 @@ class Loader {
     const toml::table* jt = root["job"].as_table();
     if (jt == nullptr) throw InputError(path_, 0, "[job]", "missing table (needs at least name = \"...\")");
     read_job(*jt);
-    if (auto* tasks = root["task"].node()) {
-      const toml::array* arr = tasks->as_array();
-      if (arr == nullptr) throw InputError(path_, line_of(*tasks), "task", "must be an array of tables ([[task]])");
-      for (const auto& n : *arr) read_task(table_of(n, "[[task]]"));
+    // [[task]] and [[sweep]] are two TOML arrays; read their entries in file order.
+    std::vector<std::pair<const toml::table*, bool>> entries;  // table, is a sweep
+    for (const char* key : {"task", "sweep"}) {
+      const toml::node* n = root.get(key);
+      if (n == nullptr) continue;
+      const toml::array* arr = n->as_array();
+      if (arr == nullptr) throw InputError(path_, line_of(*n), key, fmt::format("must be an array of tables ([[{}]])", key));
+      for (const auto& e : *arr) entries.emplace_back(&table_of(e, key[0] == 't' ? "[[task]]" : "[[sweep]]"), key[0] == 's');
     }
-    if (auto* sweeps = root["sweep"].node()) {
-      const toml::array* arr = sweeps->as_array();
-      if (arr == nullptr) throw InputError(path_, line_of(*sweeps), "sweep", "must be an array of tables ([[sweep]])");
-      for (const auto& n : *arr) read_sweep(table_of(n, "[[sweep]]"));
-    }
+    std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+      return a.first->source().begin.line < b.first->source().begin.line;
+    });
+    for (const auto& [t, is_sweep] : entries) is_sweep ? read_sweep(*t) : read_task(*t);
     if (job_.tasks.empty()) throw InputError(path_, 0, "", "the job has no [[task]] or [[sweep]] entries");
     resolve_dependencies();
     check_acyclic(job_);

@@ -32,6 +32,7 @@
 #include <string>
 
 #include "rankfarm/kernels/registry.hpp"
+#include "rankfarm/runtime/job.hpp"
 
 namespace rankfarm::runtime {
 
@@ -49,6 +50,20 @@ struct FarmOptions {
   double snapshot_s = 60;        ///< results.h5 is rewritten at most this often while running
   std::chrono::milliseconds commit_interval{100};  ///< journal group-commit interval
 };
+
+/// What check_job found: the loaded job, where it writes, and whether it resumes a journal.
+struct JobCheck {
+  Job job;
+  std::string output_dir;
+  std::string journal_path;
+  bool resuming = false;  ///< a journal exists (and --resume was given)
+  std::size_t done = 0;   ///< tasks the journal has done
+};
+
+/// Every check run_farm makes before it changes anything, without changing anything: loads the
+/// job, refuses an existing journal without --resume, and with --resume refuses a journal that
+/// is not ours or belongs to a different job. Throws InputError. Used before launching ranks.
+JobCheck check_job(const FarmOptions& options, const kernels::Registry& registry);
 
 /// Runs a job over the ranks of `comm` (collective). Rank 0 reads the job file, checks it
 /// against `registry` and broadcasts it; errors in it are reported by rank 0 as one line and

@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# Real MPI runs of the task farm, one case per CTest test:  farm_cases.sh CASE PATH/TO/rankfarm
+# Each case works in its own temporary directory, uses the real mpirun (Open MPI), the real
+# SQLite journal (read back with the sqlite3 CLI) and the real HDF5 results (h5dump, and
+# `rankfarm results`). A failed check prints what it expected and exits non-zero.
+set -uo pipefail
+
+case_name=$1
+RF=$(readlink -f "$2")
+WORK=$(mktemp -d /tmp/rankfarm-mpi-XXXXXX)
+trap 'pkill -9 -f "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+cd "$WORK"
+
+if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export OMPI_MCA_rmaps_base_oversubscribe=1
+MPIRUN=(mpirun --oversubscribe --stdin none)
+
+fail() { echo "FAIL [$case_name]: $*" >&2; exit 1; }
+expect_eq() { [[ "$1" == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
+q() { sqlite3 -batch -noheader "$1/journal.sqlite" "$2"; }
+# Rows of a results dataset (header excluded).
+rows() { "$RF" results "$1" "$2" | tail -n +2 | wc -l; }
+
+# A job of kernel and shell tasks whose results are deterministic.
+write_mixed_job() {  # file name tasks_per_sweep
+  local f=$1 name=$2 n=$3 strikes="" ms="" i
+  for ((i = 0; i < n; i++)); do strikes+="${strikes:+, }$((80 + i))"; ms+="${ms:+, }$((i % 7))"; done
+  cat > "$f" <<TOML
+[job]
+name = "$name"
+retries = 1
+
+[[sweep]]
+id = "bs"
+kernel = "black_scholes_mc"
+params = { spot = 100.0, rate = 0.03, maturity = 1.0, volatility = 0.25, paths = 20000 }
+vary = { strike = [$strikes] }
+
+[[sweep]]
+id = "sp"
+kernel = "spin_ms"
+vary = { ms = [$ms] }
+TOML
+  for ((i = 0; i < n; i++)); do
+    printf '[[task]]\nid = "sh%d"\ncommand = "echo $RANKFARM_TASK_ID >> %s/side-effects.log; echo square=$((%d * %d))"\n\n' \
+      "$i" "$WORK" "$i" "$i" >> "$f"
+  done
+}
+
+check_complete() {  # dir total
+  local dir=$1 total=$2
+  expect_eq "$(q "$dir" "SELECT count(*) FROM tasks")" "$total" "tasks in the journal"
+  expect_eq "$(q "$dir" "SELECT count(*) FROM tasks WHERE state='done'")" "$total" "done tasks"
+  local kernel_rows shell_rows
+  kernel_rows=$(( $(rows "$dir" black_scholes_mc) + $(rows "$dir" spin_ms) ))
+  shell_rows=$(rows "$dir" commands)
+  expect_eq "$((kernel_rows + shell_rows))" "$total" "result rows (each task's result exactly once)"
+  local dup
+  dup=$( { "$RF" results "$dir" black_scholes_mc; "$RF" results "$dir" spin_ms; "$RF" results "$dir" commands; } \
+        | grep -v '^task_id' | cut -f1 | sort | uniq -d)
+  [[ -z "$dup" ]] || fail "duplicated result rows: $dup"
+  h5dump "$dir/results.h5" > /dev/null || fail "h5dump cannot read $dir/results.h5"
+}
+
+case "$case_name" in
+basic_2 | basic_4)
+  n=${case_name#basic_}
+  write_mixed_job job.toml basic 20
+  "${MPIRUN[@]}" -n "$n" "$RF" run job.toml --output out > run.log 2>&1 || { cat run.log; fail "rc=$?"; }
+  check_complete out 60
+  expect_eq "$(q out "SELECT count(*) FROM tasks WHERE attempt<>1 OR failure_count<>0")" 0 "tasks run more than once"
+  expect_eq "$(sort side-effects.log | uniq | wc -l) $(wc -l < side-effects.log)" "20 20" "shell tasks executed exactly once"
+  workers=$(q out "SELECT count(DISTINCT rank) FROM tasks")
+  expect_eq "$workers" "$((n - 1))" "worker ranks that ran tasks"
+  [[ $(q out "SELECT count(*) FROM tasks WHERE rank=0") == 0 ]] || fail "rank 0 coordinates and must not run tasks"
+  "$RF" results out commands | grep -q $'^sh7\t.*\t0\tsquare=49' || fail "stdout of sh7 not captured"
+  grep -q "black_scholes_mc: 20 of 20 results pass" run.log || fail "kernel self-check summary missing"
+  h5dump -a /ranks out/results.h5 | grep -q "\"$n\"" || fail "provenance attribute ranks != $n"
+  ;;
+
+priorities_dependencies)
+  # One worker and a window of 1: tasks must start strictly by priority (ties in file order).
+  {
+    echo '[job]'; echo 'name = "prio"'; echo 'window = 1'
+    for p in 3 9 1 9 5 0 7; do
+      printf '[[task]]\nid = "p%s_%s"\ncommand = "echo $RANKFARM_TASK_ID >> %s/order.log"\npriority = %s\n' "$p" "$RANDOM" "$WORK" "$p"
+    done
+  } > prio.toml
+  "${MPIRUN[@]}" -n 2 "$RF" run prio.toml --output out1 > run1.log 2>&1 || { cat run1.log; fail "prio run"; }
+  expect_eq "$(cut -d_ -f1 order.log | tr '\n' ' ')" "p9 p9 p7 p5 p3 p1 p0 " "start order by priority"
+  expect_eq "$(head -2 order.log | tr '\n' ' ')" "$(grep -o 'p9_[0-9]*' prio.toml | tr '\n' ' ')" "ties in file order"
+  # Dependencies with 4 ranks: a diamond and a chain; a dependent starts after all its
+  # dependencies finished, whatever their priority.
+  cat > deps.toml <<'TOML'
+[job]
+name = "deps"
+[[task]]
+id = "top"
+kernel = "sleep_ms"
+params = { ms = 150 }
+[[task]]
+id = "left"
+kernel = "sleep_ms"
+params = { ms = 100 }
+depends_on = ["top"]
+[[task]]
+id = "right"
+kernel = "sleep_ms"
+params = { ms = 30 }
+depends_on = ["top"]
+[[task]]
+id = "bottom"
+kernel = "sleep_ms"
+params = { ms = 1 }
+depends_on = ["left", "right"]
+priority = 100
+[[sweep]]
+id = "filler"
+kernel = "sleep_ms"
+vary = { ms = [50, 50, 50, 50, 50, 50] }
+priority = -1
+[[task]]
+id = "last"
+command = "true"
+depends_on = ["filler", "bottom"]
+priority = 1000
+TOML
+  "${MPIRUN[@]}" -n 4 "$RF" run deps.toml --output out2 > run2.log 2>&1 || { cat run2.log; fail "deps run"; }
+  bad=$(q out2 "SELECT t.task_id || ' started before ' || d.task_id || ' finished' FROM tasks t JOIN tasks d ON
+        (t.task_id IN ('left','right') AND d.task_id='top') OR (t.task_id='bottom' AND d.task_id IN ('left','right'))
+        OR (t.task_id='last' AND (d.task_id LIKE 'filler.%' OR d.task_id='bottom'))
+        WHERE t.started_at < d.finished_at")
+  [[ -z "$bad" ]] || fail "dependency order violated: $bad"
+  expect_eq "$(q out2 "SELECT count(*) FROM tasks WHERE state='done'")" 11 "done tasks"
+  ;;
+
+retries_and_skips)
+  cat > job.toml <<'TOML'
+[job]
+name = "retry"
+[[task]]
+id = "recovers"
+kernel = "flaky"
+params = { succeed_on_attempt = 3 }
+retries = 2
+[[task]]
+id = "gives_up"
+kernel = "flaky"
+params = { succeed_on_attempt = 5 }
+retries = 1
+[[task]]
+id = "exits_3"
+command = "echo failing >&2; exit 3"
+retries = 2
+[[task]]
+id = "child"
+command = "true"
+depends_on = ["gives_up"]
+[[task]]
+id = "grandchild"
+command = "true"
+depends_on = ["child"]
+[[task]]
+id = "independent"
+command = "true"
+TOML
+  "${MPIRUN[@]}" -n 3 "$RF" run job.toml --output out > run.log 2>&1
+  rc=$?
+  expect_eq "$rc" 3 "exit code when tasks failed"
+  expect_eq "$(q out "SELECT state, attempt, failure_count FROM tasks WHERE task_id='recovers'")" "done|3|2" "recovers"
+  expect_eq "$(q out "SELECT state, attempt, failure_count FROM tasks WHERE task_id='gives_up'")" "failed|2|2" "gives_up"
+  q out "SELECT error FROM tasks WHERE task_id='gives_up'" | grep -q "rank [12] on .*: flaky: failing on purpose on attempt 2" \
+    || fail "last error of gives_up: $(q out "SELECT error FROM tasks WHERE task_id='gives_up'")"
+  expect_eq "$(q out "SELECT state, attempt, failure_count, exit_code FROM tasks WHERE task_id='exits_3'")" "failed|3|3|3" "exits_3"
+  q out "SELECT error FROM tasks WHERE task_id='exits_3'" | grep -q "exit status 3: failing" || fail "stderr tail missing from the error"
+  expect_eq "$(q out "SELECT state, error FROM tasks WHERE task_id='child'")" 'skipped|skipped: dependency "gives_up" failed' "child"
+  expect_eq "$(q out "SELECT state, error FROM tasks WHERE task_id='grandchild'")" 'skipped|skipped: dependency "child" was skipped' "grandchild"
+  expect_eq "$(q out "SELECT state FROM tasks WHERE task_id='independent'")" done "independent"
+  "$RF" status out > status.txt
+  grep -q "failed   2" status.txt && grep -q "skipped  2" status.txt && grep -q "gives_up (2): rank" status.txt || { cat status.txt; fail "status output"; }
+  ;;
+
+shell_timeout_kills_group)
+  cat > job.toml <<'TOML'
+[job]
+name = "timeout"
+[[task]]
+id = "hangs"
+command = "trap '' TERM; sleep 4321 & sleep 4322; true"
+timeout_s = 1
+retries = 1
+[[task]]
+id = "fine"
+command = "echo ok"
+timeout_s = 30
+TOML
+  start=$(date +%s)
+  "${MPIRUN[@]}" -n 2 "$RF" run job.toml --output out > run.log 2>&1
+  rc=$?
+  expect_eq "$rc" 3 "exit code"
+  (( $(date +%s) - start < 60 )) || fail "the timeout did not end the task promptly"
+  expect_eq "$(q out "SELECT state, attempt, failure_count FROM tasks WHERE task_id='hangs'")" "failed|2|2" "hangs"
+  q out "SELECT error FROM tasks WHERE task_id='hangs'" | grep -q "timed out after" || fail "timeout not reported"
+  expect_eq "$(q out "SELECT state FROM tasks WHERE task_id='fine'")" done "fine"
+  sleep 0.3
+  survivors=$(ps -eo stat=,args= | awk '$1 !~ /^Z/ && /sleep 432[12]/' )
+  [[ -z "$survivors" ]] || fail "processes of the timed-out task survived: $survivors"
+  ;;
+
+command_file)
+  for i in $(seq 1 30); do echo "printf 'line %s\\n' $i"; done > cmds.txt
+  sed -i '5i # a comment line' cmds.txt
+  # Started by hand (no mpirun): rankfarm starts itself under mpirun.
+  "$RF" run --commands cmds.txt -n 3 --output out > run.log 2>&1 || { cat run.log; fail "rc=$?"; }
+  expect_eq "$(rows out commands)" 30 "command results"
+  "$RF" results out commands | grep -q $'^cmd6\tprintf .line %s\\\\n. 5\t0\tline 5' || { "$RF" results out commands | head; fail "cmd6 row"; }
+  expect_eq "$(q out "SELECT count(DISTINCT rank) FROM tasks")" 2 "workers used"
+  "$RF" run --commands cmds.txt -n 3 --output out --resume --dry-run > dry.txt || fail "dry run rc"
+  grep -q -- "(resuming: 30 done)" dry.txt && grep -q -- "^mpirun -n 3 .*run --commands cmds.txt" dry.txt || { cat dry.txt; fail "dry run"; }
+  ;;
+
+single_rank)
+  write_mixed_job job.toml single 5
+  "${MPIRUN[@]}" -n 1 "$RF" run job.toml --output out > run.log 2>&1 || { cat run.log; fail "rc=$?"; }
+  check_complete out 15
+  grep -q "rank 0 runs the tasks itself" run.log || fail "single-rank note"
+  ;;
+
+sigint_resume)
+  cat > job.toml <<'TOML'
+[job]
+name = "interrupt"
+[[sweep]]
+id = "s"
+kernel = "sleep_ms"
+vary = { ms = [300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310, 311, 312, 313, 314, 315] }
+[[task]]
+id = "long_shell"
+command = "sleep 30"
+priority = 10
+TOML
+  "$RF" run job.toml -n 3 --output out --grace 1 > run1.log 2>&1 &
+  pid=$!
+  sleep 1.5
+  kill -INT "$pid"
+  wait "$pid"
+  rc=$?
+  expect_eq "$rc" 75 "exit code after SIGINT"
+  grep -q "SIGUSR1 received: stopping; journal flushed" run1.log || { cat run1.log; fail "stop message"; }
+  grep -q "Resume with: rankfarm run job.toml --resume --output out" run1.log || fail "resume hint"
+  expect_eq "$(q out "SELECT count(*) FROM tasks WHERE state IN ('running','failed')")" 0 "running/failed after a graceful stop"
+  done1=$(q out "SELECT count(*) FROM tasks WHERE state='done'")
+  (( done1 > 0 && done1 < 17 )) || fail "expected a partial run, $done1 done"
+  sed -i 's/sleep 30/sleep 0.2/' job.toml
+  "$RF" run job.toml -n 3 --output out --resume > run2.log 2>&1 && fail "a changed job must be refused"
+  sed -i 's/sleep 0.2/sleep 30/' job.toml
+  sed -i 's/^command = "sleep 30"/command = "sleep 30"\ntimeout_s = 0.5\nretries = 0/' job.toml  # policy: allowed to change
+  "$RF" run job.toml -n 3 --output out --resume > run3.log 2>&1
+  expect_eq "$?" 3 "resume exit code (long_shell now times out)"
+  expect_eq "$(q out "SELECT count(*) FROM tasks WHERE state='done'")" 16 "done after resume"
+  expect_eq "$(rows out sleep_ms)" 16 "sleep_ms rows"
+  ;;
+
+kill9_resume)
+  write_mixed_job job.toml chaos 24
+  "$RF" run job.toml -n 4 --output ref > ref.log 2>&1 || { cat ref.log; fail "reference run"; }
+  check_complete ref 72
+  total_kills=0
+  for trial in 1 2 3; do
+    out="$WORK/out"  # unique: the kill below must only hit this case's processes
+    rm -rf "$out" side-effects.log
+    attempts=0
+    while :; do
+      attempts=$((attempts + 1))
+      (( attempts < 20 )) || fail "no progress after 20 kills"
+      resume=""; [[ -d "$out" ]] && resume=--resume
+      "$RF" run job.toml -n 4 --output "$out" $resume > "run$trial.$attempts.log" 2>&1 &
+      pid=$!
+      delay=$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.3 + (r % 120) / 100 }')
+      sleep "$delay"
+      if kill -0 "$pid" 2>/dev/null; then
+        pkill -9 -f -- "--output $out" ; total_kills=$((total_kills + 1))
+        wait "$pid" 2>/dev/null
+        echo "trial $trial: killed after $delay s: $(q "$out" "SELECT count(*) FROM tasks WHERE state='done'" 2>/dev/null) done"
+      else
+        wait "$pid"; rc=$?
+        [[ $rc -eq 0 ]] || { cat "run$trial.$attempts.log"; fail "run ended with $rc"; }
+        break
+      fi
+    done
+    check_complete "$out" 72
+    for d in black_scholes_mc spin_ms commands; do
+      cmp <("$RF" results ref $d) <("$RF" results "$out" $d) > /dev/null || fail "trial $trial: $d differs from the uninterrupted run"
+    done
+  done
+  echo "kill -9 trials: 3, kills: $total_kills, lost: 0, doubled: 0"
+  ;;
+
+resume_refuses_changed_job)
+  write_mixed_job job.toml change 3
+  "$RF" run job.toml -n 2 --output out > run.log 2>&1 || fail "first run"
+  sed -i 's/strike = \[80, 81, 82\]/strike = [80, 81, 83]/' job.toml
+  "$RF" run job.toml -n 2 --output out --resume > run2.log 2>&1
+  expect_eq "$?" 2 "exit code"
+  grep -q 'job.toml: --resume: the job differs from the one journalled in out/journal.sqlite: 1 task(s) changed (kernel, parameters, command or dependencies): "bs.2"; refusing' run2.log \
+    || { cat run2.log; fail "message"; }
+  # Without --resume, an existing journal is not overwritten.
+  "$RF" run job.toml -n 2 --output out > run3.log 2>&1
+  expect_eq "$?" 2 "exit code without --resume"
+  grep -q "a journal already exists here" run3.log || { cat run3.log; fail "message"; }
+  expect_eq "$(q out "SELECT count(*) FROM tasks WHERE state='done'")" 9 "the old journal is intact"
+  ;;
+
+bad_input_cli)
+  printf '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "spin_msec"\nparams = { ms = 1 }\n' > bad.toml
+  # Each: expected exit code, expected stderr (one line), command.
+  # rankfarm's own error is one line (under a user's mpirun, mpirun adds its own notice).
+  check_cli() {
+    local want_rc=$1 want=$2; shift 2
+    "$@" > out.txt 2> err.txt
+    local rc=$?
+    expect_eq "$rc" "$want_rc" "exit code of: $*"
+    grep -qF -- "$want" err.txt || fail "stderr of '$*': want '$want', got '$(cat err.txt)'"
+    if [[ $1 == mpirun ]]; then
+      expect_eq "$(grep -c '^rankfarm:' err.txt)" 1 "one rankfarm error line for: $*"
+    else
+      expect_eq "$(wc -l < err.txt)" 1 "one-line error for: $*"
+    fi
+  }
+  check_cli 2 'bad.toml:5: task "t": kernel: unknown kernel "spin_msec" (did you mean spin_ms?)' "$RF" run bad.toml
+  check_cli 2 'bad.toml:5: task "t": kernel: unknown kernel' "${MPIRUN[@]}" -n 2 "$RF" run bad.toml
+  check_cli 2 "missing.toml: no such job file" "$RF" run missing.toml
+  check_cli 2 "rankfarm: The following argument was not expected: --bogus" "$RF" run bad.toml --bogus
+  check_cli 2 "--window: Value 0 not in range" "$RF" run bad.toml --window 0
+  check_cli 2 "give a job file or --commands FILE, not both" "$RF" run bad.toml --commands bad.toml
+  check_cli 2 "--retry-failed: only with --resume" "$RF" run bad.toml --retry-failed
+  mkdir -p garbage && echo "not sqlite" > garbage/journal.sqlite
+  check_cli 2 "garbage/journal.sqlite: not a rankfarm journal" "$RF" status garbage
+  check_cli 2 "nowhere/journal.sqlite: no journal here" "$RF" status nowhere
+  echo "not hdf5" > garbage/results.h5
+  check_cli 2 "garbage/results.h5: not an HDF5 file" "$RF" results garbage tasks
+  printf 'echo a\n' > c.txt
+  check_cli 2 "garbage/journal.sqlite: not a rankfarm journal" "$RF" run --commands c.txt -n 2 --output garbage --resume
+  ;;
+
+*)
+  fail "unknown case"
+  ;;
+esac
+echo "PASS [$case_name]"

@@ -1,0 +1,255 @@
+// Job-file and command-file parsing, sweep expansion, dependencies, and the bad-input table.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "rankfarm/kernels/registry.hpp"
+#include "rankfarm/kernels/timing.hpp"
+#include "rankfarm/runtime/error.hpp"
+#include "rankfarm/runtime/job.hpp"
+
+namespace rt = rankfarm::runtime;
+namespace kn = rankfarm::kernels;
+namespace fs = std::filesystem;
+
+namespace {
+
+class JobFile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("rankfarm-test-job-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string write(const std::string& name, const std::string& text) {
+    auto p = dir_ / name;
+    std::ofstream(p) << text;
+    return p.string();
+  }
+  rt::Job load(const std::string& text) { return rt::load_job_file(write("job.toml", text), kn::builtin_registry()); }
+  fs::path dir_;
+};
+
+const char* kOption = R"(spot = 100.0, strike = 100.0, rate = 0.05, volatility = 0.2, maturity = 1.0, paths = 1000)";
+
+TEST_F(JobFile, TaskWithDefaultsAndCommand) {
+  rt::Job j = load(std::string(R"([job]
+name = "j"
+retries = 3
+timeout_s = 30
+[[task]]
+id = "a"
+kernel = "black_scholes_mc"
+params = { )") + kOption + R"( }
+priority = 4
+[[task]]
+id = "b"
+command = "echo hi"
+depends_on = ["a"]
+retries = 0
+)");
+  ASSERT_EQ(j.tasks.size(), 2u);
+  EXPECT_EQ(j.name, "j");
+  const auto& a = j.tasks[0];
+  EXPECT_EQ(a.kind, rt::TaskKind::Kernel);
+  EXPECT_EQ(a.priority, 4);
+  EXPECT_EQ(a.retries, 3);
+  EXPECT_DOUBLE_EQ(a.timeout_s, 30.0);
+  EXPECT_EQ(a.params.get_int("seed"), 1);            // default filled in
+  EXPECT_EQ(a.params.get_string("type"), "call");    // default filled in
+  EXPECT_DOUBLE_EQ(a.params.get_double("spot"), 100.0);
+  const auto& b = j.tasks[1];
+  EXPECT_EQ(b.kind, rt::TaskKind::Shell);
+  EXPECT_EQ(b.command, "echo hi");
+  EXPECT_EQ(b.retries, 0);
+  EXPECT_EQ(b.deps, std::vector<std::uint32_t>{0});
+  EXPECT_EQ(b.line, 10);
+  EXPECT_EQ(j.hash.size(), 16u);
+}
+
+TEST_F(JobFile, IntegerGivenForDoubleIsAccepted) {
+  rt::Job j = load(R"([job]
+name = "j"
+[[task]]
+id = "a"
+kernel = "spin_ms"
+params = { ms = 3 }
+)");
+  EXPECT_DOUBLE_EQ(j.tasks[0].params.get_double("ms"), 3.0);
+}
+
+TEST_F(JobFile, SweepExpandsCartesianProductLastAxisFastest) {
+  rt::Job j = load(R"([job]
+name = "s"
+[[sweep]]
+id = "bs"
+kernel = "black_scholes_mc"
+params = { spot = 100.0, rate = 0.01, maturity = 1.0, paths = 100 }
+vary = { strike = [90, 100, 110], volatility = [0.1, 0.2] }
+[[task]]
+id = "after"
+command = "true"
+depends_on = ["bs"]
+)");
+  ASSERT_EQ(j.tasks.size(), 7u);
+  // Axes in alphabetical order (strike, volatility), the last fastest.
+  const double strikes[] = {90, 90, 100, 100, 110, 110};
+  const double vols[] = {0.1, 0.2, 0.1, 0.2, 0.1, 0.2};
+  for (int n = 0; n < 6; ++n) {
+    EXPECT_EQ(j.tasks[n].id, "bs." + std::to_string(n));
+    EXPECT_DOUBLE_EQ(j.tasks[n].params.get_double("strike"), strikes[n]);
+    EXPECT_DOUBLE_EQ(j.tasks[n].params.get_double("volatility"), vols[n]);
+  }
+  // A sweep id in depends_on stands for all of its tasks.
+  EXPECT_EQ(j.tasks[6].deps, (std::vector<std::uint32_t>{0, 1, 2, 3, 4, 5}));
+}
+
+TEST_F(JobFile, HashChangesWithWhatATaskComputesNotWithPolicy) {
+  auto text = [](const char* strike, const char* prio) {
+    return std::string(R"([job]
+name = "h"
+[[task]]
+id = "a"
+kernel = "black_scholes_mc"
+params = { spot = 100.0, strike = )") + strike + R"(, rate = 0.0, volatility = 0.2, maturity = 1.0, paths = 100 }
+priority = )" + prio + "\n";
+  };
+  const std::string h1 = load(text("100.0", "1")).hash;
+  EXPECT_EQ(h1, load(text("100.0", "9")).hash);
+  EXPECT_NE(h1, load(text("100.5", "1")).hash);
+}
+
+TEST_F(JobFile, CommandFileSkipsCommentsAndBlanks) {
+  std::string p = write("cmds.txt", "# header\n\necho one\n   # indented comment\necho 'two words'\r\n");
+  rt::Job j = rt::load_command_file(p, {2, 5.0});
+  ASSERT_EQ(j.tasks.size(), 2u);
+  EXPECT_EQ(j.name, "cmds");
+  EXPECT_EQ(j.tasks[0].id, "cmd3");
+  EXPECT_EQ(j.tasks[0].command, "echo one");
+  EXPECT_EQ(j.tasks[1].id, "cmd5");
+  EXPECT_EQ(j.tasks[1].command, "echo 'two words'");
+  EXPECT_EQ(j.tasks[1].retries, 2);
+  EXPECT_DOUBLE_EQ(j.tasks[1].timeout_s, 5.0);
+}
+
+TEST_F(JobFile, CommandFileErrors) {
+  EXPECT_THROW(rt::load_command_file((dir_ / "missing.txt").string()), rt::InputError);
+  try {
+    rt::load_command_file(write("empty.txt", "# nothing\n\n"));
+    FAIL() << "an empty command file must be refused";
+  } catch (const rt::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("no commands"), std::string::npos) << e.what();
+  }
+  std::string nul = "echo a\necho b";
+  nul += '\0';
+  nul += "x\n";
+  try {
+    rt::load_command_file(write("nul.txt", nul));
+    FAIL() << "a NUL byte must be refused";
+  } catch (const rt::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("nul.txt:2: command: contains a NUL byte"), std::string::npos) << e.what();
+  }
+}
+
+// The bad-input table: each malformed job file and the one-line error it must produce.
+struct BadJob {
+  const char* name;
+  std::string text;
+  const char* expected;  // substring of "job.toml:LINE: field: message"
+  friend void PrintTo(const BadJob& b, std::ostream* os) { *os << b.name; }
+};
+
+std::string task(const std::string& params) {
+  return "[job]\nname = \"x\"\n[[task]]\nid = \"t\"\nkernel = \"black_scholes_mc\"\nparams = { " + params + " }\n";
+}
+
+const BadJob kBadJobs[] = {
+    {"syntax", "[job\nname = 1\n", "job.toml:1: "},
+    {"no_job_table", "[[task]]\nid = \"a\"\ncommand = \"true\"\n", "job.toml: [job]: missing table"},
+    {"no_name", "[job]\nretries = 1\n[[task]]\nid=\"a\"\ncommand=\"true\"\n", "job.toml:1: [job]: name: missing"},
+    {"bad_name", "[job]\nname = \"a b\"\n[[task]]\nid=\"a\"\ncommand=\"true\"\n", "job.toml:2: [job]: name: must match"},
+    {"unknown_job_key", "[job]\nname = \"a\"\ntimout_s = 3\n", "job.toml:3: [job]: timout_s: unknown key"},
+    {"negative_retries", "[job]\nname = \"a\"\nretries = -1\n", "job.toml:3: [job]: retries: -1 is out of range"},
+    {"zero_timeout", "[job]\nname = \"a\"\ntimeout_s = 0\n", "job.toml:3: [job]: timeout_s: 0 is out of range"},
+    {"no_tasks", "[job]\nname = \"a\"\n", "job.toml: the job has no [[task]] or [[sweep]] entries"},
+    {"unknown_kernel", "[job]\nname = \"x\"\n[[task]]\nid = \"t\"\nkernel = \"blackscholes_mc\"\nparams = { spot = 1.0 }\n",
+     "job.toml:5: task \"t\": kernel: unknown kernel \"blackscholes_mc\" (did you mean black_scholes_mc?)"},
+    {"missing_param", task("spot = 100.0, strike = 100.0, rate = 0.0, volatility = 0.2, maturity = 1.0"),
+     "job.toml:3: task \"t\": params.paths: missing (kernel black_scholes_mc needs it"},
+    {"mistyped_param", task("spot = 100.0, strike = 100.0, rate = 0.0, volatility = 0.2, maturity = 1.0, paths = 1.5"),
+     "job.toml:6: task \"t\": params.paths: expected an integer, got a float"},
+    {"string_for_number", task("spot = \"100\", strike = 100.0, rate = 0.0, volatility = 0.2, maturity = 1.0, paths = 10"),
+     "job.toml:6: task \"t\": params.spot: expected a number, got a string"},
+    {"out_of_range", task("spot = 100.0, strike = 100.0, rate = 0.0, volatility = 9.0, maturity = 1.0, paths = 10"),
+     "job.toml:6: task \"t\": params.volatility: value 9 is above the maximum 5"},
+    {"bad_choice", task("spot = 100.0, strike = 100.0, rate = 0.0, volatility = 0.2, maturity = 1.0, paths = 10, type = \"straddle\""),
+     "params.type: \"straddle\" is not one of: call, put"},
+    {"unknown_param", task("spot = 100.0, strikes = 100.0"),
+     "job.toml:6: task \"t\": params.strikes: kernel black_scholes_mc has no such parameter"},
+    {"both_kernel_and_command", "[job]\nname=\"a\"\n[[task]]\nid=\"t\"\nkernel=\"spin_ms\"\ncommand=\"true\"\n",
+     "job.toml:3: task \"t\": needs exactly one of kernel"},
+    {"neither_kernel_nor_command", "[job]\nname=\"a\"\n[[task]]\nid=\"t\"\n", "job.toml:3: task \"t\": needs exactly one of kernel"},
+    {"empty_command", "[job]\nname=\"a\"\n[[task]]\nid=\"t\"\ncommand=\"  \"\n", "job.toml:5: task \"t\": command: empty command"},
+    {"missing_id", "[job]\nname=\"a\"\n[[task]]\ncommand=\"true\"\n", "job.toml:3: [[task]]: id: missing"},
+    {"bad_id", "[job]\nname=\"a\"\n[[task]]\nid=\"a b\"\ncommand=\"true\"\n", "job.toml:4: task \"a b\": id: must match"},
+    {"duplicate_id", "[job]\nname=\"a\"\n[[task]]\nid=\"t\"\ncommand=\"true\"\n[[task]]\nid=\"t\"\ncommand=\"true\"\n",
+     "job.toml:7: task \"t\": id: duplicate id"},
+    {"unknown_dependency", "[job]\nname=\"a\"\n[[task]]\nid=\"t\"\ncommand=\"true\"\ndepends_on=[\"nope\"]\n",
+     "job.toml:6: task \"t\": depends_on: no task or sweep \"nope\""},
+    {"self_dependency", "[job]\nname=\"a\"\n[[task]]\nid=\"t\"\ncommand=\"true\"\ndepends_on=[\"t\"]\n",
+     "task \"t\": depends_on: a task cannot depend on itself"},
+    {"cycle",
+     "[job]\nname=\"a\"\n[[task]]\nid=\"a\"\ncommand=\"true\"\ndepends_on=[\"c\"]\n[[task]]\nid=\"b\"\ncommand=\"true\"\n"
+     "depends_on=[\"a\"]\n[[task]]\nid=\"c\"\ncommand=\"true\"\ndepends_on=[\"b\"]\n",
+     "depends_on: dependency cycle: a -> c -> b -> a"},
+    {"depends_not_array", "[job]\nname=\"a\"\n[[task]]\nid=\"t\"\ncommand=\"true\"\ndepends_on=\"x\"\n",
+     "job.toml:6: task \"t\": depends_on: expected an array of ids"},
+    {"unknown_task_key", "[job]\nname=\"a\"\n[[task]]\nid=\"t\"\ncommand=\"true\"\nprio=3\n", "job.toml:6: task \"t\": prio: unknown key"},
+    {"params_on_command", "[job]\nname=\"a\"\n[[task]]\nid=\"t\"\ncommand=\"true\"\nparams={ms=1}\n",
+     "job.toml:6: task \"t\": params: a command task takes no params"},
+    {"sweep_without_vary", "[job]\nname=\"a\"\n[[sweep]]\nid=\"s\"\nkernel=\"spin_ms\"\n", "job.toml:3: sweep \"s\": vary: missing"},
+    {"sweep_empty_axis", "[job]\nname=\"a\"\n[[sweep]]\nid=\"s\"\nkernel=\"spin_ms\"\nvary={ms=[]}\n",
+     "job.toml:6: sweep \"s\": vary.ms: expected a non-empty array of values"},
+    {"sweep_bad_value", "[job]\nname=\"a\"\n[[sweep]]\nid=\"s\"\nkernel=\"spin_ms\"\nvary={ms=[1, -2]}\n",
+     "job.toml:6: sweep \"s\": params.ms: value -2 is below the minimum 0"},
+    {"sweep_param_twice", "[job]\nname=\"a\"\n[[sweep]]\nid=\"s\"\nkernel=\"spin_ms\"\nparams={ms=1}\nvary={ms=[1]}\n",
+     "job.toml:7: sweep \"s\": vary.ms: also given in params"},
+    {"task_not_table", "task = 3\n[job]\nname=\"a\"\n", "job.toml:1: task: must be an array of tables"},
+    {"non_finite", task("spot = nan, strike = 100.0, rate = 0.0, volatility = 0.2, maturity = 1.0, paths = 10"),
+     "params.spot: expected a finite number"},
+};
+
+class BadJobTable : public JobFile, public ::testing::WithParamInterface<BadJob> {};
+
+TEST_P(BadJobTable, OneLineErrorNamingFileLineAndField) {
+  const BadJob& bad = GetParam();
+  std::string path = write("job.toml", bad.text);
+  try {
+    rt::load_job_file(path, kn::builtin_registry());
+    FAIL() << "accepted a bad job file (" << bad.name << ")";
+  } catch (const rt::InputError& e) {
+    std::string msg = e.what();
+    const std::string rel = msg.substr(msg.find("job.toml"));
+    EXPECT_NE(rel.find(bad.expected), std::string::npos) << "got: " << msg << "\nwant: " << bad.expected;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "error must be one line: " << msg;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Inputs, BadJobTable, ::testing::ValuesIn(kBadJobs),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Registry, SuggestsCloseNamesAndRefusesColumnClashes) {
+  const auto& reg = kn::builtin_registry();
+  EXPECT_EQ(reg.suggest("sleep_msx"), "sleep_ms");
+  EXPECT_EQ(reg.suggest("completely_different"), "");
+  EXPECT_EQ(kn::levenshtein("kitten", "sitting"), 3u);
+  kn::Registry r;
+  kn::KernelSpec k = kn::spin_ms_kernel();
+  k.outputs.push_back({"rank", "", "clashes with the rank column"});
+  EXPECT_THROW(r.add(k), std::invalid_argument);
+  r.add(kn::spin_ms_kernel());
+  EXPECT_THROW(r.add(kn::spin_ms_kernel()), std::invalid_argument);
+}
+
+}  // namespace

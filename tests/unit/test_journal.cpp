@@ -1,0 +1,150 @@
+// The SQLite journal: create, write in batches, reload, refuse foreign files.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "rankfarm/runtime/error.hpp"
+#include "rankfarm/runtime/journal.hpp"
+
+namespace rt = rankfarm::runtime;
+namespace fs = std::filesystem;
+
+namespace {
+
+rt::Job three_tasks() {
+  rt::Job job;
+  job.name = "j";
+  job.source = "job.toml";
+  for (const char* id : {"a", "b", "c"}) {
+    rt::TaskSpec t;
+    t.id = id;
+    t.kind = rt::TaskKind::Shell;
+    t.command = std::string("echo ") + id;
+    job.tasks.push_back(t);
+  }
+  rt::hash_job(job);
+  return job;
+}
+
+class JournalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("rankfarm-test-journal-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    path_ = (dir_ / "journal.sqlite").string();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+  std::string path_;
+};
+
+TEST_F(JournalTest, CreateWriteReload) {
+  rt::Job job = three_tasks();
+  {
+    auto j = rt::Journal::create(path_, job);
+    EXPECT_EQ(j->meta("job_hash"), job.hash);
+    rt::TaskRecord done;
+    done.state = rt::TaskState::Done;
+    done.rank = 2;
+    done.attempt = 3;
+    done.failure_count = 2;
+    done.values = {1.5, -0.25, 1e300};
+    done.stdout_text = "out\n";
+    done.wall_s = 0.125;
+    rt::TaskRecord failed;
+    failed.state = rt::TaskState::Failed;
+    failed.error = "exit status 3";
+    failed.exit_code = 3;
+    j->write({{0, done}, {2, failed}});
+  }
+  auto j = rt::Journal::open(path_, true);
+  auto rows = j->load_tasks();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].task_id, "a");
+  EXPECT_EQ(rows[0].spec_hash, job.tasks[0].spec_hash);
+  EXPECT_EQ(rows[0].record.state, rt::TaskState::Done);
+  EXPECT_EQ(rows[0].record.rank, 2);
+  EXPECT_EQ(rows[0].record.attempt, 3);
+  EXPECT_EQ(rows[0].record.failure_count, 2);
+  EXPECT_EQ(rows[0].record.values, (std::vector<double>{1.5, -0.25, 1e300}));
+  EXPECT_EQ(rows[0].record.stdout_text, "out\n");
+  EXPECT_EQ(rows[1].record.state, rt::TaskState::Pending);
+  EXPECT_EQ(rows[2].record.state, rt::TaskState::Failed);
+  EXPECT_EQ(rows[2].record.error, "exit status 3");
+  EXPECT_EQ(rows[2].record.exit_code, 3);
+}
+
+TEST_F(JournalTest, CreateRefusesAnExistingJournal) {
+  rt::Job job = three_tasks();
+  rt::Journal::create(path_, job);
+  EXPECT_THROW(rt::Journal::create(path_, job), rt::InputError);
+}
+
+TEST_F(JournalTest, WriterGroupCommitsAndFlushIsDurable) {
+  rt::Job job = three_tasks();
+  auto j = rt::Journal::create(path_, job);
+  {
+    rt::JournalWriter w(*j, std::chrono::milliseconds(10'000));  // only flush() commits here
+    rt::TaskRecord r;
+    r.state = rt::TaskState::Running;
+    for (std::uint32_t i = 0; i < 3; ++i) w.push(i, r);
+    r.state = rt::TaskState::Done;
+    w.push(1, r);  // a later update of the same task wins
+    w.flush();
+    EXPECT_EQ(w.commits(), 1u);  // four updates, one transaction
+    // A second connection sees the committed state.
+    auto reader = rt::Journal::open(path_, true);
+    auto rows = reader->load_tasks();
+    EXPECT_EQ(rows[0].record.state, rt::TaskState::Running);
+    EXPECT_EQ(rows[1].record.state, rt::TaskState::Done);
+  }
+}
+
+TEST_F(JournalTest, OpenRefusesMissingForeignAndCorruptFiles) {
+  EXPECT_THROW(rt::Journal::open(path_, true), rt::InputError);  // missing
+  std::ofstream(path_) << "this is not a database\n";
+  try {
+    rt::Journal::open(path_, true);
+    FAIL();
+  } catch (const rt::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a rankfarm journal"), std::string::npos) << e.what();
+  }
+  fs::remove(path_);
+  // A real SQLite database that is not ours.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  sqlite3_exec(db, "CREATE TABLE meta(key TEXT, value TEXT); INSERT INTO meta VALUES('format','other-1');", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  try {
+    rt::Journal::open(path_, true);
+    FAIL();
+  } catch (const rt::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown journal format \"other-1\""), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(JournalTest, CorruptRowIsReportedWithItsIndex) {
+  rt::Job job = three_tasks();
+  rt::Journal::create(path_, job);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "UPDATE tasks SET result = x'0102' WHERE idx = 1;", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto j = rt::Journal::open(path_, true);
+  try {
+    j->load_tasks();
+    FAIL();
+  } catch (const rt::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("tasks row 1 result: corrupt result blob"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TaskState, RoundTrip) {
+  for (auto s : {rt::TaskState::Pending, rt::TaskState::Running, rt::TaskState::Done, rt::TaskState::Failed, rt::TaskState::Skipped})
+    EXPECT_EQ(rt::parse_task_state(rt::to_string(s)), s);
+  EXPECT_FALSE(rt::parse_task_state("finished").has_value());
+}
+
+}  // namespace

@@ -1,0 +1,105 @@
+// The farm's first kernels: closed form, Monte Carlo reproducibility, deadlines.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+
+#include "rankfarm/kernels/black_scholes.hpp"
+#include "rankfarm/kernels/registry.hpp"
+#include "rankfarm/kernels/timing.hpp"
+
+namespace kn = rankfarm::kernels;
+
+namespace {
+
+TEST(BlackScholes, ClosedFormMatchesReferenceValues) {
+  // S=100, K=100, r=5 %, sigma=20 %, T=1: the textbook at-the-money case (Hull, ch. 15).
+  kn::OptionSpec o{100.0, 100.0, 0.05, 0.2, 1.0, kn::OptionType::Call};
+  EXPECT_NEAR(kn::black_scholes_price(o), 10.450583572185565, 1e-12);
+  o.type = kn::OptionType::Put;
+  EXPECT_NEAR(kn::black_scholes_price(o), 5.573526022256971, 1e-12);
+  // Put-call parity: C - P = S - K exp(-rT), for another option.
+  kn::OptionSpec c{95.0, 110.0, 0.03, 0.35, 2.5, kn::OptionType::Call};
+  kn::OptionSpec p = c;
+  p.type = kn::OptionType::Put;
+  EXPECT_NEAR(kn::black_scholes_price(c) - kn::black_scholes_price(p), 95.0 - 110.0 * std::exp(-0.03 * 2.5), 1e-10);
+  EXPECT_THROW(kn::black_scholes_price({100.0, 100.0, 0.0, 0.0, 1.0}), std::invalid_argument);
+}
+
+TEST(BlackScholes, MonteCarloIsBitIdenticalForAnyThreadCount) {
+  kn::OptionSpec o{100.0, 105.0, 0.02, 0.25, 0.75, kn::OptionType::Put};
+  omp_set_num_threads(1);
+  const kn::McEstimate one = kn::black_scholes_mc(o, 300'001, 99);
+  omp_set_num_threads(2);
+  const kn::McEstimate two = kn::black_scholes_mc(o, 300'001, 99);
+  omp_set_num_threads(3);
+  const kn::McEstimate three = kn::black_scholes_mc(o, 300'001, 99);
+  EXPECT_EQ(one.price, two.price);
+  EXPECT_EQ(one.std_error, two.std_error);
+  EXPECT_EQ(one.price, three.price);
+  // Another seed gives another estimate.
+  EXPECT_NE(one.price, kn::black_scholes_mc(o, 300'001, 100).price);
+}
+
+TEST(BlackScholes, MonteCarloConvergesToTheClosedForm) {
+  for (auto type : {kn::OptionType::Call, kn::OptionType::Put}) {
+    kn::OptionSpec o{100.0, 110.0, 0.04, 0.3, 2.0, type};
+    const kn::McEstimate mc = kn::black_scholes_mc(o, 1'000'000, 2026);
+    const double exact = kn::black_scholes_price(o);
+    EXPECT_LT(std::abs(mc.price - exact), 4 * mc.std_error) << mc.price << " vs " << exact;
+    EXPECT_LT(mc.std_error, 0.05);
+    EXPECT_GT(mc.std_error, 0.0);
+  }
+  EXPECT_THROW(kn::black_scholes_mc({}, 1, 1), std::invalid_argument);
+}
+
+TEST(BlackScholes, RegistryKernelRunsAndChecksItself) {
+  const kn::KernelSpec* k = kn::builtin_registry().find("black_scholes_mc");
+  ASSERT_NE(k, nullptr);
+  kn::Params p;
+  for (auto [n, v] : {std::pair{"spot", 100.0}, {"strike", 100.0}, {"rate", 0.05}, {"volatility", 0.2}, {"maturity", 1.0}})
+    p.set(n, v);
+  p.set("paths", std::int64_t{200'000});
+  p.set("seed", std::int64_t{5});
+  p.set("type", std::string("call"));
+  kn::TaskContext ctx;
+  ctx.threads = 2;
+  std::vector<double> out = k->run(p, ctx);
+  ASSERT_EQ(out.size(), k->outputs.size());
+  EXPECT_NEAR(out[2], 10.450583572185565, 1e-12);
+  EXPECT_TRUE(k->check(out));
+  EXPECT_FALSE(k->check(std::vector<double>{11.0, 0.1, 10.45}));  // 5.5 standard errors away
+}
+
+TEST(Timing, DeadlineStopsKernels) {
+  kn::Params p;
+  p.set("ms", 10'000.0);
+  kn::TaskContext ctx;
+  ctx.deadline = kn::TaskContext::Clock::now() + std::chrono::milliseconds(50);
+  const auto t0 = kn::TaskContext::Clock::now();
+  EXPECT_THROW(kn::spin_ms_kernel().run(p, ctx), kn::TaskTimeout);
+  EXPECT_THROW(kn::sleep_ms_kernel().run(p, ctx), kn::TaskTimeout);
+  EXPECT_LT(kn::TaskContext::Clock::now() - t0, std::chrono::seconds(2));
+  kn::OptionSpec o;
+  EXPECT_THROW(kn::black_scholes_mc(o, 1'000'000'000, 1, ctx), kn::TaskTimeout);
+}
+
+TEST(Timing, SpinTakesAboutItsTime) {
+  kn::Params p;
+  p.set("ms", 20.0);
+  const double ms = kn::spin_ms_kernel().run(p, {})[0];
+  EXPECT_GE(ms, 20.0);
+}
+
+TEST(Flaky, FailsUntilItsAttempt) {
+  kn::Params p;
+  p.set("succeed_on_attempt", std::int64_t{3});
+  p.set("ms", 0.0);
+  kn::TaskContext ctx;
+  ctx.attempt = 2;
+  EXPECT_THROW(kn::flaky_kernel().run(p, ctx), std::runtime_error);
+  ctx.attempt = 3;
+  EXPECT_EQ(kn::flaky_kernel().run(p, ctx), std::vector<double>{3.0});
+}
+
+}  // namespace
