@@ -687,6 +687,7 @@ class Coordinator {
     return n;
   }
   int live_workers() const {
+    if (size_ == 1) return 1;  // rank 0 works itself
     int n = 0;
     for (int w = 1; w < size_; ++w) n += !workers_[static_cast<std::size_t>(w)].hung;
     return n;
@@ -800,7 +801,7 @@ class Coordinator {
       if (!k || !k->check) continue;
       auto& c = checks[t.kernel];
       c.second++;
-      c.first += k->check(rec_[i].values) ? 1 : 0;
+      c.first += k->check(t.params, rec_[i].values) ? 1 : 0;
     }
     for (const auto& [name, c] : checks)
       out << fmt::format("rankfarm: {}: {} of {} results pass the kernel's check ({})\n", name, c.first, c.second,

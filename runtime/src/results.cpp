@@ -176,7 +176,7 @@ void write_results(const std::string& path, const Job& job, const std::vector<Ta
           else tab.put_str(std::get<std::string>(v));
         }
         for (double v : r.values) tab.put_f64(v);
-        if (k->check) tab.put_u8(k->check(r.values) ? 1 : 0);
+        if (k->check) tab.put_u8(k->check(t.params, r.values) ? 1 : 0);
         tab.put_f64(r.wall_s);
         tab.put_i32(r.rank);
         tab.put_i32(r.attempt);

@@ -1,6 +1,8 @@
 #include "rankfarm/runtime/shell.hpp"
 
 #include <fcntl.h>
+#include <limits.h>
+#include <spawn.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -10,6 +12,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
 #include <set>
@@ -21,6 +24,7 @@ extern char** environ;
 namespace rankfarm::runtime {
 namespace {
 
+namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 [[noreturn]] void throw_errno(const std::string& what) {
@@ -45,47 +49,6 @@ int open_for_task(const std::string& path, int flags) {
   return fd;
 }
 
-void reset_signal(int sig) {
-  struct sigaction sa {};
-  sa.sa_handler = SIG_DFL;
-  sigaction(sig, &sa, nullptr);
-}
-
-// The supervisor's parent-death handler: take the whole task group down with the rank.
-void on_parent_death(int) { kill(0, SIGKILL); }
-
-// Runs in the forked supervisor; only async-signal-safe calls from here on.
-[[noreturn]] void supervise(pid_t rank_pid, int in_fd, int out_fd, int err_fd, char* const argv[], char* const envp[]) {
-  setpgid(0, 0);
-  struct sigaction sa {};
-  sa.sa_handler = on_parent_death;
-  sigaction(SIGUSR2, &sa, nullptr);
-  prctl(PR_SET_PDEATHSIG, SIGUSR2);
-  if (getppid() != rank_pid) kill(0, SIGKILL);  // the rank died before prctl took effect
-  sa.sa_handler = SIG_IGN;
-  sigaction(SIGTERM, &sa, nullptr);  // a group SIGTERM is for the command, not for us
-  sigaction(SIGINT, &sa, nullptr);
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-
-  pid_t child = fork();
-  if (child < 0) _exit(126);
-  if (child == 0) {
-    for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE, SIGHUP}) reset_signal(sig);
-    prctl(PR_SET_PDEATHSIG, 0);
-    dup2(in_fd, 0);
-    dup2(out_fd, 1);
-    dup2(err_fd, 2);
-    execve("/bin/sh", argv, envp);
-    _exit(127);
-  }
-  int status = 0;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-}
-
 std::vector<std::string> merged_environment(const std::vector<std::string>& extra) {
   std::set<std::string> names;
   for (const auto& e : extra) names.insert(e.substr(0, e.find('=')));
@@ -98,11 +61,28 @@ std::vector<std::string> merged_environment(const std::vector<std::string>& extr
   return env;
 }
 
+std::string exe_dir() {
+  char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return {};
+  return fs::path(std::string(buf, static_cast<std::size_t>(n))).parent_path().string();
+}
+
 }  // namespace
 
+std::string shepherd_path() {
+  if (const char* env = std::getenv("RANKFARM_SHEPHERD"); env != nullptr && *env != '\0') return env;
+  for (const std::string& dir : {exe_dir(), std::string(RANKFARM_INSTALL_BINDIR)}) {
+    if (dir.empty()) continue;
+    std::string p = (fs::path(dir) / "rankfarm-shepherd").string();
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  throw std::runtime_error("cannot find rankfarm-shepherd beside " + exe_dir() + " or in " RANKFARM_INSTALL_BINDIR +
+                           " (set RANKFARM_SHEPHERD)");
+}
+
 ShellOutcome run_shell(const ShellRequest& req) {
-  // Everything the children need is prepared before fork(): after it only async-signal-safe
-  // calls are allowed (the rank has MPI's threads).
+  static const std::string shepherd = shepherd_path();
   Fd in(open_for_task("/dev/null", O_RDONLY));
   Fd out(open_for_task(req.stdout_path, O_WRONLY | O_CREAT | O_TRUNC));
   Fd err(open_for_task(req.stderr_path, O_WRONLY | O_CREAT | O_TRUNC));
@@ -110,15 +90,33 @@ ShellOutcome run_shell(const ShellRequest& req) {
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  std::string sh = "/bin/sh", dash_c = "-c", cmd = req.command;
-  char* argv[] = {sh.data(), dash_c.data(), cmd.data(), nullptr};
+  std::string exe = shepherd, rank_pid = std::to_string(getpid()), sh = "/bin/sh", dash_c = "-c", cmd = req.command;
+  char* argv[] = {exe.data(), rank_pid.data(), sh.data(), dash_c.data(), cmd.data(), nullptr};
+
+  // posix_spawn, not fork(): forking a rank copies its page tables (milliseconds for a large
+  // MPI process); the shepherd is small, and it forks the shell.
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in.get(), 0);
+  posix_spawn_file_actions_adddup2(&fa, out.get(), 1);
+  posix_spawn_file_actions_adddup2(&fa, err.get(), 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigemptyset(&defaults);
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE, SIGHUP, SIGCHLD}) sigaddset(&defaults, sig);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
 
   const auto t0 = Clock::now();
-  const pid_t rank_pid = getpid();
-  pid_t pid = fork();
-  if (pid < 0) throw_errno("fork");
-  if (pid == 0) supervise(rank_pid, in.get(), out.get(), err.get(), argv, envp.data());
-  setpgid(pid, pid);  // also here, so that a kill of the group cannot race the child's setpgid
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, exe.c_str(), &fa, &attr, argv, envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) throw std::system_error(rc, std::generic_category(), "cannot start " + exe);
 
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   ShellOutcome o;
@@ -160,6 +158,8 @@ ShellOutcome run_shell(const ShellRequest& req) {
     o.error = fmt::format("timed out after {:.3g} s (process group killed)", o.wall_s);
   else if (o.stopped)
     o.error = "stopped: the job is shutting down";
+  else if (o.exit_code == 125)
+    o.error = "exit status 125 (the shepherd could not start /bin/sh)";
   else if (o.exit_code == 127)
     o.error = "exit status 127 (command not found?)";
   else if (o.exit_code > 128 && o.exit_code < 128 + 65)

@@ -220,9 +220,9 @@ command_file)
   ;;
 
 single_rank)
-  write_mixed_job job.toml single 5
+  write_mixed_job job.toml single 40  # long enough (> 1 s) for the coordinator's periodic checks
   "${MPIRUN[@]}" -n 1 "$RF" run job.toml --output out > run.log 2>&1 || { cat run.log; fail "rc=$?"; }
-  check_complete out 15
+  check_complete out 120
   grep -q "rank 0 runs the tasks itself" run.log || fail "single-rank note"
   ;;
 

@@ -37,6 +37,7 @@ TEST(BlackScholes, MonteCarloIsBitIdenticalForAnyThreadCount) {
   EXPECT_EQ(one.price, two.price);
   EXPECT_EQ(one.std_error, two.std_error);
   EXPECT_EQ(one.price, three.price);
+  EXPECT_EQ(one.paying_paths, three.paying_paths);
   // Another seed gives another estimate.
   EXPECT_NE(one.price, kn::black_scholes_mc(o, 300'001, 100).price);
 }
@@ -67,8 +68,11 @@ TEST(BlackScholes, RegistryKernelRunsAndChecksItself) {
   std::vector<double> out = k->run(p, ctx);
   ASSERT_EQ(out.size(), k->outputs.size());
   EXPECT_NEAR(out[2], 10.450583572185565, 1e-12);
-  EXPECT_TRUE(k->check(out));
-  EXPECT_FALSE(k->check(std::vector<double>{11.0, 0.1, 10.45}));  // 5.5 standard errors away
+  EXPECT_TRUE(k->check(p, out));
+  EXPECT_FALSE(k->check(p, std::vector<double>{11.0, 0.1, 10.45, 0.6, 1000}));  // 5.5 standard errors away
+  // No paying path among 200000: plausible only when the exercise probability is tiny.
+  EXPECT_TRUE(k->check(p, std::vector<double>{0.0, 0.0, 1e-9, 1e-7, 0}));
+  EXPECT_FALSE(k->check(p, std::vector<double>{0.0, 0.0, 1e-3, 1e-4, 0}));  // 20 paying paths expected
 }
 
 TEST(Timing, DeadlineStopsKernels) {

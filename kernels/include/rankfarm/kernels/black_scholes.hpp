@@ -36,7 +36,12 @@ double black_scholes_price(const OptionSpec& o);
 struct McEstimate {
   double price;      ///< discounted mean payoff
   double std_error;  ///< sample standard deviation of the discounted payoff / sqrt(paths)
+  std::uint64_t paying_paths;  ///< paths whose payoff is > 0
 };
+
+/// Closed-form risk-neutral probability that the option ends in the money: N(d2) for a call,
+/// N(-d2) for a put.
+double exercise_probability(const OptionSpec& o);
 
 /// Monte Carlo price over `paths` independent paths (one normal draw each, exact GBM step).
 ///
@@ -51,7 +56,10 @@ McEstimate black_scholes_mc(const OptionSpec& o, std::uint64_t paths, std::uint6
                             const TaskContext& ctx = {});
 
 /// The registry entry: params spot, strike, rate, volatility, maturity, paths, seed, type;
-/// outputs price, std_error, closed_form; check |price - closed_form| <= 4 std_error.
+/// outputs price, std_error, closed_form, exercise_probability, paying_paths.
+/// Check: |price - closed_form| <= 4 std_error when some path pays; when none does (deep out of
+/// the money: std_error is 0), the chance of that, exp(-paths * exercise_probability), must be
+/// at least 6.3e-5, the two-sided 4-sigma tail of a normal (paths * p <= 9.67).
 KernelSpec black_scholes_mc_kernel();
 
 }  // namespace rankfarm::kernels

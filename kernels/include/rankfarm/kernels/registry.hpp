@@ -97,14 +97,15 @@ using KernelFn = std::function<std::vector<double>(const Params&, const TaskCont
 
 /// A registered kernel. `run` returns exactly outputs.size() values, in the declared order, or
 /// throws (std::exception) to fail the task. `check`, when set, is the kernel's self-validation
-/// of its own outputs (described in `check_description`); the farm counts how many pass.
+/// of its outputs given its parameters (described in `check_description`); the farm counts how
+/// many pass and stores the verdict beside each result.
 struct KernelSpec {
   std::string name;
   std::string summary;
   std::vector<ParamSpec> params;
   std::vector<OutputSpec> outputs;
   KernelFn run;
-  std::function<bool(std::span<const double>)> check;
+  std::function<bool(const Params&, std::span<const double>)> check;
   std::string check_description;
 
   const ParamSpec* find_param(const std::string& name) const;
