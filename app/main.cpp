@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
   run->add_option("-o,--output", opt.output_dir, "output directory (default: [job].output, else rankfarm-out/<job name>)");
   run->add_flag("--resume", opt.resume, "continue the job journalled in the output directory");
   run->add_flag("--retry-failed", opt.retry_failed, "with --resume: run failed and skipped tasks again");
-  run->add_option("--window", opt.window, "tasks in flight per worker rank (default: [job].window, else 2)")
+  run->add_option("--window", opt.window, "tasks in flight per worker rank (default: [job].window, else adaptive: 2 to 64)")
       ->check(CLI::Range(1, 1024));
   run->add_option("--retries", opt.retries, "command files: retries per task (default 0)")->check(CLI::Range(0, 1000));
   run->add_option("--timeout", opt.timeout_s, "command files: timeout per attempt in seconds (default: none)")

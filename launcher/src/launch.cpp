@@ -69,7 +69,10 @@ LaunchPlan plan_local_mpirun(int ranks, const std::vector<std::string>& program)
 std::string render(const LaunchPlan& plan) {
   std::string out;
   for (const auto& e : plan.env) out += quote(e) + " ";
-  for (std::size_t i = 0; i < plan.argv.size(); ++i) out += (i ? " " : "") + quote(plan.argv[i]);
+  for (std::size_t i = 0; i < plan.argv.size(); ++i) {
+    if (i) out += ' ';
+    out += quote(plan.argv[i]);
+  }
   return out;
 }
 

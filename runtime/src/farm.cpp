@@ -412,7 +412,7 @@ class Coordinator {
   Coordinator(MPI_Comm comm, Setup& s, const FarmOptions& opt, const kernels::Registry& registry, Executor* self)
       : comm_(comm), s_(s), job_(s.job), rec_(s.records), opt_(opt), registry_(registry), self_(self) {
     MPI_Comm_size(comm, &size_);
-    window_ = opt.window > 0 ? opt.window : job_.window > 0 ? job_.window : 2;
+    window_ = opt.window > 0 ? opt.window : job_.window;  // 0: adaptive (see window())
     workers_.resize(static_cast<std::size_t>(size_));
     dependents_.resize(job_.tasks.size());
     missing_.assign(job_.tasks.size(), 0);
@@ -487,7 +487,7 @@ class Coordinator {
       any = false;
       for (int w = first; w < size_ && !ready_.empty(); ++w) {
         Worker& wk = workers_[static_cast<std::size_t>(w)];
-        const std::size_t limit = size_ == 1 ? 1 : static_cast<std::size_t>(window_);
+        const std::size_t limit = size_ == 1 ? 1 : static_cast<std::size_t>(window());
         if (wk.hung || wk.gone || wk.in_flight.size() >= limit) continue;
         const std::uint32_t idx = ready_.top().idx;
         ready_.pop();
@@ -530,6 +530,7 @@ class Coordinator {
     TaskRecord& r = rec_[o.idx];
     wk.busy_s += o.wall_s;
     ++wk.tasks;
+    mean_task_s_ = mean_task_s_ < 0 ? o.wall_s : 0.9 * mean_task_s_ + 0.1 * o.wall_s;
     if (r.state != TaskState::Running || r.rank != w || static_cast<std::uint32_t>(r.attempt) != o.attempt) {
       ++stale_;  // an attempt already given up on (timed out, or the job is stopping)
       return;
@@ -680,6 +681,17 @@ class Coordinator {
     return failed_ + skipped_count() > 0 ? kExitTasksFailed : kExitOk;
   }
 
+  // Tasks in flight per worker. Fixed when the job or the command line sets it; otherwise enough
+  // to keep ~2 ms of queued work behind the running task (so a worker does not wait for the
+  // coordinator's reply), from a running mean of task times: 2 for tasks of 2 ms and more, up to
+  // 64 for empty tasks. Large windows cost little balance at the end because tasks are short.
+  int window() const {
+    if (window_ > 0) return window_;
+    if (mean_task_s_ < 0) return 2;
+    const double queued = std::ceil(0.002 / std::max(mean_task_s_, 1e-6));
+    return 1 + static_cast<int>(std::clamp(queued, 1.0, 63.0));
+  }
+
   std::size_t initially_done() const { return initially_done_; }
   std::size_t in_flight_total() const {
     std::size_t n = 0;
@@ -779,7 +791,8 @@ class Coordinator {
     out << fmt::format("rankfarm: job {}: {} tasks: {} done, {} failed, {} skipped, {} pending\n", job_.name, rec_.size(), done_,
                        failed, skipped, pending);
     out << fmt::format("rankfarm: this run: {} tasks done in {:.3f} s wall ({:.1f} tasks/s) on {} rank(s), window {}; {} retried attempt(s)\n",
-                       ran, wall, wall > 0 ? static_cast<double>(ran) / wall : 0.0, size_, window_, retried_);
+                       ran, wall, wall > 0 ? static_cast<double>(ran) / wall : 0.0, size_,
+                       window_ > 0 ? std::to_string(window_) : fmt::format("auto (last {})", window()), retried_);
     // Busy fraction per worker rank and load imbalance (max busy / mean busy).
     std::vector<double> busy;
     for (int w = size_ == 1 ? 0 : 1; w < size_; ++w) busy.push_back(workers_[static_cast<std::size_t>(w)].busy_s / std::max(wall, 1e-9));
@@ -830,7 +843,8 @@ class Coordinator {
   const FarmOptions& opt_;
   const kernels::Registry& registry_;
   Executor* self_;
-  int size_ = 1, window_ = 2, run_id_ = 0;
+  int size_ = 1, window_ = 0, run_id_ = 0;
+  double mean_task_s_ = -1;  // running mean of task wall times; < 0 before the first result
   std::vector<Worker> workers_;
   std::vector<std::vector<std::uint32_t>> dependents_;
   std::vector<int> missing_;

@@ -7,7 +7,8 @@
 //   MPI_Finalize(); return code;        // the same code on every rank (see error.hpp)
 //
 // Scheduling (self-scheduling, "competing consumers"): the coordinator keeps up to `window`
-// tasks in flight per worker so that a worker never waits for the next assignment; among
+// tasks in flight per worker so that a worker never waits for the next assignment (by default
+// adaptive: ~2 ms of queued work per worker, from 2 tasks up to 64 for very short ones); among
 // ready tasks the highest priority goes first, ties in job-file order. A task is ready when
 // every task it depends on is done; when a task fails for good its dependents are skipped,
 // transitively, with the reason. A failed attempt (exception, non-zero exit, timeout) is retried
@@ -42,7 +43,7 @@ struct FarmOptions {
   std::string output_dir;        ///< "" = [job].output, else ./rankfarm-out/<job name>
   bool resume = false;           ///< continue the job in output_dir (a fresh start if none)
   bool retry_failed = false;     ///< with resume: failed and skipped tasks run again
-  int window = 0;                ///< tasks in flight per worker; 0 = [job].window, else 2
+  int window = 0;                ///< tasks in flight per worker; 0 = [job].window, else adaptive
   int retries = 0;               ///< command files: retries per task
   double timeout_s = 0;          ///< command files: timeout per attempt (0 = none)
   double grace_s = 10;           ///< after a stop signal: how long running tasks may finish

@@ -54,7 +54,7 @@ struct Job {
   std::string name;
   std::string source;           ///< path of the job or command file
   std::string output_dir;       ///< from [job].output, may be empty
-  int window = 0;               ///< tasks in flight per worker; 0 = the runtime's default
+  int window = 0;               ///< tasks in flight per worker; 0 = adaptive (see farm.hpp)
   std::vector<TaskSpec> tasks;  ///< in file order; results are written in this order
   std::string hash;             ///< 16 hex digits
 
