@@ -437,6 +437,7 @@ class Coordinator {
       if (rec_[i].state != TaskState::Pending) ++finished_;
       if (rec_[i].state == TaskState::Done) ++done_;
     }
+    initially_done_ = done_;
     progress_ = std::make_unique<detail::Progress>(job_.tasks.size(), opt_.progress_s);
 
     const int outcome = loop();
@@ -674,7 +675,7 @@ class Coordinator {
         write_snapshot();
         last_snapshot = Clock::now();
       }
-      progress_->tick(finished_, done_ - initially_done(), failed_, run_seconds(), false);
+      progress_->tick(finished_, done_ - initially_done_, failed_, run_seconds(), false);
       if (busy) backoff.reset();
       else backoff.idle();
     }
@@ -692,7 +693,6 @@ class Coordinator {
     return 1 + static_cast<int>(std::clamp(queued, 1.0, 63.0));
   }
 
-  std::size_t initially_done() const { return initially_done_; }
   std::size_t in_flight_total() const {
     std::size_t n = 0;
     for (const auto& w : workers_) n += w.in_flight.size();
@@ -772,7 +772,7 @@ class Coordinator {
     const std::string h5 = (fs::path(s_.dir) / "results.h5").string();
     write_results(h5, job_, rec_, prov_, registry_);
     s_.journal->end_run(run_id_, code == kExitInterrupted ? "interrupted" : code == kExitOk ? "complete" : "complete with failures");
-    progress_->tick(finished_, done_ - initially_done(), failed_, run_seconds(), true);
+    progress_->tick(finished_, done_ - initially_done_, failed_, run_seconds(), true);
     print_summary(code, h5);
     if (!all_gone) {
       std::cerr << "rankfarm: some worker ranks did not stop (hung in a task); aborting them. Everything done is saved.\n";
@@ -784,7 +784,7 @@ class Coordinator {
 
   void print_summary(int code, const std::string& h5) {
     const double wall = run_seconds();
-    const std::size_t ran = done_ - initially_done();
+    const std::size_t ran = done_ - initially_done_;
     std::size_t skipped = skipped_count(), failed = 0, pending = 0;
     for (const auto& r : rec_) failed += r.state == TaskState::Failed, pending += r.state == TaskState::Pending;
     auto& out = std::cout;
@@ -857,9 +857,6 @@ class Coordinator {
   std::unique_ptr<detail::Progress> progress_;
   Provenance prov_;
   Clock::time_point t0_;
-
- public:
-  void set_initially_done() { initially_done_ = static_cast<std::size_t>(std::count_if(rec_.begin(), rec_.end(), [](auto& r) { return r.state == TaskState::Done; })); }
 };
 
 std::string processor_name() {
@@ -974,7 +971,6 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   };
   try {
     Coordinator c(comm, setup, opt, registry, &ex);
-    c.set_initially_done();
     return c.run(prov);
   } catch (const std::exception& e) {
     std::cerr << "rankfarm: error: " << e.what() << "; the journal keeps everything committed; fix the cause and --resume\n";

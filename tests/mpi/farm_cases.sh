@@ -261,6 +261,40 @@ TOML
   expect_eq "$(rows out sleep_ms)" 16 "sleep_ms rows"
   ;;
 
+sigterm_mpirun_resume)
+  # A Slurm time limit or a scancel under a user's own mpirun: mpirun gets SIGTERM, sends it to
+  # every rank, and SIGKILLs them 1 s later. The coordinator flushes the journal at once.
+  cat > job.toml <<'TOML'
+[job]
+name = "term"
+[[sweep]]
+id = "s"
+kernel = "sleep_ms"
+vary = { ms = [300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310, 311, 312, 313, 314, 315] }
+[[task]]
+id = "long_shell"
+command = "sleep 3.5; echo finished"
+priority = 10
+TOML
+  "${MPIRUN[@]}" -n 3 "$RF" run job.toml --output out > run1.log 2>&1 &
+  pid=$!
+  sleep 1.6
+  kill -TERM "$pid"
+  wait "$pid"
+  rc=$?
+  [[ $rc -ne 0 ]] || fail "mpirun exited 0 after SIGTERM"
+  grep -q "SIGTERM received: stopping; journal flushed" run1.log || { cat run1.log; fail "the coordinator did not see SIGTERM"; }
+  done1=$(q out "SELECT count(*) FROM tasks WHERE state='done'")
+  (( done1 >= 2 && done1 < 17 )) || fail "expected a partial run, $done1 done"
+  sleep 0.3
+  survivors=$(ps -eo stat=,args= | awk '$1 !~ /^Z/ && /sleep 3[.]5/')
+  [[ -z "$survivors" ]] || fail "the shell task outlived its killed rank: $survivors"
+  "$RF" run job.toml -n 3 --output out --resume > run2.log 2>&1 || { cat run2.log; fail "resume rc=$?"; }
+  grep -q "resuming .*: $done1 of 17 tasks already done" run2.log || { cat run2.log; fail "resume note"; }
+  expect_eq "$(q out "SELECT count(*) FROM tasks WHERE state='done'")" 17 "done after resume"
+  expect_eq "$(rows out sleep_ms) $(rows out commands)" "16 1" "result rows"
+  ;;
+
 kill9_resume)
   write_mixed_job job.toml chaos 24
   "$RF" run job.toml -n 4 --output ref > ref.log 2>&1 || { cat ref.log; fail "reference run"; }
