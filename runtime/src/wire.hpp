@@ -6,6 +6,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace rankfarm::runtime::detail {
@@ -19,18 +20,22 @@ class WireWriter {
   template <class T>
   void put(T v) {
     static_assert(std::is_trivially_copyable_v<T>);
-    const auto* p = reinterpret_cast<const char*>(&v);
-    buf_.insert(buf_.end(), p, p + sizeof(T));
+    append(&v, sizeof v);
   }
   void put_str(const std::string& s) {
     put<std::uint32_t>(static_cast<std::uint32_t>(s.size()));
-    buf_.insert(buf_.end(), s.begin(), s.end());
+    append(s.data(), s.size());
   }
   const std::vector<char>& bytes() const { return buf_; }
   std::vector<char>& bytes() { return buf_; }
   void clear() { buf_.clear(); }
 
  private:
+  void append(const void* p, std::size_t n) {
+    const std::size_t at = buf_.size();
+    buf_.resize(at + n);
+    if (n) std::memcpy(buf_.data() + at, p, n);
+  }
   std::vector<char> buf_;
 };
 

@@ -1,0 +1,556 @@
+#include "coordinator.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fmt/format.h>
+#include <iostream>
+#include <map>
+#include <queue>
+#include <set>
+
+#include "progress.hpp"
+#include "rankfarm/runtime/error.hpp"
+
+namespace rankfarm::runtime::detail {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr double kHangGraceS = 10.0;  // silence past a task's timeout before its rank is presumed hung
+
+class Coordinator {
+ public:
+  Coordinator(MPI_Comm comm, Setup& s, const FarmOptions& opt, const kernels::Registry& registry, Executor* self)
+      : comm_(comm), s_(s), job_(s.job), rec_(s.records), opt_(opt), registry_(registry), self_(self) {
+    MPI_Comm_size(comm, &size_);
+    window_ = opt.window > 0 ? opt.window : job_.window;  // 0: adaptive (see window())
+    workers_.resize(static_cast<std::size_t>(size_));
+    dependents_.resize(job_.tasks.size());
+    missing_.assign(job_.tasks.size(), 0);
+    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i)
+      for (auto d : job_.tasks[i].deps) dependents_[d].push_back(i), ++missing_[i];
+  }
+
+  int run(const Provenance& prov_in) {
+    prov_ = prov_in;
+    writer_ = std::make_unique<JournalWriter>(*s_.journal, opt_.commit_interval);
+    run_id_ = s_.journal->begin_run(size_, prov_.hosts);
+    t0_ = Clock::now();
+    // Initial state: done dependencies count as satisfied; dependents of failures are skipped.
+    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i)
+      if (rec_[i].state == TaskState::Done)
+        for (auto d : dependents_[i]) --missing_[d];
+    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i) {
+      if (rec_[i].state == TaskState::Failed || rec_[i].state == TaskState::Skipped) skip_dependents(i);
+    }
+    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i) {
+      if (rec_[i].state == TaskState::Pending && missing_[i] == 0) ready_.push({job_.tasks[i].priority, i});
+      if (rec_[i].state != TaskState::Pending) ++finished_;
+      if (rec_[i].state == TaskState::Done) ++done_;
+    }
+    initially_done_ = done_;
+    progress_ = std::make_unique<detail::Progress>(job_.tasks.size(), opt_.progress_s);
+
+    const int outcome = loop();
+    return finish(outcome);
+  }
+
+ private:
+  struct Worker {
+    std::vector<std::uint32_t> in_flight;
+    bool hung = false, gone = false;
+    double busy_s = 0;
+    std::uint64_t tasks = 0;
+  };
+  struct Ready {
+    int priority;
+    std::uint32_t idx;
+    bool operator<(const Ready& o) const { return priority != o.priority ? priority < o.priority : idx > o.idx; }
+  };
+
+  void journal(std::uint32_t idx) { writer_->push(idx, rec_[idx]); }
+
+  void skip_dependents(std::uint32_t failed) {
+    std::vector<std::uint32_t> stack{failed};
+    while (!stack.empty()) {
+      std::uint32_t v = stack.back();
+      stack.pop_back();
+      for (auto d : dependents_[v]) {
+        if (rec_[d].state != TaskState::Pending) continue;
+        rec_[d].state = TaskState::Skipped;
+        rec_[d].error = fmt::format("skipped: dependency \"{}\" {}", job_.tasks[v].id,
+                                    rec_[v].state == TaskState::Failed ? "failed" : "was skipped");
+        rec_[d].finished_at = epoch_seconds();
+        ++finished_;
+        journal(d);
+        stack.push_back(d);
+      }
+    }
+  }
+
+  // Hands ready tasks to workers with room in their window, one at a time round-robin so that
+  // the highest-priority tasks spread over the ranks.
+  bool dispatch() {
+    if (ready_.empty() || stopping_) return false;
+    std::vector<std::vector<std::uint32_t>> batch(static_cast<std::size_t>(size_));
+    bool any = true, did = false;
+    const int first = size_ == 1 ? 0 : 1;
+    while (any && !ready_.empty()) {
+      any = false;
+      for (int w = first; w < size_ && !ready_.empty(); ++w) {
+        Worker& wk = workers_[static_cast<std::size_t>(w)];
+        const std::size_t limit = size_ == 1 ? 1 : static_cast<std::size_t>(window());
+        if (wk.hung || wk.gone || wk.in_flight.size() >= limit) continue;
+        const std::uint32_t idx = ready_.top().idx;
+        ready_.pop();
+        TaskRecord& r = rec_[idx];
+        r.state = TaskState::Running;
+        r.rank = w;
+        r.attempt += 1;
+        r.started_at = epoch_seconds();
+        r.deadline = job_.tasks[idx].timeout_s > 0 ? r.started_at + job_.tasks[idx].timeout_s : 0;
+        if (job_.tasks[idx].timeout_s > 0) started_[idx] = Clock::now();
+        journal(idx);
+        wk.in_flight.push_back(idx);
+        batch[static_cast<std::size_t>(w)].push_back(idx);
+        any = did = true;
+      }
+    }
+    for (int w = first; w < size_; ++w) {
+      const auto& b = batch[static_cast<std::size_t>(w)];
+      if (b.empty()) continue;
+      if (size_ == 1) continue;  // rank 0 runs its own tasks in run_local()
+      WireWriter msg;
+      msg.put<std::uint32_t>(static_cast<std::uint32_t>(b.size()));
+      for (auto idx : b) {
+        msg.put<std::uint32_t>(idx);
+        msg.put<std::uint32_t>(static_cast<std::uint32_t>(rec_[idx].attempt));
+      }
+      mpi_send(msg, w, kTagAssign, comm_);
+    }
+    return did;
+  }
+
+  void on_outcome(int w, const Outcome& o) {
+    Worker& wk = workers_[static_cast<std::size_t>(w)];
+    auto it = std::find(wk.in_flight.begin(), wk.in_flight.end(), o.idx);
+    if (it != wk.in_flight.end()) wk.in_flight.erase(it);
+    if (wk.hung) {
+      wk.hung = false;  // it came back
+      progress_->note(fmt::format("rank {} answered again after being presumed hung", w));
+    }
+    TaskRecord& r = rec_[o.idx];
+    wk.busy_s += o.wall_s;
+    ++wk.tasks;
+    mean_task_s_ = mean_task_s_ < 0 ? o.wall_s : 0.9 * mean_task_s_ + 0.1 * o.wall_s;
+    if (r.state != TaskState::Running || r.rank != w || static_cast<std::uint32_t>(r.attempt) != o.attempt) {
+      ++stale_;  // an attempt already given up on (timed out, or the job is stopping)
+      return;
+    }
+    started_.erase(o.idx);
+    started_confirmed_.erase(o.idx);
+    r.finished_at = epoch_seconds();
+    r.exit_code = o.exit_code;
+    if (o.ok) {
+      r.state = TaskState::Done;
+      r.values = o.values;
+      r.wall_s = o.wall_s;
+      r.stdout_text = o.stdout_text;
+      r.error.clear();
+      ++finished_;
+      ++done_;
+      journal(o.idx);
+      for (auto d : dependents_[o.idx])
+        if (--missing_[d] == 0 && rec_[d].state == TaskState::Pending) ready_.push({job_.tasks[d].priority, d});
+    } else if (o.interrupted) {
+      r.state = TaskState::Pending;  // runs again on resume; not counted as a failure
+      journal(o.idx);
+    } else {
+      fail_attempt(o.idx, o.error);
+      r.stdout_text = o.stdout_text;
+    }
+  }
+
+  void fail_attempt(std::uint32_t idx, const std::string& error) {
+    TaskRecord& r = rec_[idx];
+    r.failure_count += 1;
+    r.error = error;
+    if (r.failure_count <= job_.tasks[idx].retries && !stopping_) {
+      r.state = TaskState::Pending;
+      ready_.push({job_.tasks[idx].priority, idx});
+      ++retried_;
+      journal(idx);
+    } else {
+      r.state = TaskState::Failed;
+      r.finished_at = epoch_seconds();
+      ++finished_;
+      ++failed_;
+      journal(idx);
+      progress_->note(fmt::format("task {} failed after {} attempt(s): {}", job_.tasks[idx].id, r.attempt, error));
+      skip_dependents(idx);
+    }
+  }
+
+  // A rank silent past a task's timeout + grace: retry the task elsewhere, stop using the rank.
+  void check_hung() {
+    const auto now = Clock::now();
+    for (int w = 1; w < size_; ++w) {
+      Worker& wk = workers_[static_cast<std::size_t>(w)];
+      if (wk.hung || wk.in_flight.empty()) continue;
+      const std::uint32_t head = wk.in_flight.front();
+      const double timeout = job_.tasks[head].timeout_s;
+      auto st = started_.find(head);
+      if (timeout <= 0 || st == started_.end() || !started_confirmed_.count(head)) continue;
+      if (now - st->second < std::chrono::duration<double>(timeout + kHangGraceS)) continue;
+      wk.hung = true;
+      progress_->note(fmt::format("rank {} sent nothing for {:.0f} s after task {} passed its {:.3g} s timeout: "
+                                  "presumed hung, giving it no more work", w, timeout + kHangGraceS, job_.tasks[head].id, timeout));
+      for (auto idx : wk.in_flight) {
+        started_.erase(idx);
+        if (idx == head) {
+          fail_attempt(idx, fmt::format("rank {} did not answer within the timeout ({:.3g} s) + {:.0f} s: presumed hung", w, timeout, kHangGraceS));
+        } else {
+          rec_[idx].state = TaskState::Pending;  // never started there
+          ready_.push({job_.tasks[idx].priority, idx});
+          journal(idx);
+        }
+      }
+      wk.in_flight.clear();
+    }
+  }
+
+  bool handle_messages() {
+    bool any = false;
+    for (;;) {
+      int flag = 0;
+      MPI_Status st;
+      MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_, &flag, &st);
+      if (!flag) return any;
+      any = true;
+      std::vector<char> buf = mpi_recv(st, comm_);
+      const int w = st.MPI_SOURCE;
+      try {
+        if (st.MPI_TAG == kTagResult) {
+          on_outcome(w, decode_outcome(buf));
+        } else if (st.MPI_TAG == kTagStarted) {
+          WireReader r(buf.data(), buf.size());
+          const auto idx = r.get<std::uint32_t>();
+          const auto attempt = r.get<std::uint32_t>();
+          if (idx < rec_.size() && rec_[idx].state == TaskState::Running && rec_[idx].rank == w &&
+              static_cast<std::uint32_t>(rec_[idx].attempt) == attempt) {
+            started_[idx] = Clock::now();
+            started_confirmed_.insert(idx);
+            rec_[idx].started_at = epoch_seconds();
+            rec_[idx].deadline = rec_[idx].started_at + job_.tasks[idx].timeout_s;
+            journal(idx);
+          }
+        } else if (st.MPI_TAG == kTagBye) {
+          workers_[static_cast<std::size_t>(w)].gone = true;
+        }
+      } catch (const detail::WireError& e) {
+        progress_->note(fmt::format("malformed message from rank {} (tag {}): {}; ignored", w, st.MPI_TAG, e.what()));
+      }
+    }
+  }
+
+  // Rank 0 alone: run one ready task here.
+  bool run_local() {
+    Worker& wk = workers_[0];
+    if (wk.in_flight.empty()) return false;
+    const std::uint32_t idx = wk.in_flight.front();
+    Outcome o = self_->run(idx, static_cast<std::uint32_t>(rec_[idx].attempt));
+    on_outcome(0, o);
+    return true;
+  }
+
+  int loop() {
+    Backoff backoff;
+    auto last_hung_check = Clock::now();
+    auto last_snapshot = Clock::now();
+    while (finished_ < job_.tasks.size()) {
+      bool busy = handle_messages();
+      if (stop_signal() && !stopping_) return kExitInterrupted;
+      if (auto err = writer_->error()) std::rethrow_exception(err);
+      busy |= dispatch();
+      if (size_ == 1) busy |= run_local();
+      const auto now = Clock::now();
+      if (now - last_hung_check > std::chrono::milliseconds(200)) {
+        check_hung();
+        last_hung_check = now;
+        if (ready_.empty() && in_flight_total() == 0 && finished_ < job_.tasks.size())
+          throw std::runtime_error("no live worker ranks left for the remaining tasks");
+        if (ready_.size() > 0 && live_workers() == 0)
+          throw std::runtime_error("every worker rank is presumed hung; stopping");
+      }
+      if (opt_.snapshot_s > 0 && now - last_snapshot > std::chrono::duration<double>(opt_.snapshot_s)) {
+        write_snapshot();
+        last_snapshot = Clock::now();
+      }
+      progress_->tick(finished_, done_ - initially_done_, failed_, run_seconds(), false);
+      if (busy) backoff.reset();
+      else backoff.idle();
+    }
+    return failed_ + skipped_count() > 0 ? kExitTasksFailed : kExitOk;
+  }
+
+  // Tasks in flight per worker. Fixed when the job or the command line sets it; otherwise enough
+  // to keep ~2 ms of queued work behind the running task (so a worker does not wait for the
+  // coordinator's reply), from a running mean of task times: 2 for tasks of 2 ms and more, up to
+  // 64 for empty tasks. Large windows cost little balance at the end because tasks are short.
+  int window() const {
+    if (window_ > 0) return window_;
+    if (mean_task_s_ < 0) return 2;
+    const double queued = std::ceil(0.002 / std::max(mean_task_s_, 1e-6));
+    return 1 + static_cast<int>(std::clamp(queued, 1.0, 63.0));
+  }
+
+  std::size_t in_flight_total() const {
+    std::size_t n = 0;
+    for (const auto& w : workers_) n += w.in_flight.size();
+    return n;
+  }
+  int live_workers() const {
+    if (size_ == 1) return 1;  // rank 0 works itself
+    int n = 0;
+    for (int w = 1; w < size_; ++w) n += !workers_[static_cast<std::size_t>(w)].hung;
+    return n;
+  }
+  std::size_t skipped_count() const {
+    return static_cast<std::size_t>(std::count_if(rec_.begin(), rec_.end(), [](auto& r) { return r.state == TaskState::Skipped; }));
+  }
+  double run_seconds() const { return std::chrono::duration<double>(Clock::now() - t0_).count(); }
+
+  void write_snapshot() {
+    prov_.finished_at = epoch_seconds();
+    write_results((fs::path(s_.dir) / "results.h5").string(), job_, rec_, prov_, registry_);
+  }
+
+  // Stops the workers: a polite stop first (finish the running task, drop the queued ones),
+  // then after `grace` a kill. Returns true if every worker said goodbye.
+  bool stop_workers(int code, double grace_s) {
+    if (size_ == 1) return true;
+    auto send_stop = [&](bool kill) {
+      for (int w = 1; w < size_; ++w) {
+        if (workers_[static_cast<std::size_t>(w)].gone) continue;
+        WireWriter m;
+        m.put<std::int32_t>(code);
+        m.put<std::uint8_t>(kill ? 1 : 0);
+        mpi_send(m, w, kTagStop, comm_);
+      }
+    };
+    auto all_gone = [&] {
+      for (int w = 1; w < size_; ++w)
+        if (!workers_[static_cast<std::size_t>(w)].gone) return false;
+      return true;
+    };
+    auto wait_until = [&](double seconds) {
+      Backoff b;
+      const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+      while (!all_gone() && Clock::now() < end) {
+        if (handle_messages()) b.reset();
+        else b.idle();
+      }
+    };
+    send_stop(false);
+    wait_until(grace_s);
+    if (!all_gone()) {
+      send_stop(true);
+      wait_until(3.0);  // shell tasks get SIGTERM, then SIGKILL 2 s later
+    }
+    return all_gone();
+  }
+
+  int finish(int code) {
+    bool all_gone = true;
+    if (code == kExitInterrupted) {
+      stopping_ = true;
+      writer_->flush();  // first of all: what is done is durable
+      const std::size_t running = in_flight_total();
+      progress_->note(fmt::format("{} received: stopping; journal flushed; waiting up to {:.0f} s for {} task(s) in flight",
+                                  sigabbrev_np(stop_signal()) ? fmt::format("SIG{}", sigabbrev_np(stop_signal())) : "signal",
+                                  opt_.grace_s, running));
+      all_gone = stop_workers(code, opt_.grace_s);
+      for (std::uint32_t i = 0; i < rec_.size(); ++i)
+        if (rec_[i].state == TaskState::Running) {
+          rec_[i].state = TaskState::Pending;
+          journal(i);
+        }
+    } else {
+      all_gone = stop_workers(code, 5.0);
+    }
+    writer_->flush();
+    prov_.finished_at = epoch_seconds();
+    const std::string h5 = (fs::path(s_.dir) / "results.h5").string();
+    write_results(h5, job_, rec_, prov_, registry_);
+    s_.journal->end_run(run_id_, code == kExitInterrupted ? "interrupted" : code == kExitOk ? "complete" : "complete with failures");
+    progress_->tick(finished_, done_ - initially_done_, failed_, run_seconds(), true);
+    print_summary(code, h5);
+    if (!all_gone) {
+      std::cerr << "rankfarm: some worker ranks did not stop (hung in a task); aborting them. Everything done is saved.\n";
+      std::cerr.flush();
+      MPI_Abort(comm_, code);
+    }
+    return code;
+  }
+
+  void print_summary(int code, const std::string& h5) {
+    const double wall = run_seconds();
+    const std::size_t ran = done_ - initially_done_;
+    std::size_t skipped = skipped_count(), failed = 0, pending = 0;
+    for (const auto& r : rec_) failed += r.state == TaskState::Failed, pending += r.state == TaskState::Pending;
+    auto& out = std::cout;
+    out << fmt::format("rankfarm: job {}: {} tasks: {} done, {} failed, {} skipped, {} pending\n", job_.name, rec_.size(), done_,
+                       failed, skipped, pending);
+    out << fmt::format("rankfarm: this run: {} tasks done in {:.3f} s wall ({:.1f} tasks/s) on {} rank(s), window {}; {} retried attempt(s)\n",
+                       ran, wall, wall > 0 ? static_cast<double>(ran) / wall : 0.0, size_,
+                       window_ > 0 ? std::to_string(window_) : fmt::format("auto (last {})", window()), retried_);
+    // Busy fraction per worker rank and load imbalance (max busy / mean busy).
+    std::vector<double> busy;
+    for (int w = size_ == 1 ? 0 : 1; w < size_; ++w) busy.push_back(workers_[static_cast<std::size_t>(w)].busy_s / std::max(wall, 1e-9));
+    if (!busy.empty()) {
+      double mean = 0, mx = 0;
+      for (double b : busy) mean += b, mx = std::max(mx, b);
+      mean /= static_cast<double>(busy.size());
+      std::string per;
+      for (std::size_t i = 0; i < busy.size(); ++i)
+        per += fmt::format("{}{}:{:.0f}%", i ? " " : "", (size_ == 1 ? 0 : 1) + static_cast<int>(i), 100 * busy[i]);
+      out << fmt::format("rankfarm: busy fraction per rank: {}; load imbalance (max/mean): {:.2f}\n", per, mean > 0 ? mx / mean : 1.0);
+    }
+    // Kernels that validate themselves: how many results pass.
+    std::map<std::string, std::pair<std::size_t, std::size_t>> checks;
+    for (std::size_t i = 0; i < rec_.size(); ++i) {
+      const TaskSpec& t = job_.tasks[i];
+      if (t.kind != TaskKind::Kernel || rec_[i].state != TaskState::Done) continue;
+      const kernels::KernelSpec* k = registry_.find(t.kernel);
+      if (!k || !k->check) continue;
+      auto& c = checks[t.kernel];
+      c.second++;
+      c.first += k->check(t.params, rec_[i].values) ? 1 : 0;
+    }
+    for (const auto& [name, c] : checks)
+      out << fmt::format("rankfarm: {}: {} of {} results pass the kernel's check ({})\n", name, c.first, c.second,
+                         registry_.find(name)->check_description);
+    int shown = 0;
+    for (std::size_t i = 0; i < rec_.size(); ++i) {
+      if (rec_[i].state != TaskState::Failed) continue;
+      if (shown++ == 10) {
+        out << fmt::format("rankfarm:   ... and {} more (rankfarm status {})\n", failed - 10, s_.dir);
+        break;
+      }
+      out << fmt::format("rankfarm:   failed {} after {} attempt(s): {}\n", job_.tasks[i].id, rec_[i].attempt, rec_[i].error);
+    }
+    if (stale_) out << fmt::format("rankfarm: {} late result(s) of abandoned attempts were ignored\n", stale_);
+    out << fmt::format("rankfarm: results: {}\nrankfarm: journal: {}\n", h5, s_.journal->path());
+    if (code == kExitInterrupted)
+      out << fmt::format("rankfarm: interrupted; nothing done is lost. Resume with: rankfarm run {}{} --resume --output {}\n",
+                         opt_.commands ? "--commands " : "", opt_.job_path, s_.dir);
+    out.flush();
+  }
+
+  MPI_Comm comm_;
+  Setup& s_;
+  const Job& job_;
+  std::vector<TaskRecord>& rec_;
+  const FarmOptions& opt_;
+  const kernels::Registry& registry_;
+  Executor* self_;
+  int size_ = 1, window_ = 0, run_id_ = 0;
+  double mean_task_s_ = -1;  // running mean of task wall times; < 0 before the first result
+  std::vector<Worker> workers_;
+  std::vector<std::vector<std::uint32_t>> dependents_;
+  std::vector<int> missing_;
+  std::priority_queue<Ready> ready_;
+  std::map<std::uint32_t, Clock::time_point> started_;
+  std::set<std::uint32_t> started_confirmed_;
+  std::size_t finished_ = 0, done_ = 0, failed_ = 0, retried_ = 0, stale_ = 0, initially_done_ = 0;
+  bool stopping_ = false;
+  std::unique_ptr<JournalWriter> writer_;
+  std::unique_ptr<detail::Progress> progress_;
+  Provenance prov_;
+  Clock::time_point t0_;
+};
+
+}  // namespace
+
+std::string describe_change(const Job& job, const std::vector<JournalRow>& rows) {
+  std::map<std::string, std::string> old_hash;
+  for (const auto& r : rows) old_hash[r.task_id] = r.spec_hash;
+  std::vector<std::string> changed, added;
+  std::set<std::string> now;
+  for (const auto& t : job.tasks) {
+    now.insert(t.id);
+    auto it = old_hash.find(t.id);
+    if (it == old_hash.end()) added.push_back(t.id);
+    else if (it->second != t.spec_hash) changed.push_back(t.id);
+  }
+  std::vector<std::string> removed;
+  for (const auto& r : rows)
+    if (!now.count(r.task_id)) removed.push_back(r.task_id);
+  std::vector<std::string> parts;
+  auto list = [](const std::vector<std::string>& v) {
+    std::string s = fmt::format("\"{}\"", v.front());
+    if (v.size() > 1) s += fmt::format(" and {} more", v.size() - 1);
+    return s;
+  };
+  if (!changed.empty()) parts.push_back(fmt::format("{} task(s) changed (kernel, parameters, command or dependencies): {}", changed.size(), list(changed)));
+  if (!added.empty()) parts.push_back(fmt::format("{} task(s) added: {}", added.size(), list(added)));
+  if (!removed.empty()) parts.push_back(fmt::format("{} task(s) removed: {}", removed.size(), list(removed)));
+  if (parts.empty()) parts.push_back("the task order or the job name changed");
+  return fmt::format("{}", fmt::join(parts, "; "));
+}
+
+Setup prepare(const FarmOptions& opt, const kernels::Registry& registry) {
+  Setup s;
+  JobCheck c = check_job(opt, registry);
+  s.job = std::move(c.job);
+  s.dir = c.output_dir;
+  std::error_code ec;
+  fs::create_directories(fs::path(s.dir) / "logs", ec);
+  if (ec) throw InputError(s.dir, 0, "--output", fmt::format("cannot create the output directory: {}", ec.message()));
+  if (::access(s.dir.c_str(), W_OK) != 0) throw InputError(s.dir, 0, "--output", "the output directory is not writable");
+  const std::string& jpath = c.journal_path;
+  s.records.assign(s.job.tasks.size(), TaskRecord{});
+  if (c.resuming) {
+    s.journal = Journal::open(jpath, false);
+    std::vector<JournalRow> rows = s.journal->load_tasks();
+    int reset_running = 0, reset_failed = 0;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      TaskRecord r = std::move(rows[i].record);
+      if (r.state == TaskState::Running) {
+        r.state = TaskState::Pending;
+        ++reset_running;
+      } else if (opt.retry_failed && (r.state == TaskState::Failed || r.state == TaskState::Skipped)) {
+        r.state = TaskState::Pending;
+        r.failure_count = 0;
+        ++reset_failed;
+      }
+      s.records[i] = std::move(r);
+    }
+    s.notes.push_back(fmt::format("resuming {}: {} of {} tasks already done, {} were running and run again{}", jpath, c.done,
+                                  s.records.size(), reset_running,
+                                  opt.retry_failed ? fmt::format(", {} failed/skipped run again", reset_failed) : ""));
+    try {
+      s.first_started_at = std::stod(s.journal->meta("created_at"));
+    } catch (const std::exception&) {
+      throw InputError(jpath, 0, "meta.created_at", "not a number");
+    }
+  } else {
+    if (opt.resume) s.notes.push_back(fmt::format("--resume: no journal in {} yet, starting the job", s.dir));
+    s.journal = Journal::create(jpath, s.job);
+    s.first_started_at = epoch_seconds();
+  }
+  return s;
+}
+
+int coordinate(MPI_Comm comm, Setup& setup, const FarmOptions& opt, const kernels::Registry& registry,
+               Executor* self, const Provenance& prov) {
+  Coordinator c(comm, setup, opt, registry, self);
+  return c.run(prov);
+}
+
+}  // namespace rankfarm::runtime::detail

@@ -1,0 +1,38 @@
+// Private: rank 0's side of the farm — preparing the output directory and journal, then
+// scheduling, journalling and reporting.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "executor.hpp"
+#include "rankfarm/runtime/farm.hpp"
+#include "rankfarm/runtime/journal.hpp"
+#include "rankfarm/runtime/results.hpp"
+
+namespace rankfarm::runtime::detail {
+
+/// What rank 0 holds for a run: the job, its journal and every task's record.
+struct Setup {
+  Job job;
+  std::string dir;
+  std::unique_ptr<Journal> journal;
+  std::vector<TaskRecord> records;
+  double first_started_at = 0;
+  std::vector<std::string> notes;  // printed before the run starts
+};
+
+/// What differs between a job and the tasks journalled for another: "1 task(s) changed: ...".
+std::string describe_change(const Job& job, const std::vector<JournalRow>& rows);
+
+/// Creates the output directory and the journal, or opens the journal to resume. Throws
+/// InputError.
+Setup prepare(const FarmOptions& opt, const kernels::Registry& registry);
+
+/// Runs the job to its end (or a stop) from rank 0; `self` runs tasks when rank 0 is alone.
+/// Returns the job's exit code (workers get it with their stop message).
+int coordinate(MPI_Comm comm, Setup& setup, const FarmOptions& opt, const kernels::Registry& registry,
+               Executor* self, const Provenance& prov);
+
+}  // namespace rankfarm::runtime::detail

@@ -1,0 +1,138 @@
+#include "executor.hpp"
+
+#include <deque>
+#include <filesystem>
+#include <fmt/format.h>
+
+#include "rankfarm/runtime/error.hpp"
+#include "rankfarm/runtime/shell.hpp"
+
+namespace rankfarm::runtime::detail {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kStdoutTail = 4096;  // bytes of a shell task's stdout kept with its result
+
+}  // namespace
+
+Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt) {
+  const TaskSpec& t = job.tasks[idx];
+  Outcome o;
+  o.idx = idx;
+  o.attempt = attempt;
+  const auto t0 = Clock::now();
+  const auto deadline = t.timeout_s > 0 ? t0 + std::chrono::duration_cast<Clock::duration>(
+                                                    std::chrono::duration<double>(t.timeout_s))
+                                        : Clock::time_point::max();
+  try {
+    if (t.kind == TaskKind::Kernel) {
+      const kernels::KernelSpec* k = registry.find(t.kernel);
+      if (k == nullptr) throw std::runtime_error("kernel " + t.kernel + " is not registered on this rank");
+      kernels::TaskContext ctx;
+      ctx.deadline = deadline;
+      ctx.attempt = static_cast<int>(attempt);
+      ctx.threads = threads;
+      ctx.stop_flag = &kill_flag;
+      o.values = k->run(t.params, ctx);
+      if (o.values.size() != k->outputs.size())
+        throw std::runtime_error(fmt::format("kernel {} returned {} values, declares {}", k->name,
+                                             o.values.size(), k->outputs.size()));
+      o.ok = true;
+    } else {
+      ShellRequest req;
+      req.command = t.command;
+      const std::string base = (fs::path(output_dir) / "logs" / t.id).string();
+      req.stdout_path = base + ".out";
+      req.stderr_path = base + ".err";
+      req.env = {"RANKFARM_TASK_ID=" + t.id, fmt::format("RANKFARM_RANK={}", rank),
+                 fmt::format("RANKFARM_ATTEMPT={}", attempt), "RANKFARM_OUTPUT_DIR=" + output_dir};
+      if (std::getenv("OMP_NUM_THREADS") == nullptr) req.env.push_back(fmt::format("OMP_NUM_THREADS={}", threads));
+      req.deadline = deadline;
+      req.should_stop = should_stop;
+      ShellOutcome so = run_shell(req);
+      o.exit_code = so.exit_code;
+      o.stdout_text = tail_of_file(req.stdout_path, kStdoutTail);
+      o.ok = so.exit_code == 0 && !so.timed_out && !so.stopped;
+      o.interrupted = so.stopped;
+      if (!o.ok) {
+        std::string err_tail = tail_of_file(req.stderr_path, 200);
+        while (!err_tail.empty() && (err_tail.back() == '\n' || err_tail.back() == '\r')) err_tail.pop_back();
+        if (auto nl = err_tail.rfind('\n'); nl != std::string::npos) err_tail = err_tail.substr(nl + 1);
+        o.error = so.error + (err_tail.empty() ? "" : ": " + err_tail);
+      }
+    }
+  } catch (const kernels::TaskTimeout& e) {
+    o.ok = false;
+    o.interrupted = kill_flag != 0;
+    o.error = fmt::format("timed out after {:.3g} s ({})", std::chrono::duration<double>(Clock::now() - t0).count(), e.what());
+  } catch (const std::exception& e) {
+    o.ok = false;
+    o.error = e.what();
+  }
+  o.wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (!o.ok) o.error = fmt::format("rank {} on {}: {}", rank, host, o.error);
+  if (o.ok) o.values.shrink_to_fit();
+  return o;
+}
+
+int worker_loop(MPI_Comm comm, Executor& ex) {
+  std::deque<std::pair<std::uint32_t, std::uint32_t>> queue;
+  bool stopping = false, kill = false;
+  int code = kExitError;
+  auto handle = [&](const MPI_Status& st) {
+    std::vector<char> buf = mpi_recv(st, comm);
+    WireReader r(buf.data(), buf.size());
+    if (st.MPI_TAG == kTagAssign) {
+      const auto n = r.get<std::uint32_t>();
+      for (std::uint32_t i = 0; i < n; ++i) {
+        const auto idx = r.get<std::uint32_t>();
+        const auto attempt = r.get<std::uint32_t>();
+        if (idx >= ex.job.tasks.size()) throw detail::WireError("task index out of range");
+        queue.emplace_back(idx, attempt);
+      }
+    } else if (st.MPI_TAG == kTagStop) {
+      code = r.get<std::int32_t>();
+      kill = kill || r.get<std::uint8_t>() != 0;
+      if (kill) ex.kill_flag = 1;
+      stopping = true;
+    }
+  };
+  ex.should_stop = [&] {
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(0, kTagStop, comm, &flag, &st);
+    if (flag) handle(st);
+    return kill;
+  };
+  Backoff backoff;
+  for (;;) {
+    int flag = 0;
+    MPI_Status st;
+    while (MPI_Iprobe(0, MPI_ANY_TAG, comm, &flag, &st), flag) handle(st);
+    if (stopping) break;
+    if (queue.empty()) {
+      backoff.idle();
+      continue;
+    }
+    backoff.reset();
+    auto [idx, attempt] = queue.front();
+    queue.pop_front();
+    if (ex.job.tasks[idx].timeout_s > 0) {
+      WireWriter w;
+      w.put<std::uint32_t>(idx);
+      w.put<std::uint32_t>(attempt);
+      mpi_send(w, 0, kTagStarted, comm);
+    }
+    Outcome o = ex.run(idx, attempt);
+    WireWriter w;
+    encode_outcome(o, w);
+    mpi_send(w, 0, kTagResult, comm);
+  }
+  WireWriter bye;
+  bye.put<std::uint8_t>(0);
+  mpi_send(bye, 0, kTagBye, comm);
+  return code;
+}
+
+}  // namespace rankfarm::runtime::detail
