@@ -141,6 +141,8 @@ int main(int argc, char** argv) {
       std::vector<std::string> program{self_exe()};
       program.insert(program.end(), argv + 1, argv + argc);
       auto plan = rankfarm::launcher::plan_local_mpirun(n, program);
+      // The ranks' stderr is a pipe to mpirun; tell rank 0 whether a person is watching.
+      if (std::getenv("RANKFARM_PROGRESS") == nullptr && isatty(2)) plan.env.push_back("RANKFARM_PROGRESS=bar");
       if (dry_run) {
         std::cout << fmt::format("# job {}: {} tasks, hash {}; output {}{}\n", check.job.name, check.job.tasks.size(),
                                  check.job.hash, check.output_dir,

@@ -1,11 +1,14 @@
 // Private: the coordinator's progress display. On a terminal: a bar redrawn in place (stderr);
-// otherwise (batch logs): one plain line every `interval` seconds.
+// otherwise (batch logs): one plain line every `interval` seconds. Under mpirun a rank's stderr
+// is a pipe even when the user sits at a terminal, so RANKFARM_PROGRESS=bar|lines decides
+// (rankfarm sets it to "bar" when it launches mpirun from a terminal).
 #pragma once
 
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fmt/format.h>
 #include <string>
 
@@ -14,6 +17,7 @@ namespace rankfarm::runtime::detail {
 class Progress {
  public:
   Progress(std::size_t total, double interval_s) : total_(total), tty_(isatty(2) != 0) {
+    if (const char* mode = std::getenv("RANKFARM_PROGRESS")) tty_ = std::string(mode) == "bar";
     interval_ = interval_s > 0 ? interval_s : (tty_ ? 0.2 : 10.0);
   }
 
