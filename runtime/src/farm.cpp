@@ -15,6 +15,7 @@
 #include "executor.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/journal.hpp"
+#include "rankfarm/runtime/results.hpp"
 
 namespace rankfarm::runtime {
 namespace {
@@ -186,6 +187,11 @@ int print_status(const std::string& dir, std::ostream& out) {
     if (shown++ == 0) out << "failed tasks (attempts, last error):\n";
     out << fmt::format("  {} ({}): {}\n", r.task_id, r.record.attempt, r.record.error);
   }
+  out << "runs:\n";
+  for (const auto& r : j->runs())
+    out << fmt::format("  {:>3}  {}  {:>8}  {} rank(s) on {}  {}\n", r.run, iso8601(r.started_at),
+                       r.finished_at > 0 ? fmt::format("{:.1f} s", r.finished_at - r.started_at) : "-", r.ranks, r.hosts,
+                       r.outcome.empty() ? "did not finish (killed?)" : r.outcome);
   if (counts[TaskState::Running] > 0)
     out << "tasks marked running: the job is running, or was killed; they run again on --resume\n";
   return kExitOk;

@@ -218,6 +218,15 @@ void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& upd
   }
 }
 
+std::vector<RunRecord> Journal::runs() const {
+  Stmt s(db_, "SELECT run, started_at, COALESCE(finished_at, 0), ranks, hosts, COALESCE(outcome, '') FROM runs ORDER BY run");
+  std::vector<RunRecord> out;
+  while (s.step())
+    out.push_back({sqlite3_column_int(s.get(), 0), sqlite3_column_double(s.get(), 1), sqlite3_column_double(s.get(), 2),
+                   sqlite3_column_int(s.get(), 3), s.text(4), s.text(5)});
+  return out;
+}
+
 int Journal::begin_run(int ranks, const std::string& hosts) {
   Stmt s(db_, "INSERT INTO runs(started_at, ranks, hosts) VALUES(?,?,?)");
   s.bind(1, epoch_seconds());

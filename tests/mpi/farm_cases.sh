@@ -291,6 +291,9 @@ TOML
   [[ -z "$survivors" ]] || fail "the shell task outlived its killed rank: $survivors"
   "$RF" run job.toml -n 3 --output out --resume > run2.log 2>&1 || { cat run2.log; fail "resume rc=$?"; }
   grep -q "resuming .*: $done1 of 17 tasks already done" run2.log || { cat run2.log; fail "resume note"; }
+  "$RF" status out > status.txt
+  grep -qE "^ +1  .*3 rank\(s\) on .*did not finish \(killed\?\)$" status.txt && grep -qE "^ +2  .*  complete$" status.txt \
+    || { cat status.txt; fail "status: runs"; }
   expect_eq "$(q out "SELECT count(*) FROM tasks WHERE state='done'")" 17 "done after resume"
   expect_eq "$(rows out sleep_ms) $(rows out commands)" "16 1" "result rows"
   ;;

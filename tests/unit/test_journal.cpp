@@ -141,6 +141,23 @@ TEST_F(JournalTest, CorruptRowIsReportedWithItsIndex) {
   }
 }
 
+TEST_F(JournalTest, RunsAreRecorded) {
+  auto j = rt::Journal::create(path_, three_tasks());
+  const int first = j->begin_run(4, "n1,n2");
+  j->end_run(first, "interrupted");
+  const int second = j->begin_run(2, "n1");
+  auto runs = j->runs();
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].run, first);
+  EXPECT_EQ(runs[0].ranks, 4);
+  EXPECT_EQ(runs[0].hosts, "n1,n2");
+  EXPECT_EQ(runs[0].outcome, "interrupted");
+  EXPECT_GT(runs[0].finished_at, 0.0);
+  EXPECT_EQ(runs[1].run, second);
+  EXPECT_EQ(runs[1].outcome, "");  // never ended
+  EXPECT_EQ(runs[1].finished_at, 0.0);
+}
+
 TEST(TaskState, RoundTrip) {
   for (auto s : {rt::TaskState::Pending, rt::TaskState::Running, rt::TaskState::Done, rt::TaskState::Failed, rt::TaskState::Skipped})
     EXPECT_EQ(rt::parse_task_state(rt::to_string(s)), s);

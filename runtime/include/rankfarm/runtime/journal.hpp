@@ -55,6 +55,15 @@ struct TaskRecord {
   std::string stdout_text;     ///< shell tasks: the last <= 4096 bytes of standard output
 };
 
+/// One start of the job: the first run, or a resume.
+struct RunRecord {
+  int run = 0;
+  double started_at = 0, finished_at = 0;  ///< epoch seconds; finished_at 0 if it never ended
+  int ranks = 0;
+  std::string hosts;
+  std::string outcome;  ///< "complete", "complete with failures", "interrupted", "" if killed
+};
+
 struct JournalRow {
   std::uint32_t idx;
   std::string task_id;
@@ -83,6 +92,8 @@ class Journal {
   /// Writes the given task records in one transaction. Throws std::runtime_error (with the
   /// SQLite message, e.g. "database or disk is full") and rolls back on failure.
   void write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates);
+  /// Every run so far, oldest first.
+  std::vector<RunRecord> runs() const;
   /// Records the start of a run (first run or a resume) and returns its number.
   int begin_run(int ranks, const std::string& hosts);
   void end_run(int run, const std::string& outcome);
