@@ -15,9 +15,13 @@ double elapsed_ms(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
+Clock::duration milliseconds(double ms) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(ms));
+}
+
 double spin(double ms, const TaskContext& ctx) {
   const auto t0 = Clock::now();
-  const auto end = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(ms));
+  const auto end = t0 + milliseconds(ms);
   while (Clock::now() < end) ctx.check_deadline();
   return elapsed_ms(t0);
 }
@@ -36,8 +40,7 @@ KernelSpec sleep_ms_kernel() {
   k.outputs = {{"elapsed_ms", "ms", "measured sleep time", true}};
   k.run = [](const Params& p, const TaskContext& ctx) {
     const auto t0 = Clock::now();
-    const auto end = t0 + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double, std::milli>(p.get_double("ms")));
+    const auto end = t0 + milliseconds(p.get_double("ms"));
     // Sleep in slices so that a deadline or a stop is noticed within 10 ms.
     for (auto now = t0; now < end; now = Clock::now()) {
       ctx.check_deadline();

@@ -47,6 +47,35 @@ TOML
   done
 }
 
+# 16 sleeping kernel tasks and one long shell task, for the stop/resume cases.
+write_interrupt_job() {  # file name shell_command
+  cat > "$1" <<TOML
+[job]
+name = "$2"
+[[sweep]]
+id = "s"
+kernel = "sleep_ms"
+vary = { ms = [300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310, 311, 312, 313, 314, 315] }
+[[task]]
+id = "long_shell"
+command = "$3"
+priority = 10
+TOML
+}
+
+# Starts a command in the background, sends it a signal after a delay, and prints its exit code.
+signal_after() {  # seconds signal log command...
+  local delay=$1 sig=$2 log=$3 pid rc
+  shift 3
+  "$@" > "$log" 2>&1 &
+  pid=$!
+  sleep "$delay"
+  kill -"$sig" "$pid"
+  wait "$pid"
+  rc=$?
+  echo "$rc"
+}
+
 check_complete() {  # dir total
   local dir=$1 total=$2
   expect_eq "$(q "$dir" "SELECT count(*) FROM tasks")" "$total" "tasks in the journal"
@@ -227,24 +256,8 @@ single_rank)
   ;;
 
 sigint_resume)
-  cat > job.toml <<'TOML'
-[job]
-name = "interrupt"
-[[sweep]]
-id = "s"
-kernel = "sleep_ms"
-vary = { ms = [300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310, 311, 312, 313, 314, 315] }
-[[task]]
-id = "long_shell"
-command = "sleep 30"
-priority = 10
-TOML
-  "$RF" run job.toml -n 3 --output out --grace 1 > run1.log 2>&1 &
-  pid=$!
-  sleep 1.5
-  kill -INT "$pid"
-  wait "$pid"
-  rc=$?
+  write_interrupt_job job.toml interrupt "sleep 30"
+  rc=$(signal_after 1.5 INT run1.log "$RF" run job.toml -n 3 --output out --grace 1)
   expect_eq "$rc" 75 "exit code after SIGINT"
   grep -q "SIGUSR1 received: stopping; journal flushed" run1.log || { cat run1.log; fail "stop message"; }
   grep -q "Resume with: rankfarm run job.toml --resume --output out" run1.log || fail "resume hint"
@@ -264,24 +277,8 @@ TOML
 sigterm_mpirun_resume)
   # A Slurm time limit or a scancel under a user's own mpirun: mpirun gets SIGTERM, sends it to
   # every rank, and SIGKILLs them 1 s later. The coordinator flushes the journal at once.
-  cat > job.toml <<'TOML'
-[job]
-name = "term"
-[[sweep]]
-id = "s"
-kernel = "sleep_ms"
-vary = { ms = [300, 301, 302, 303, 304, 305, 306, 307, 308, 309, 310, 311, 312, 313, 314, 315] }
-[[task]]
-id = "long_shell"
-command = "sleep 3.5; echo finished"
-priority = 10
-TOML
-  "${MPIRUN[@]}" -n 3 "$RF" run job.toml --output out > run1.log 2>&1 &
-  pid=$!
-  sleep 1.6
-  kill -TERM "$pid"
-  wait "$pid"
-  rc=$?
+  write_interrupt_job job.toml term "sleep 3.5; echo finished"
+  rc=$(signal_after 1.6 TERM run1.log "${MPIRUN[@]}" -n 3 "$RF" run job.toml --output out)
   [[ $rc -ne 0 ]] || fail "mpirun exited 0 after SIGTERM"
   grep -q "SIGTERM received: stopping; journal flushed" run1.log || { cat run1.log; fail "the coordinator did not see SIGTERM"; }
   done1=$(q out "SELECT count(*) FROM tasks WHERE state='done'")

@@ -8,6 +8,7 @@
 #include "rankfarm/kernels/timing.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/job.hpp"
+#include "temp_dir.hpp"
 
 namespace rt = rankfarm::runtime;
 namespace kn = rankfarm::kernels;
@@ -17,18 +18,9 @@ namespace {
 
 class JobFile : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("rankfarm-test-job-" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string write(const std::string& name, const std::string& text) {
-    auto p = dir_ / name;
-    std::ofstream(p) << text;
-    return p.string();
-  }
+  std::string write(const std::string& name, const std::string& text) { return dir_.write(name, text); }
   rt::Job load(const std::string& text) { return rt::load_job_file(write("job.toml", text), kn::builtin_registry()); }
-  fs::path dir_;
+  rankfarm::testing::TempDir dir_{"job"};
 };
 
 const char* kOption = R"(spot = 100.0, strike = 100.0, rate = 0.05, volatility = 0.2, maturity = 1.0, paths = 1000)";
@@ -134,7 +126,7 @@ TEST_F(JobFile, CommandFileSkipsCommentsAndBlanks) {
 }
 
 TEST_F(JobFile, CommandFileErrors) {
-  EXPECT_THROW(rt::load_command_file((dir_ / "missing.txt").string()), rt::InputError);
+  EXPECT_THROW(rt::load_command_file(dir_.file("missing.txt")), rt::InputError);
   try {
     rt::load_command_file(write("empty.txt", "# nothing\n\n"));
     FAIL() << "an empty command file must be refused";

@@ -7,6 +7,7 @@
 
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/journal.hpp"
+#include "temp_dir.hpp"
 
 namespace rt = rankfarm::runtime;
 namespace fs = std::filesystem;
@@ -30,14 +31,8 @@ rt::Job three_tasks() {
 
 class JournalTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("rankfarm-test-journal-" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-    path_ = (dir_ / "journal.sqlite").string();
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
-  std::string path_;
+  rankfarm::testing::TempDir dir_{"journal"};
+  std::string path_ = dir_.file("journal.sqlite");
 };
 
 TEST_F(JournalTest, CreateWriteReload) {

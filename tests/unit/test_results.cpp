@@ -7,6 +7,7 @@
 #include "rankfarm/kernels/registry.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/results.hpp"
+#include "temp_dir.hpp"
 
 namespace rt = rankfarm::runtime;
 namespace kn = rankfarm::kernels;
@@ -17,9 +18,6 @@ namespace {
 class ResultsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("rankfarm-test-results-" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-    path_ = (dir_ / "results.h5").string();
     rt::TaskSpec a;
     a.id = "spin.0";
     a.kernel = "spin_ms";
@@ -51,14 +49,13 @@ class ResultsTest : public ::testing::Test {
     prov_.hosts = "h1";
     prov_.mpi_library = "Open MPI v4.1.4";
   }
-  void TearDown() override { fs::remove_all(dir_); }
   std::string tsv(const std::string& dataset, bool run_columns = false) {
     std::ostringstream out;
     rt::export_results_tsv(path_, dataset, run_columns, out);
     return out.str();
   }
-  fs::path dir_;
-  std::string path_;
+  rankfarm::testing::TempDir dir_{"results"};
+  std::string path_ = dir_.file("results.h5");
   rt::Job job_;
   std::vector<rt::TaskRecord> rec_;
   rt::Provenance prov_;

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "rankfarm/runtime/shell.hpp"
+#include "temp_dir.hpp"
 
 namespace rt = rankfarm::runtime;
 namespace fs = std::filesystem;
@@ -17,23 +18,15 @@ namespace {
 
 class ShellTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("rankfarm-test-shell-" + std::to_string(::getpid()));
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   rt::ShellRequest request(const std::string& cmd) {
     rt::ShellRequest r;
     r.command = cmd;
-    r.stdout_path = (dir_ / "t.out").string();
-    r.stderr_path = (dir_ / "t.err").string();
+    r.stdout_path = dir_.file("t.out");
+    r.stderr_path = dir_.file("t.err");
     return r;
   }
-  std::string read(const std::string& name) {
-    std::ifstream f(dir_ / name);
-    return {std::istreambuf_iterator<char>(f), {}};
-  }
-  fs::path dir_;
+  std::string read(const std::string& name) { return dir_.read(name); }
+  rankfarm::testing::TempDir dir_{"shell"};
 };
 
 // Running (not a zombie): killed orphans are reparented to PID 1, which may never reap them.
@@ -69,8 +62,8 @@ TEST_F(ShellTest, ReportsExitStatusAndSignals) {
 
 TEST_F(ShellTest, TimeoutKillsTheCommandAndItsChildren) {
   // The command starts a background child, records both pids, and ignores SIGTERM itself.
-  auto r = request("trap '' TERM; sleep 300 & echo $! > " + (dir_ / "child.pid").string() + "; echo $$ > " +
-                   (dir_ / "sh.pid").string() + "; while true; do sleep 1; done");
+  auto r = request("trap '' TERM; sleep 300 & echo $! > " + dir_.file("child.pid") + "; echo $$ > " +
+                   dir_.file("sh.pid") + "; while true; do sleep 1; done");
   r.deadline = std::chrono::steady_clock::now() + 500ms;
   r.kill_grace_s = 0.5;
   const auto t0 = std::chrono::steady_clock::now();
@@ -87,7 +80,7 @@ TEST_F(ShellTest, TimeoutKillsTheCommandAndItsChildren) {
 }
 
 TEST_F(ShellTest, LeftoverBackgroundProcessesAreKilledWhenTheCommandEnds) {
-  rt::ShellOutcome o = rt::run_shell(request("sleep 300 & echo $! > " + (dir_ / "bg.pid").string()));
+  rt::ShellOutcome o = rt::run_shell(request("sleep 300 & echo $! > " + dir_.file("bg.pid")));
   EXPECT_EQ(o.exit_code, 0);
   std::this_thread::sleep_for(100ms);
   EXPECT_FALSE(alive(std::stoi(read("bg.pid"))));
@@ -105,7 +98,7 @@ TEST_F(ShellTest, StopRequestKillsTheTask) {
 
 TEST_F(ShellTest, UnwritableLogFileIsAnError) {
   auto r = request("true");
-  r.stdout_path = (dir_ / "no" / "such" / "dir" / "t.out").string();
+  r.stdout_path = dir_.file("no/such/dir/t.out");
   EXPECT_THROW(rt::run_shell(r), std::system_error);
 }
 
