@@ -1,0 +1,319 @@
+// Transport tests with real traffic between ranks: run under mpirun (2 and 4 ranks). Written
+// once and instantiated for each backend that can run here; every rank runs every test (they
+// are collective), only rank 0 prints. Every wait is bounded, so a bug fails instead of hanging.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <numeric>
+#include <regex>
+#include <thread>
+
+#include "rankfarm/transport/transport.hpp"
+
+namespace tp = rankfarm::transport;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto kWait = std::chrono::seconds(60);
+
+// Deterministic content: byte i of the message from `src` to `dst` of `size` bytes.
+unsigned char pattern(int src, int dst, std::size_t size, std::size_t i) {
+  return static_cast<unsigned char>((i * 131 + static_cast<std::size_t>(src) * 17 + static_cast<std::size_t>(dst) * 7 + size) & 0xff);
+}
+
+std::vector<unsigned char> make(int src, int dst, std::size_t size) {
+  std::vector<unsigned char> v(size);
+  for (std::size_t i = 0; i < size; ++i) v[i] = pattern(src, dst, size, i);
+  return v;
+}
+
+// The first mismatching byte, or -1.
+long long mismatch(const unsigned char* got, int src, int dst, std::size_t size) {
+  for (std::size_t i = 0; i < size; ++i)
+    if (got[i] != pattern(src, dst, size, i)) return static_cast<long long>(i);
+  return -1;
+}
+
+class TransportTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    boot_ = std::make_unique<tp::MpiBootstrap>(MPI_COMM_WORLD);
+    rank_ = boot_->rank();
+    size_ = boot_->size();
+    t_ = tp::open_backend(GetParam(), *boot_);
+    ASSERT_EQ(t_->name(), GetParam());
+  }
+  void TearDown() override {
+    // Everyone is done before anyone closes (a closed peer fails the others' operations).
+    fence();
+    t_.reset();
+    boot_->barrier();
+  }
+  // A barrier through the transport, so that every rank keeps progressing (tcp applies
+  // incoming puts and answers gets in progress()).
+  void fence() {
+    if (!t_) return;
+    static std::uint64_t round = 0;
+    const std::uint64_t tag = (1ull << 62) + round++;
+    std::vector<tp::Request> s(static_cast<std::size_t>(size_)), r(static_cast<std::size_t>(size_));
+    std::vector<tp::Request*> all;
+    char dummy = 0;
+    std::vector<char> sink(static_cast<std::size_t>(size_));
+    for (int p = 0; p < size_; ++p) {
+      static_cast<void>(t_->recv(p, tag, &sink[static_cast<std::size_t>(p)], 1, &r[static_cast<std::size_t>(p)]));
+      static_cast<void>(t_->send(p, tag, &dummy, 1, &s[static_cast<std::size_t>(p)]));
+      all.push_back(&r[static_cast<std::size_t>(p)]);
+      all.push_back(&s[static_cast<std::size_t>(p)]);
+    }
+    EXPECT_EQ(t_->wait_all(all, kWait), tp::Status::Ok);
+  }
+  int next() const { return (rank_ + 1) % size_; }
+  int prev() const { return (rank_ + size_ - 1) % size_; }
+
+  std::unique_ptr<tp::MpiBootstrap> boot_;
+  std::unique_ptr<tp::Transport> t_;
+  int rank_ = 0, size_ = 1;
+};
+
+const std::size_t kSizes[] = {0, 1, 8, 4095, 8192, 8193, 65536, 1 << 20, 64u << 20};
+
+TEST_P(TransportTest, SendRecvOneByteTo64MiBAroundTheRing) {
+  if (!t_->caps().send_recv) GTEST_SKIP() << GetParam() << " does not advertise send/recv";
+  for (std::size_t size : kSizes) {
+    auto out = make(rank_, next(), size);
+    std::vector<unsigned char> in(size + 16, 0xee);
+    tp::Request s, r;
+    ASSERT_NE(t_->recv(prev(), size, in.data(), in.size(), &r), tp::Status::Invalid);
+    ASSERT_NE(t_->send(next(), size, out.data(), size, &s), tp::Status::Invalid);
+    ASSERT_EQ(t_->wait_all({&s, &r}, kWait), tp::Status::Ok) << s.error << r.error;
+    EXPECT_EQ(r.bytes, size);
+    EXPECT_EQ(r.peer, prev());
+    EXPECT_EQ(mismatch(in.data(), prev(), rank_, size), -1) << "size " << size;
+    EXPECT_EQ(in[size], 0xee) << "wrote past the message";
+  }
+}
+
+TEST_P(TransportTest, PutAndGetOneByteTo64MiB) {
+  if (!t_->caps().put || !t_->caps().get) GTEST_SKIP() << GetParam() << " does not advertise put/get";
+  const std::size_t max = 64u << 20, offset = 24;
+  std::vector<unsigned char> window(max + 2 * offset, 0), local(max);
+  tp::MemoryRegion wmr = t_->register_memory(window.data(), window.size());
+  tp::MemoryRegion lmr = t_->register_memory(local.data(), local.size());
+  const std::vector<tp::RemoteRegion> regions = tp::exchange(*boot_, wmr.remote());
+  for (std::size_t size : kSizes) {
+    if (size == 0) continue;
+    // Put to the next rank's window, at an offset.
+    auto out = make(rank_, next(), size);
+    std::memcpy(local.data(), out.data(), size);
+    tp::Request p;
+    static_cast<void>(t_->put(next(), local.data(), size, regions[static_cast<std::size_t>(next())], offset, &p));
+    ASSERT_EQ(t_->wait(p, kWait), tp::Status::Ok) << p.error;
+    fence();  // every put is complete at its target
+    EXPECT_EQ(mismatch(window.data() + offset, prev(), rank_, size), -1) << "put of " << size;
+    EXPECT_EQ(window[offset - 1], 0) << "put wrote before its offset";
+    EXPECT_EQ(window[offset + size], 0) << "put wrote past its length";
+    // Get it back from the next rank: the data this rank put there.
+    std::fill(local.begin(), local.end(), 0);
+    tp::Request g;
+    static_cast<void>(t_->get(next(), local.data(), size, regions[static_cast<std::size_t>(next())], offset, &g));
+    ASSERT_EQ(t_->wait(g, kWait), tp::Status::Ok) << g.error;
+    EXPECT_EQ(mismatch(local.data(), rank_, next(), size), -1) << "get of " << size;
+    fence();
+    std::fill(window.begin(), window.end(), 0);
+    fence();
+  }
+  t_->deregister_memory(wmr);
+  t_->deregister_memory(lmr);
+}
+
+TEST_P(TransportTest, ManyOutstandingAndOutOfOrderTags) {
+  constexpr int kMessages = 2000;
+  std::vector<std::vector<unsigned char>> out(kMessages), in(kMessages);
+  std::vector<tp::Request> s(kMessages), r(kMessages);
+  // All sends first (the receiver has posted nothing: they wait as unexpected messages) ...
+  for (int i = 0; i < kMessages; ++i) {
+    const std::size_t size = 1 + static_cast<std::size_t>(i % 97) * (i % 5 == 0 ? 300 : 1);
+    out[static_cast<std::size_t>(i)] = make(rank_, next(), size);
+    static_cast<void>(t_->send(next(), static_cast<std::uint64_t>(i), out[static_cast<std::size_t>(i)].data(), size, &s[static_cast<std::size_t>(i)]));
+  }
+  // ... then the receives, in reverse tag order.
+  for (int i = kMessages - 1; i >= 0; --i) {
+    in[static_cast<std::size_t>(i)].resize(40'000);
+    static_cast<void>(t_->recv(prev(), static_cast<std::uint64_t>(i), in[static_cast<std::size_t>(i)].data(), 40'000, &r[static_cast<std::size_t>(i)]));
+  }
+  std::vector<tp::Request*> all;
+  for (int i = 0; i < kMessages; ++i) all.push_back(&s[static_cast<std::size_t>(i)]), all.push_back(&r[static_cast<std::size_t>(i)]);
+  ASSERT_EQ(t_->wait_all(all, kWait), tp::Status::Ok);
+  for (int i = 0; i < kMessages; ++i) {
+    const std::size_t size = 1 + static_cast<std::size_t>(i % 97) * (i % 5 == 0 ? 300 : 1);
+    ASSERT_EQ(r[static_cast<std::size_t>(i)].bytes, size) << "tag " << i;
+    ASSERT_EQ(mismatch(in[static_cast<std::size_t>(i)].data(), prev(), rank_, size), -1) << "tag " << i;
+  }
+}
+
+TEST_P(TransportTest, SameTagArrivesInOrderAndAnySourceMatches) {
+  constexpr int kPerPeer = 50;
+  if (rank_ == 0) {
+    std::vector<int> seen(static_cast<std::size_t>(size_), 0);
+    for (int i = 0; i < kPerPeer * (size_ - 1); ++i) {
+      int value = -1;
+      tp::Request r;
+      static_cast<void>(t_->recv(tp::kAnyRank, 5, &value, sizeof value, &r));
+      ASSERT_EQ(t_->wait(r, kWait), tp::Status::Ok) << r.error;
+      ASSERT_GT(r.peer, 0);
+      EXPECT_EQ(value, seen[static_cast<std::size_t>(r.peer)]++) << "messages from rank " << r.peer << " out of order";
+    }
+  } else {
+    std::vector<int> values(kPerPeer);
+    std::iota(values.begin(), values.end(), 0);
+    std::vector<tp::Request> s(kPerPeer);
+    std::vector<tp::Request*> all;
+    for (int i = 0; i < kPerPeer; ++i) {
+      static_cast<void>(t_->send(0, 5, &values[static_cast<std::size_t>(i)], sizeof(int), &s[static_cast<std::size_t>(i)]));
+      all.push_back(&s[static_cast<std::size_t>(i)]);
+    }
+    ASSERT_EQ(t_->wait_all(all, kWait), tp::Status::Ok);
+  }
+}
+
+TEST_P(TransportTest, ErrorsNameTheBackendAndThePeer) {
+  // A message longer than the receive buffer fails the receive.
+  std::vector<char> big(20'000, 'x'), small(100);
+  tp::Request s, r;
+  static_cast<void>(t_->recv(prev(), 77, small.data(), small.size(), &r));
+  static_cast<void>(t_->send(next(), 77, big.data(), big.size(), &s));
+  EXPECT_NE(t_->wait_all({&s, &r}, kWait), tp::Status::Ok);
+  EXPECT_EQ(r.status, tp::Status::Invalid);
+  EXPECT_NE(r.error.find(GetParam() + ": rank " + std::to_string(prev()) + ": message of 20000 bytes does not fit"),
+            std::string::npos) << r.error;
+  // A put outside the peer's region is refused before anything is sent.
+  std::vector<char> window(4096);
+  tp::MemoryRegion mr = t_->register_memory(window.data(), window.size());
+  auto regions = tp::exchange(*boot_, mr.remote());
+  tp::Request p;
+  EXPECT_EQ(t_->put(next(), window.data(), 100, regions[static_cast<std::size_t>(next())], 4000, &p), tp::Status::Invalid);
+  EXPECT_NE(p.error.find("outside the remote region"), std::string::npos) << p.error;
+  tp::Request bad;
+  EXPECT_EQ(t_->send(size_ + 3, 1, window.data(), 1, &bad), tp::Status::Invalid);
+  t_->deregister_memory(mr);
+}
+
+TEST_P(TransportTest, APeerThatClosesGivesAnErrorNotAHang) {
+  if (size_ < 2) GTEST_SKIP() << "needs 2 ranks";
+  fence();
+  if (rank_ == 1) {
+    t_.reset();  // leaves; the others find out
+  } else if (rank_ == 0) {
+    int value = 0;
+    tp::Request r;
+    static_cast<void>(t_->recv(1, 999, &value, sizeof value, &r));
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(t_->wait(r, 20s), tp::Status::PeerGone) << r.error;
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 15s);
+    EXPECT_NE(r.error.find(GetParam() + ": rank 1:"), std::string::npos) << r.error;
+  }
+  boot_->barrier();
+  t_.reset();  // TearDown's fence needs every rank: close here instead
+}
+
+TEST_P(TransportTest, ConnectionWithoutTheJobTokenIsRefusedAndCounted) {
+  if (GetParam() != "tcp") GTEST_SKIP() << "only the tcp backend listens on a port";
+  // Rank 0 finds where rank 1 listens (from its describe line, exchanged here) and connects
+  // with a wrong token, then with garbage.
+  const auto lines = boot_->allgather(t_->describe());
+  if (rank_ == 0) {
+    std::smatch m;
+    const std::string line = lines[1 % static_cast<std::size_t>(size_)];
+    ASSERT_TRUE(std::regex_search(line, m, std::regex("listening on ([0-9.]+):([0-9]+)"))) << line;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in sa{};
+      sa.sin_family = AF_INET;
+      sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(m[2])));
+      inet_pton(AF_INET, m[1].str().c_str(), &sa.sin_addr);
+      ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+      std::string frame(40 + 32, '\0');
+      if (attempt == 0) {
+        const std::uint32_t magic = 0x52464d31;
+        const std::uint8_t hello = 1;
+        const std::uint64_t len = 32;
+        std::memcpy(frame.data(), &magic, 4);
+        std::memcpy(frame.data() + 4, &hello, 1);
+        std::memcpy(frame.data() + 24, &len, 8);
+        std::fill(frame.begin() + 40, frame.end(), 'A');  // not the token
+      } else {
+        std::fill(frame.begin(), frame.end(), '\xff');  // not even a frame
+      }
+      ASSERT_EQ(::write(fd, frame.data(), frame.size()), static_cast<ssize_t>(frame.size()));
+      char c;
+      ::shutdown(fd, SHUT_WR);
+      // The peer closes the connection once it has judged it: EOF, or a reset when it closed
+      // with our garbage still unread.
+      const ssize_t n = ::read(fd, &c, 1);
+      ASSERT_TRUE(n == 0 || (n < 0 && errno == ECONNRESET)) << "read returned " << n << ": " << std::strerror(errno);
+      ::close(fd);
+    }
+  }
+  fence();  // rank 1 progresses (and so judges the connections) while waiting here
+  const auto refused = boot_->allgather(std::to_string(t_->refused()));
+  if (rank_ == 0) EXPECT_EQ(refused[1 % static_cast<std::size_t>(size_)], size_ == 1 ? "0" : "2");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, TransportTest, ::testing::ValuesIn(tp::compiled_backends()),
+                         [](const auto& info) { return info.param; });
+
+TEST(Selection, AutoPicksShmOnOneNodeAndSaysWhy) {
+  tp::MpiBootstrap boot(MPI_COMM_WORLD);
+  tp::Choice choice;
+  auto t = tp::open_transport(boot, "auto", &choice);
+  EXPECT_EQ(choice.backend, "shm");
+  EXPECT_EQ(t->name(), "shm");
+  ASSERT_FALSE(choice.reasons.empty());
+  EXPECT_NE(choice.reasons.back().find("shm: chosen"), std::string::npos);
+  boot.barrier();
+}
+
+TEST(Selection, AForcedBackendThatCannotWorkIsAnErrorOnEveryRank) {
+  tp::MpiBootstrap boot(MPI_COMM_WORLD);
+  try {
+    tp::open_transport(boot, "carrier-pigeon");
+    FAIL() << "an unknown forced backend must be refused";
+  } catch (const tp::TransportError& e) {
+    EXPECT_NE(std::string(e.what()).find("no such backend"), std::string::npos) << e.what();
+  }
+  // tcp forced onto an address no rank has: every rank must fail, naming the failing rank.
+  setenv("RANKFARM_TCP_ADDR", "192.0.2.1", 1);  // TEST-NET-1: never local; nothing is sent
+  try {
+    tp::open_transport(boot, "tcp");
+    FAIL() << "tcp on a foreign address must fail";
+  } catch (const tp::TransportError& e) {
+    EXPECT_NE(std::string(e.what()).find("transport tcp was asked for but cannot be used: rank 0: tcp: listen on 192.0.2.1"),
+              std::string::npos) << e.what();
+  }
+  unsetenv("RANKFARM_TCP_ADDR");
+  boot.barrier();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  ::testing::InitGoogleTest(&argc, argv);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank != 0) delete ::testing::UnitTest::GetInstance()->listeners().Release(
+      ::testing::UnitTest::GetInstance()->listeners().default_result_printer());
+  int rc = RUN_ALL_TESTS();
+  int worst = rc;
+  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Finalize();
+  return worst;
+}

@@ -1,0 +1,58 @@
+// Private: what a backend implements beyond Transport, and the registry's table entry.
+//
+// Opening is two-phase so that a backend that fails on one rank cannot desynchronise the
+// collectives of the others: create() does local work only (may throw TransportError); the
+// registry then agrees across ranks (allreduce_min) and, only if every rank succeeded, calls
+// connect() on every rank, which exchanges addresses through the bootstrap.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rankfarm/transport/transport.hpp"
+
+namespace rankfarm::transport::detail {
+
+/// Where the ranks are: computed once (collectively) before any backend is tried.
+struct Topology {
+  std::vector<std::string> hosts;  ///< host name of each rank
+  bool single_node() const;
+  /// Ranks on the same host as `rank`, ascending.
+  std::vector<int> node_ranks(int rank) const;
+};
+
+class Backend : public Transport {
+ public:
+  /// Collective: exchange addresses (and anything else) with the other ranks.
+  virtual void connect(Bootstrap& boot) = 0;
+};
+
+struct BackendEntry {
+  const char* name;
+  /// Local set-up on this rank, no collectives; throws TransportError saying why it cannot
+  /// work here.
+  std::unique_ptr<Backend> (*create)(Bootstrap& boot, const Topology& topo);
+};
+
+std::unique_ptr<Backend> create_tcp(Bootstrap& boot, const Topology& topo);
+std::unique_ptr<Backend> create_shm(Bootstrap& boot, const Topology& topo);
+
+/// Back-off for wait(): yield a few times, then sleep with a doubling interval up to 1 ms.
+class Backoff {
+ public:
+  void idle();
+  void reset() { n_ = 0; }
+
+ private:
+  int n_ = 0;
+};
+
+/// Completes a request with a status and a message.
+inline void complete(Request* r, Status s, std::string error = {}) {
+  if (r == nullptr) return;
+  r->error = std::move(error);
+  r->status = s;
+}
+
+}  // namespace rankfarm::transport::detail

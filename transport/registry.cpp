@@ -1,0 +1,112 @@
+// The backends, in one explicit table (no static self-registration), and the collective choice
+// among them.
+#include <fmt/format.h>
+
+#include <cstdlib>
+
+#include "backend.hpp"
+
+namespace rankfarm::transport {
+namespace {
+
+using detail::BackendEntry;
+
+// In order of preference for ranks on different nodes.
+const BackendEntry kBackends[] = {
+    {"tcp", detail::create_tcp},
+    {"shm", detail::create_shm},
+};
+
+const BackendEntry* find(const std::string& name) {
+  for (const auto& b : kBackends)
+    if (name == b.name) return &b;
+  return nullptr;
+}
+
+// Opens one backend on every rank, or on none: returns nullptr and the first failing rank's
+// reason when any rank cannot open it.
+std::unique_ptr<Transport> try_open(const BackendEntry& e, Bootstrap& boot, const detail::Topology& topo,
+                                    std::string* why) {
+  std::unique_ptr<detail::Backend> b;
+  std::string err;
+  try {
+    b = e.create(boot, topo);
+  } catch (const TransportError& x) {
+    err = x.what();
+  } catch (const std::exception& x) {
+    err = fmt::format("{}: {}", e.name, x.what());
+  }
+  if (boot.allreduce_min(b ? 1 : 0) == 0) {
+    const auto reasons = boot.allgather(err);
+    for (std::size_t r = 0; r < reasons.size(); ++r)
+      if (!reasons[r].empty()) {
+        *why = fmt::format("rank {}: {}", r, reasons[r]);
+        break;
+      }
+    return nullptr;
+  }
+  b->connect(boot);
+  return b;
+}
+
+}  // namespace
+
+std::vector<std::string> compiled_backends() {
+  std::vector<std::string> out;
+  for (const auto& b : kBackends) out.push_back(b.name);
+  return out;
+}
+
+std::unique_ptr<Transport> open_backend(const std::string& name, Bootstrap& boot) {
+  const BackendEntry* e = find(name);
+  if (e == nullptr) throw TransportError(fmt::format("no backend \"{}\" in this build", name));
+  detail::Topology topo{boot.host_names()};
+  std::string why;
+  auto t = try_open(*e, boot, topo, &why);
+  if (!t) throw TransportError(fmt::format("{} cannot be used: {}", name, why));
+  return t;
+}
+
+std::unique_ptr<Transport> open_transport(Bootstrap& boot, const std::string& request_in, Choice* choice) {
+  std::string request = request_in;
+  if (request.empty()) request = std::getenv("RANKFARM_TRANSPORT") ? std::getenv("RANKFARM_TRANSPORT") : "auto";
+  detail::Topology topo{boot.host_names()};
+  Choice local;
+  Choice& c = choice ? *choice : local;
+  if (request != "auto") {
+    const BackendEntry* e = find(request);
+    if (e == nullptr)
+      throw TransportError(fmt::format("RANKFARM_TRANSPORT={}: no such backend in this build (have: {})", request,
+                                       fmt::join(compiled_backends(), ", ")));
+    std::string why;
+    auto t = try_open(*e, boot, topo, &why);
+    if (!t) throw TransportError(fmt::format("transport {} was asked for but cannot be used: {}", request, why));
+    c.backend = request;
+    c.reasons.push_back(fmt::format("{}: forced by the caller or RANKFARM_TRANSPORT", request));
+    return t;
+  }
+  std::vector<std::string> order;
+  if (topo.single_node()) {
+    order = {"shm", "tcp"};
+    c.reasons.push_back("all ranks on one node: shm first");
+  } else {
+    order = {"tcp"};
+  }
+  for (const auto& name : order) {
+    const BackendEntry* e = find(name);
+    if (e == nullptr) {
+      c.reasons.push_back(fmt::format("{}: not compiled in", name));
+      continue;
+    }
+    std::string why;
+    if (auto t = try_open(*e, boot, topo, &why)) {
+      c.backend = name;
+      c.reasons.push_back(fmt::format("{}: chosen ({})", name, t->describe()));
+      return t;
+    }
+    c.reasons.push_back(fmt::format("{}: passed over: {}", name, why));
+  }
+  throw TransportError(fmt::format("no transport works for every rank: {}", fmt::join(c.reasons, "; ")));
+}
+
+}  // namespace rankfarm::transport
