@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -84,11 +85,16 @@ Journal::~Journal() { sqlite3_close(db_); }
 std::unique_ptr<Journal> Journal::create(const std::string& path, const Job& job) {
   if (std::filesystem::exists(path))
     throw InputError(path, 0, "", "a journal already exists here (use --resume to continue that job, or another --output)");
-  std::unique_ptr<Journal> j(new Journal(path));
-  if (sqlite3_open_v2(path.c_str(), &j->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK)
-    throw std::runtime_error(fmt::format("journal {}: {}", path, sqlite3_errmsg(j->db_)));
+  // Built complete under a temporary name, then renamed: a kill during creation leaves no
+  // half-made journal, only a .tmp file that the next start replaces.
+  const std::string tmp = path + ".tmp";
+  for (const char* suffix : {"", "-journal", "-wal", "-shm"}) std::filesystem::remove(tmp + suffix);
+  std::unique_ptr<Journal> j(new Journal(tmp));
+  if (sqlite3_open_v2(tmp.c_str(), &j->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK)
+    throw std::runtime_error(fmt::format("journal {}: {}", tmp, sqlite3_errmsg(j->db_)));
   sqlite3_busy_timeout(j->db_, 5000);
-  j->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+  // No rollback journal while building: the file is renamed into place only once complete.
+  j->exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=FULL;");
   j->exec(
       "BEGIN;"
       "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -117,7 +123,11 @@ std::unique_ptr<Journal> Journal::create(const std::string& path, const Job& job
     }
   }
   j->exec("COMMIT;");
-  return j;
+  sqlite3_close(j->db_);
+  j->db_ = nullptr;
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error(fmt::format("journal: rename {} -> {}: {}", tmp, path, std::strerror(errno)));
+  return open(path, false);
 }
 
 std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) {

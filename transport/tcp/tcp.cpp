@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <fmt/format.h>
@@ -32,6 +33,7 @@ namespace {
 
 using tcp::FrameHeader;
 using tcp::FrameType;
+using Clock = std::chrono::steady_clock;
 
 // Settings, read from RANKFARM_TCP_<NAME> (printed by `rankfarm probe`).
 struct TcpConfig {
@@ -159,7 +161,9 @@ class TcpTransport final : public Backend {
     if (epoll_fd_ < 0) throw TransportError("tcp: epoll_create1: " + errno_text(errno));
     watch(listen_fd_);
     out_.assign(static_cast<std::size_t>(size_), nullptr);
+    in_.assign(static_cast<std::size_t>(size_), nullptr);
     gone_.assign(static_cast<std::size_t>(size_), false);
+    out_closed_.assign(static_cast<std::size_t>(size_), {});
   }
 
   ~TcpTransport() override {
@@ -285,6 +289,15 @@ class TcpTransport final : public Backend {
       if (n < 64) break;
     }
     for (auto* c : flushing()) flush(*c);
+    // A peer that closed our connection to it but never opened one to us has sent us nothing
+    // that is still in flight: once the close is 100 ms old (pending accepts handled), it is gone.
+    const auto now = std::chrono::steady_clock::now();
+    for (int p = 0; p < size_; ++p) {
+      const auto at = out_closed_[static_cast<std::size_t>(p)];
+      if (at != Clock::time_point{} && !gone_[static_cast<std::size_t>(p)] && in_[static_cast<std::size_t>(p)] == nullptr &&
+          now - at > std::chrono::milliseconds(100))
+        declare_gone(p, fmt::format("tcp: rank {}: the peer has closed its connection (exited?)", p));
+    }
     return Status::Ok;
   }
 
@@ -319,7 +332,7 @@ class TcpTransport final : public Backend {
     if (peer < 0 || peer >= size_) return fail(req, Status::Invalid, peer, "no such rank");
     if (len > cfg_.max_message)
       return fail(req, Status::Invalid, peer, fmt::format("{} bytes exceed RANKFARM_TCP_MAX_MESSAGE ({})", len, cfg_.max_message));
-    if (gone_[static_cast<std::size_t>(peer)])
+    if (gone_[static_cast<std::size_t>(peer)] || out_closed_[static_cast<std::size_t>(peer)] != Clock::time_point{})
       return fail(req, Status::PeerGone, peer, "the peer has closed its connection (exited?)");
     return Status::Ok;
   }
@@ -533,8 +546,10 @@ class TcpTransport final : public Backend {
         for (std::size_t i = 0; i < c.token.size() && i < token_.size(); ++i)
           diff |= static_cast<unsigned char>(c.token[i] ^ token_[i]);
         if (diff != 0 || peer >= static_cast<std::uint64_t>(size_)) return protocol_error(c, "bad job token");
+        if (in_[peer] != nullptr) return protocol_error(c, "a second connection from the same rank");
         c.peer = static_cast<int>(peer);
         c.authed = true;
+        in_[peer] = &c;
         break;
       }
       case FrameType::Message:
@@ -612,8 +627,11 @@ class TcpTransport final : public Backend {
     return false;
   }
 
-  // Closes a connection and fails what can no longer complete because of it.
-  void close_conn(Conn& c, Status s, const std::string& why, bool refused) {
+  // Closes a connection and fails what can no longer complete because of it. Our outbound
+  // connection closing fails what was queued on it; the peer is declared gone only when its
+  // connection to us ends (EOF comes after every byte it sent), or by progress() when it never
+  // opened one.
+  void close_conn(Conn& c, Status s, const std::string& why, bool) {
     const int peer = c.peer;
     const int fd = c.fd;
     const std::string msg = peer >= 0 ? fmt::format("tcp: rank {}: {}", peer, why)
@@ -626,22 +644,32 @@ class TcpTransport final : public Backend {
       unexpected_bytes_ -= c.unexpected->data.size();
       unexpected_.erase(c.unexpected);
     }
-    if (peer >= 0 && (c.authed || c.outbound) && !(refused && !c.authed)) {
-      gone_[static_cast<std::size_t>(peer)] = true;
-      if (out_[static_cast<std::size_t>(peer)] == &c) out_[static_cast<std::size_t>(peer)] = nullptr;
-      for (auto it = posted_.begin(); it != posted_.end();) {
-        if (it->peer == peer) complete(it->req, Status::PeerGone, msg), it = posted_.erase(it);
-        else ++it;
-      }
-      for (auto* ops : {&pending_gets_, &pending_puts_})
-        for (auto it = ops->begin(); it != ops->end();) {
-          if (it->second.peer == peer) complete(it->second.req, Status::PeerGone, msg), it = ops->erase(it);
-          else ++it;
-        }
+    const bool inbound_from_peer = !c.outbound && c.authed && peer >= 0;
+    if (c.outbound && peer >= 0) {
+      out_[static_cast<std::size_t>(peer)] = nullptr;
+      if (out_closed_[static_cast<std::size_t>(peer)] == Clock::time_point{})
+        out_closed_[static_cast<std::size_t>(peer)] = std::chrono::steady_clock::now();
     }
     epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
     ::close(fd);
     conns_.erase(fd);  // destroys c
+    if (inbound_from_peer) {
+      in_[static_cast<std::size_t>(peer)] = nullptr;
+      declare_gone(peer, msg);
+    }
+  }
+
+  void declare_gone(int peer, const std::string& msg) {
+    gone_[static_cast<std::size_t>(peer)] = true;
+    for (auto it = posted_.begin(); it != posted_.end();) {
+      if (it->peer == peer) complete(it->req, Status::PeerGone, msg), it = posted_.erase(it);
+      else ++it;
+    }
+    for (auto* ops : {&pending_gets_, &pending_puts_})
+      for (auto it = ops->begin(); it != ops->end();) {
+        if (it->second.peer == peer) complete(it->second.req, Status::PeerGone, msg), it = ops->erase(it);
+        else ++it;
+      }
   }
 
   int rank_, size_;
@@ -652,8 +680,9 @@ class TcpTransport final : public Backend {
   std::string token_;
   std::vector<std::string> peers_;
   std::unordered_map<int, std::unique_ptr<Conn>> conns_;
-  std::vector<Conn*> out_;
+  std::vector<Conn*> out_, in_;  // by peer: our connection to it, its (authenticated) one to us
   std::vector<bool> gone_;
+  std::vector<Clock::time_point> out_closed_;  // when our connection to a peer closed (else zero)
   std::list<PostedRecv> posted_;
   std::list<Unexpected> unexpected_;
   std::uint64_t unexpected_bytes_ = 0;

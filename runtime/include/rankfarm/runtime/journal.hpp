@@ -73,8 +73,10 @@ struct JournalRow {
 
 class Journal {
  public:
-  /// Creates the journal for a new job at `path`. Throws InputError if a journal exists there
-  /// (the caller offers --resume), std::runtime_error on SQLite errors.
+  /// Creates the journal for a new job at `path`, atomically: it is built as "<path>.tmp" and
+  /// renamed, so a kill during creation leaves no journal (the job never started). Throws
+  /// InputError if a journal exists there (the caller offers --resume), std::runtime_error on
+  /// SQLite or file-system errors.
   static std::unique_ptr<Journal> create(const std::string& path, const Job& job);
   /// Opens an existing journal. Throws InputError if the file is missing, is not an SQLite
   /// database, or is not a rankfarm journal of a known format.
