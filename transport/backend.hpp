@@ -37,6 +37,7 @@ struct BackendEntry {
 
 std::unique_ptr<Backend> create_tcp(Bootstrap& boot, const Topology& topo);
 std::unique_ptr<Backend> create_shm(Bootstrap& boot, const Topology& topo);
+std::unique_ptr<Backend> create_ofi(Bootstrap& boot, const Topology& topo);
 
 /// Back-off for wait(): yield a few times, then sleep with a doubling interval up to 1 ms.
 class Backoff {

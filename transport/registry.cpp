@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "backend.hpp"
+#include "rankfarm/config.hpp"
 
 namespace rankfarm::transport {
 namespace {
@@ -13,6 +14,9 @@ using detail::BackendEntry;
 
 // In order of preference for ranks on different nodes.
 const BackendEntry kBackends[] = {
+#if RANKFARM_HAVE_OFI
+    {"ofi", detail::create_ofi},
+#endif
     {"tcp", detail::create_tcp},
     {"shm", detail::create_shm},
 };
@@ -90,7 +94,7 @@ std::unique_ptr<Transport> open_transport(Bootstrap& boot, const std::string& re
     order = {"shm", "tcp"};
     c.reasons.push_back("all ranks on one node: shm first");
   } else {
-    order = {"tcp"};
+    order = {"verbs", "ofi", "tcp"};
   }
   for (const auto& name : order) {
     const BackendEntry* e = find(name);

@@ -238,7 +238,7 @@ class ShmTransport final : public Backend {
   }
 
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
-    if (req == nullptr || (peer != kAnyRank && (peer < 0 || peer >= size_))) return Status::Invalid;
+    if (req == nullptr || tag > kMaxTag || (peer != kAnyRank && (peer < 0 || peer >= size_))) return Status::Invalid;
     req->status = Status::InProgress;
     req->error.clear();
     req->peer = peer;
@@ -318,6 +318,7 @@ class ShmTransport final : public Backend {
     req->tag = tag;
     req->bytes = len;
     if (peer < 0 || peer >= size_) return fail(req, Status::Invalid, peer, "no such rank");
+    if (tag > kMaxTag) return fail(req, Status::Invalid, peer, "tag above 2^40 - 1");
     if (gone_.count(peer)) return fail(req, Status::PeerGone, peer, "the peer has exited");
     return Status::Ok;
   }

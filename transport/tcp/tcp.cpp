@@ -219,7 +219,7 @@ class TcpTransport final : public Backend {
   }
 
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
-    if (req == nullptr || (peer != kAnyRank && (peer < 0 || peer >= size_))) return Status::Invalid;
+    if (req == nullptr || tag > kMaxTag || (peer != kAnyRank && (peer < 0 || peer >= size_))) return Status::Invalid;
     req->status = Status::InProgress;
     req->error.clear();
     req->tag = tag;
@@ -330,6 +330,7 @@ class TcpTransport final : public Backend {
     req->tag = tag;
     req->bytes = len;
     if (peer < 0 || peer >= size_) return fail(req, Status::Invalid, peer, "no such rank");
+    if (tag > kMaxTag) return fail(req, Status::Invalid, peer, "tag above 2^40 - 1");
     if (len > cfg_.max_message)
       return fail(req, Status::Invalid, peer, fmt::format("{} bytes exceed RANKFARM_TCP_MAX_MESSAGE ({})", len, cfg_.max_message));
     if (gone_[static_cast<std::size_t>(peer)] || out_closed_[static_cast<std::size_t>(peer)] != Clock::time_point{})

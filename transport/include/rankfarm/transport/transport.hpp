@@ -37,6 +37,8 @@
 namespace rankfarm::transport {
 
 constexpr int kAnyRank = -1;
+/// Tags are 40-bit (0 .. 2^40 - 1) on every backend; a larger tag is Status::Invalid.
+constexpr std::uint64_t kMaxTag = (1ull << 40) - 1;
 
 /// What a peer needs to reach a registered region: address (or offset, per backend), length,
 /// remote key, and the owner's rank. A trivially copyable 32-byte blob.
@@ -77,6 +79,9 @@ struct Caps {
   bool put = true;
   bool get = true;
   bool zero_copy = false;  ///< large transfers move by RDMA or single-copy, not through buffers
+  /// A peer that exits or closes fails the operations waiting on it with PeerGone. Without
+  /// it, such operations end only by wait()'s timeout.
+  bool detects_peer_exit = true;
 };
 
 class Transport {
