@@ -56,4 +56,12 @@ inline void complete(Request* r, Status s, std::string error = {}) {
   r->status = s;
 }
 
+/// Fails a request with "BACKEND: rank PEER: WHY" and returns the status.
+Status fail(Request* req, const char* backend, Status s, int peer, const std::string& why);
+
+/// The checks every backend makes before posting send, put or get: resets the request, then
+/// refuses a missing request, a rank outside [0, size) and a tag above kMaxTag. Returns Ok when
+/// the operation may go on.
+Status begin_request(const char* backend, Request* req, int peer, int size, std::uint64_t tag, std::size_t len);
+
 }  // namespace rankfarm::transport::detail

@@ -27,6 +27,23 @@ const char* to_string(Status s) noexcept {
   return "?";
 }
 
+Status detail::fail(Request* req, const char* backend, Status s, int peer, const std::string& why) {
+  complete(req, s, fmt::format("{}: rank {}: {}", backend, peer, why));
+  return s;
+}
+
+Status detail::begin_request(const char* backend, Request* req, int peer, int size, std::uint64_t tag, std::size_t len) {
+  if (req == nullptr) return Status::Invalid;
+  req->status = Status::InProgress;
+  req->error.clear();
+  req->peer = peer;
+  req->tag = tag;
+  req->bytes = len;
+  if (peer < 0 || peer >= size) return fail(req, backend, Status::Invalid, peer, "no such rank");
+  if (tag > kMaxTag) return fail(req, backend, Status::Invalid, peer, "tag above 2^40 - 1");
+  return Status::Ok;
+}
+
 void detail::Backoff::idle() {
   if (n_ < 16) {
     ++n_;

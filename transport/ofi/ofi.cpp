@@ -257,21 +257,10 @@ class OfiTransport final : public Backend {
     return nullptr;
   }
 
-  Status fail(Request* req, Status s, int peer, const std::string& why) {
-    complete(req, s, fmt::format("ofi: rank {}: {}", peer, why));
-    return s;
-  }
+  Status fail(Request* req, Status s, int peer, const std::string& why) { return detail::fail(req, "ofi", s, peer, why); }
 
   Status begin(int peer, Request* req, std::uint64_t tag, std::size_t len) {
-    if (req == nullptr) return Status::Invalid;
-    req->status = Status::InProgress;
-    req->error.clear();
-    req->peer = peer;
-    req->tag = tag;
-    req->bytes = len;
-    if (peer < 0 || peer >= size_) return fail(req, Status::Invalid, peer, "no such rank");
-    if (tag > kMaxTag) return fail(req, Status::Invalid, peer, "tag above 2^40 - 1");
-    return Status::Ok;
+    return begin_request("ofi", req, peer, size_, tag, len);
   }
 
   Op* new_op(Request* req, int peer, std::size_t cap) {

@@ -305,20 +305,10 @@ class ShmTransport final : public Backend {
   Ring out_ring(int peer) const { return ring(rank_, peer); }
   Ring in_ring(int peer) const { return ring(peer, rank_); }
 
-  Status fail(Request* req, Status s, int peer, const std::string& why) {
-    complete(req, s, fmt::format("shm: rank {}: {}", peer, why));
-    return s;
-  }
+  Status fail(Request* req, Status s, int peer, const std::string& why) { return detail::fail(req, "shm", s, peer, why); }
 
   Status begin(int peer, Request* req, std::uint64_t tag, std::size_t len) {
-    if (req == nullptr) return Status::Invalid;
-    req->status = Status::InProgress;
-    req->error.clear();
-    req->peer = peer;
-    req->tag = tag;
-    req->bytes = len;
-    if (peer < 0 || peer >= size_) return fail(req, Status::Invalid, peer, "no such rank");
-    if (tag > kMaxTag) return fail(req, Status::Invalid, peer, "tag above 2^40 - 1");
+    if (Status s = begin_request("shm", req, peer, size_, tag, len); s != Status::Ok) return s;
     if (gone_.count(peer)) return fail(req, Status::PeerGone, peer, "the peer has exited");
     return Status::Ok;
   }

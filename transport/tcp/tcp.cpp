@@ -317,20 +317,10 @@ class TcpTransport final : public Backend {
     return offset <= r.length && len <= r.length - offset;
   }
 
-  Status fail(Request* req, Status s, int peer, const std::string& why) {
-    complete(req, s, fmt::format("tcp: rank {}: {}", peer, why));
-    return s;
-  }
+  Status fail(Request* req, Status s, int peer, const std::string& why) { return detail::fail(req, "tcp", s, peer, why); }
 
   Status begin(int peer, Request* req, std::uint64_t tag, std::size_t len) {
-    if (req == nullptr) return Status::Invalid;
-    req->status = Status::InProgress;
-    req->error.clear();
-    req->peer = peer;
-    req->tag = tag;
-    req->bytes = len;
-    if (peer < 0 || peer >= size_) return fail(req, Status::Invalid, peer, "no such rank");
-    if (tag > kMaxTag) return fail(req, Status::Invalid, peer, "tag above 2^40 - 1");
+    if (Status s = begin_request("tcp", req, peer, size_, tag, len); s != Status::Ok) return s;
     if (len > cfg_.max_message)
       return fail(req, Status::Invalid, peer, fmt::format("{} bytes exceed RANKFARM_TCP_MAX_MESSAGE ({})", len, cfg_.max_message));
     if (gone_[static_cast<std::size_t>(peer)] || out_closed_[static_cast<std::size_t>(peer)] != Clock::time_point{})
