@@ -26,7 +26,15 @@ class Backend : public Transport {
  public:
   /// Collective: exchange addresses (and anything else) with the other ranks.
   virtual void connect(Bootstrap& boot) = 0;
+  /// When this backend serves a subset of the job (shm on one node, inside a routed
+  /// transport): the job rank of each of its ranks, for error messages and Request::peer.
+  virtual void label_ranks(const std::vector<int>& job_ranks) { static_cast<void>(job_ranks); }
 };
+
+/// Combines `local` (serving this node's ranks through `node_boot`) and `net` (every rank):
+/// each operation goes to the backend that serves its peer.
+std::unique_ptr<Transport> make_routed(std::unique_ptr<Bootstrap> node_boot, std::unique_ptr<Backend> local,
+                                       std::unique_ptr<Transport> net, const Topology& topo, int rank);
 
 struct BackendEntry {
   const char* name;
@@ -35,6 +43,7 @@ struct BackendEntry {
   std::unique_ptr<Backend> (*create)(Bootstrap& boot, const Topology& topo);
 };
 
+std::unique_ptr<Backend> create_verbs(Bootstrap& boot, const Topology& topo);
 std::unique_ptr<Backend> create_tcp(Bootstrap& boot, const Topology& topo);
 std::unique_ptr<Backend> create_shm(Bootstrap& boot, const Topology& topo);
 std::unique_ptr<Backend> create_ofi(Bootstrap& boot, const Topology& topo);
@@ -63,5 +72,9 @@ Status fail(Request* req, const char* backend, Status s, int peer, const std::st
 /// refuses a missing request, a rank outside [0, size) and a tag above kMaxTag. Returns Ok when
 /// the operation may go on.
 Status begin_request(const char* backend, Request* req, int peer, int size, std::uint64_t tag, std::size_t len);
+
+/// The same for recv, where `peer` may also be kAnyRank: resets the request (peer, tag, no
+/// bytes yet) and refuses a missing request, an unknown rank and a tag above kMaxTag.
+Status begin_recv(const char* backend, Request* req, int peer, int size, std::uint64_t tag);
 
 }  // namespace rankfarm::transport::detail

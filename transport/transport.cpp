@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
 #include <set>
@@ -40,6 +41,18 @@ Status detail::begin_request(const char* backend, Request* req, int peer, int si
   req->tag = tag;
   req->bytes = len;
   if (peer < 0 || peer >= size) return fail(req, backend, Status::Invalid, peer, "no such rank");
+  if (tag > kMaxTag) return fail(req, backend, Status::Invalid, peer, "tag above 2^40 - 1");
+  return Status::Ok;
+}
+
+Status detail::begin_recv(const char* backend, Request* req, int peer, int size, std::uint64_t tag) {
+  if (req == nullptr) return Status::Invalid;
+  req->status = Status::InProgress;
+  req->error.clear();
+  req->peer = peer;
+  req->tag = tag;
+  req->bytes = 0;
+  if (peer != kAnyRank && (peer < 0 || peer >= size)) return fail(req, backend, Status::Invalid, peer, "no such rank");
   if (tag > kMaxTag) return fail(req, backend, Status::Invalid, peer, "tag above 2^40 - 1");
   return Status::Ok;
 }
@@ -93,7 +106,8 @@ std::vector<RemoteRegion> exchange(Bootstrap& boot, const RemoteRegion& mine) {
 std::vector<std::string> Bootstrap::host_names() {
   char name[256] = {0};
   gethostname(name, sizeof name - 1);
-  return allgather(name);
+  const char* forced = std::getenv("RANKFARM_NODE_NAME");
+  return allgather(forced && *forced ? forced : name);
 }
 
 MpiBootstrap::MpiBootstrap(MPI_Comm comm) : comm_(comm) {
@@ -131,6 +145,20 @@ int MpiBootstrap::allreduce_min(int value) {
 }
 
 void MpiBootstrap::barrier() { MPI_Barrier(comm_); }
+
+MpiBootstrap::~MpiBootstrap() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (owned_ && !finalized) MPI_Comm_free(&comm_);
+}
+
+std::unique_ptr<Bootstrap> MpiBootstrap::split(int color) {
+  MPI_Comm sub;
+  MPI_Comm_split(comm_, color, rank_, &sub);
+  auto b = std::make_unique<MpiBootstrap>(sub);
+  b->owned_ = true;
+  return b;
+}
 
 // ---- topology -----------------------------------------------------------------------------
 

@@ -13,8 +13,10 @@
 #include <cstring>
 #include <numeric>
 #include <regex>
+#include <set>
 #include <thread>
 
+#include "rankfarm/transport/probe.hpp"
 #include "rankfarm/transport/transport.hpp"
 
 namespace tp = rankfarm::transport;
@@ -54,17 +56,24 @@ class TransportTest : public ::testing::TestWithParam<std::string> {
       setenv("RANKFARM_OFI_PROVIDER", backend.substr(colon + 1).c_str(), 1);
       backend.resize(colon);
     }
+    // What needs an RDMA device is skipped, saying so, only when this node has none.
+    std::string no_device;
+    const bool needs_rdma = GetParam() == "verbs" || GetParam() == "ofi:verbs;ofi_rxm";
+    if (needs_rdma && tp::rdma_devices(&no_device).empty()) {
+      unsetenv("RANKFARM_OFI_PROVIDER");
+      GTEST_SKIP() << GetParam() << " not tested: this machine has no RDMA device (" << no_device << ")";
+    }
     try {
-      t_ = tp::open_backend(backend, *boot_);
+      // "auto" is the job's own choice: on several nodes, shm on each node and a network
+      // backend between them.
+      t_ = backend == "auto" ? tp::open_transport(*boot_, "auto") : tp::open_backend(backend, *boot_);
     } catch (const tp::TransportError& e) {
       unsetenv("RANKFARM_OFI_PROVIDER");
-      // Every rank gets the same verdict (the open is collective), so all skip together.
-      if (backend == "ofi") GTEST_SKIP() << "cannot run here: " << e.what();
       FAIL() << e.what();
     }
     unsetenv("RANKFARM_OFI_PROVIDER");
-    name_ = backend;
-    ASSERT_EQ(t_->name(), backend);
+    name_ = backend == "auto" ? t_->name() : backend;
+    ASSERT_EQ(t_->name(), name_);
   }
   void TearDown() override {
     // Everyone is done before anyone closes (a closed peer fails the others' operations).
@@ -112,6 +121,8 @@ std::vector<std::string> instances() {
       out.push_back(b);
     }
   }
+  // Ranks told that they are on different nodes (RANKFARM_NODE_NAME): the routed transport.
+  if (std::getenv("RANKFARM_NODE_NAME") != nullptr) out.push_back("auto");
   return out;
 }
 
@@ -193,6 +204,14 @@ TEST_P(TransportTest, ManyOutstandingAndOutOfOrderTags) {
 
 TEST_P(TransportTest, SameTagArrivesInOrderAndAnySourceMatches) {
   constexpr int kPerPeer = 50;
+  if (!t_->caps().any_source) {
+    // Said, and refused with a message, not silently wrong.
+    int value = 0;
+    tp::Request r;
+    EXPECT_EQ(t_->recv(tp::kAnyRank, 5, &value, sizeof value, &r), tp::Status::Unsupported);
+    EXPECT_NE(r.error.find("name the sender"), std::string::npos) << r.error;
+    GTEST_SKIP() << name_ << " does not offer receives from any rank";
+  }
   if (rank_ == 0) {
     std::vector<int> seen(static_cast<std::size_t>(size_), 0);
     for (int i = 0; i < kPerPeer * (size_ - 1); ++i) {
@@ -224,7 +243,7 @@ TEST_P(TransportTest, ErrorsNameTheBackendAndThePeer) {
   static_cast<void>(t_->send(next(), 77, big.data(), big.size(), &s));
   EXPECT_NE(t_->wait_all({&s, &r}, kWait), tp::Status::Ok);
   EXPECT_EQ(r.status, tp::Status::Invalid);
-  EXPECT_NE(r.error.find(name_ + ": rank " + std::to_string(prev()) + ": message of 20000 bytes does not fit"),
+  EXPECT_NE(r.error.find(t_->name_for(prev()) + ": rank " + std::to_string(prev()) + ": message of 20000 bytes does not fit"),
             std::string::npos) << r.error;
   // A put outside the peer's region is refused before anything is sent.
   std::vector<char> window(4096);
@@ -248,10 +267,10 @@ TEST_P(TransportTest, APeerThatClosesGivesAnErrorNotAHang) {
     tp::Request r;
     static_cast<void>(t_->recv(1, 999, &value, sizeof value, &r));
     const auto t0 = std::chrono::steady_clock::now();
-    if (t_->caps().detects_peer_exit) {
+    if (t_->caps_for(1).detects_peer_exit) {
       EXPECT_EQ(t_->wait(r, 20s), tp::Status::PeerGone) << r.error;
       EXPECT_LT(std::chrono::steady_clock::now() - t0, 15s);
-      EXPECT_NE(r.error.find(name_ + ": rank 1:"), std::string::npos) << r.error;
+      EXPECT_NE(r.error.find(t_->name_for(1) + ": rank 1:"), std::string::npos) << r.error;
     } else {
       // This backend cannot see the peer leave: the wait must end by its timeout, not hang.
       EXPECT_EQ(t_->wait(r, 2s), tp::Status::Timeout);
@@ -312,14 +331,54 @@ INSTANTIATE_TEST_SUITE_P(Backends, TransportTest, ::testing::ValuesIn(instances(
   return n;
 });
 
-TEST(Selection, AutoPicksShmOnOneNodeAndSaysWhy) {
+TEST(Selection, AutoPicksShmOnOneNodeAndRoutesAcrossNodesAndSaysWhy) {
   tp::MpiBootstrap boot(MPI_COMM_WORLD);
+  const auto hosts = boot.host_names();
+  const bool one_node = std::set<std::string>(hosts.begin(), hosts.end()).size() == 1;
   tp::Choice choice;
   auto t = tp::open_transport(boot, "auto", &choice);
-  EXPECT_EQ(choice.backend, "shm");
-  EXPECT_EQ(t->name(), "shm");
-  ASSERT_FALSE(choice.reasons.empty());
-  EXPECT_NE(choice.reasons.back().find("shm: chosen"), std::string::npos);
+  std::string all;
+  for (const auto& r : choice.reasons) all += r + "\n";
+  if (one_node) {
+    EXPECT_EQ(choice.backend, "shm");
+    EXPECT_EQ(t->name(), "shm");
+    ASSERT_FALSE(choice.reasons.empty());
+    EXPECT_NE(choice.reasons.back().find("shm: chosen"), std::string::npos) << all;
+  } else {
+    // Several nodes: shm on each, and the first network backend that works everywhere. Here
+    // (no RDMA device) verbs is passed over with the reason, and ofi with tcp;ofi_rxm wins.
+    EXPECT_EQ(choice.backend.rfind("shm+", 0), 0u) << all;
+    EXPECT_EQ(t->name(), choice.backend);
+    EXPECT_NE(all.find("shm: for ranks on the same node (2 nodes)"), std::string::npos) << all;
+    std::string why;
+    if (tp::rdma_devices(&why).empty())
+      EXPECT_NE(all.find("verbs: passed over: rank 0: verbs: no RDMA device: " + why), std::string::npos) << all;
+    EXPECT_NE(all.find("chosen for ranks on other nodes"), std::string::npos) << all;
+  }
+  boot.barrier();
+}
+
+TEST(Selection, VerbsOpensOrSaysThatThereIsNoDevice) {
+  tp::MpiBootstrap boot(MPI_COMM_WORLD);
+  std::string why;
+  const auto devices = tp::rdma_devices(&why);
+  if (!devices.empty()) {
+    std::printf("RDMA devices here: %zu (first: %s); verbs is tested by the Backends suite\n", devices.size(),
+                devices[0].name.c_str());
+    return;
+  }
+  // rdma-core says NULL + errno, or 0 devices: either way a reason, and a forced verbs fails
+  // on every rank with it.
+  EXPECT_FALSE(why.empty());
+  EXPECT_NE(why.find("ibv_get_device_list()"), std::string::npos) << why;
+  try {
+    tp::open_transport(boot, "verbs");
+    FAIL() << "verbs opened without an RDMA device";
+  } catch (const tp::TransportError& e) {
+    EXPECT_NE(std::string(e.what()).find("transport verbs was asked for but cannot be used: rank 0: verbs: no RDMA device: " + why),
+              std::string::npos) << e.what();
+  }
+  if (boot.rank() == 0) std::printf("verbs backend not testable here: %s\n", why.c_str());
   boot.barrier();
 }
 

@@ -169,11 +169,7 @@ class OfiTransport final : public Backend {
   }
 
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
-    if (req == nullptr || tag > kMaxTag || (peer != kAnyRank && (peer < 0 || peer >= size_))) return Status::Invalid;
-    req->status = Status::InProgress;
-    req->error.clear();
-    req->peer = peer;
-    req->tag = tag;
+    if (Status s = detail::begin_recv("ofi", req, peer, size_, tag); s != Status::Ok) return s;
     Op* op = new_op(req, peer, cap);
     void* desc = local_desc(buf, cap, op);
     const std::uint64_t want = peer == kAnyRank ? tag : (static_cast<std::uint64_t>(peer) << kTagBits) | tag;

@@ -192,6 +192,7 @@ class ShmTransport final : public Backend {
     last_alive_check_ = std::chrono::steady_clock::now();
   }
 
+  void label_ranks(const std::vector<int>& job_ranks) override { labels_ = job_ranks; }
   std::string name() const override { return "shm"; }
   std::string describe() const override {
     return fmt::format("shm: {} rings of {} KiB, eager up to {} B, cross-memory attach beyond", size_ * size_,
@@ -238,11 +239,7 @@ class ShmTransport final : public Backend {
   }
 
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
-    if (req == nullptr || tag > kMaxTag || (peer != kAnyRank && (peer < 0 || peer >= size_))) return Status::Invalid;
-    req->status = Status::InProgress;
-    req->error.clear();
-    req->peer = peer;
-    req->tag = tag;
+    if (Status s = detail::begin_recv("shm", req, peer, size_, tag); s != Status::Ok) return s;
     for (auto it = unexpected_.begin(); it != unexpected_.end(); ++it) {
       if (it->tag != tag || (peer != kAnyRank && it->peer != peer)) continue;
       Unexpected u = std::move(*it);
@@ -305,7 +302,11 @@ class ShmTransport final : public Backend {
   Ring out_ring(int peer) const { return ring(rank_, peer); }
   Ring in_ring(int peer) const { return ring(peer, rank_); }
 
-  Status fail(Request* req, Status s, int peer, const std::string& why) { return detail::fail(req, "shm", s, peer, why); }
+  Status fail(Request* req, Status s, int peer, const std::string& why) { return detail::fail(req, "shm", s, label(peer), why); }
+  // The rank to show for node rank `r`: its job rank when routed (label_ranks), else `r`.
+  int label(int r) const {
+    return r >= 0 && static_cast<std::size_t>(r) < labels_.size() ? labels_[static_cast<std::size_t>(r)] : r;
+  }
 
   Status begin(int peer, Request* req, std::uint64_t tag, std::size_t len) {
     if (Status s = begin_request("shm", req, peer, size_, tag, len); s != Status::Ok) return s;
@@ -335,7 +336,7 @@ class ShmTransport final : public Backend {
   }
 
   void deliver(int peer, const void* data, std::size_t len, void* buf, std::size_t cap, Request* req) {
-    req->peer = peer;
+    req->peer = label(peer);
     req->bytes = len;
     if (len > cap) {
       static_cast<void>(fail(req, Status::Invalid, peer, fmt::format("message of {} bytes does not fit the receive buffer of {}", len, cap)));
@@ -348,7 +349,7 @@ class ShmTransport final : public Backend {
   // Copies a large message straight from the sender, then tells the sender it may go on.
   void rendezvous(int peer, std::uint64_t addr, std::uint64_t len, std::uint64_t id, void* buf, std::size_t cap,
                   Request* req) {
-    req->peer = peer;
+    req->peer = label(peer);
     req->bytes = len;
     if (len > cap) {
       static_cast<void>(fail(req, Status::Invalid, peer, fmt::format("message of {} bytes does not fit the receive buffer of {}", len, cap)));
@@ -369,7 +370,7 @@ class ShmTransport final : public Backend {
       auto it = rts_.find(r.a);
       if (it == rts_.end()) return;
       complete(it->second.first, r.b == 0 ? Status::Ok : Status::Invalid,
-               r.b == 0 ? "" : fmt::format("shm: rank {}: the receiver's buffer was too small", peer));
+               r.b == 0 ? "" : fmt::format("shm: rank {}: the receiver's buffer was too small", label(peer)));
       rts_.erase(it);
       return;
     }
@@ -410,7 +411,7 @@ class ShmTransport final : public Backend {
       const bool open = rank_state(peer)->load(std::memory_order_acquire) == 1;
       if (gone_.count(peer) || (open && alive(pids_[static_cast<std::size_t>(peer)]))) continue;
       gone_.insert(peer);
-      const std::string msg = fmt::format("shm: rank {}: the peer has {}", peer, open ? "exited" : "closed its transport");
+      const std::string msg = fmt::format("shm: rank {}: the peer has {}", label(peer), open ? "exited" : "closed its transport");
       for (auto it = posted_.begin(); it != posted_.end();)
         if (it->peer == peer) complete(it->req, Status::PeerGone, msg), it = posted_.erase(it);
         else ++it;
@@ -423,6 +424,7 @@ class ShmTransport final : public Backend {
     }
   }
 
+  std::vector<int> labels_;  // node rank -> job rank, when routed
   int rank_, size_;
   std::size_t ring_bytes_ = 0, state_bytes_ = 0, seg_bytes_ = 0;
   std::string name_;

@@ -219,11 +219,7 @@ class TcpTransport final : public Backend {
   }
 
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
-    if (req == nullptr || tag > kMaxTag || (peer != kAnyRank && (peer < 0 || peer >= size_))) return Status::Invalid;
-    req->status = Status::InProgress;
-    req->error.clear();
-    req->tag = tag;
-    req->peer = peer;
+    if (Status s = detail::begin_recv("tcp", req, peer, size_, tag); s != Status::Ok) return s;
     for (auto it = unexpected_.begin(); it != unexpected_.end(); ++it) {
       if (it->claimed != nullptr || it->tag != tag || (peer != kAnyRank && it->peer != peer)) continue;
       if (!it->complete) {

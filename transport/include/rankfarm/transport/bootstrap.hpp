@@ -10,6 +10,7 @@
 
 #include <mpi.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,12 @@ class Bootstrap {
   /// The minimum of `value` over all ranks (collective): how ranks agree on a choice.
   virtual int allreduce_min(int value) = 0;
   virtual void barrier() = 0;
+  /// Collective: the ranks that pass the same `color` form a new bootstrap, ranked in the
+  /// order of their ranks here.
+  virtual std::unique_ptr<Bootstrap> split(int color) = 0;
   /// Host name of every rank, indexed by rank (collective); ranks with equal names share a node.
+  /// RANKFARM_NODE_NAME, when set, replaces this rank's host name: for containers that share one
+  /// name, and for tests that make one machine look like several nodes.
   std::vector<std::string> host_names();
 };
 
@@ -35,15 +41,21 @@ class MpiBootstrap final : public Bootstrap {
  public:
   /// Uses (does not duplicate or free) `comm`, which must outlive this object.
   explicit MpiBootstrap(MPI_Comm comm);
+  ~MpiBootstrap() override;
+  MpiBootstrap(const MpiBootstrap&) = delete;
+  MpiBootstrap& operator=(const MpiBootstrap&) = delete;
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::vector<std::string> allgather(const std::string& mine) override;
   std::string broadcast(const std::string& value, int root) override;
   int allreduce_min(int value) override;
   void barrier() override;
+  /// MPI_Comm_split; the new bootstrap owns (and frees) its communicator.
+  std::unique_ptr<Bootstrap> split(int color) override;
 
  private:
   MPI_Comm comm_;
+  bool owned_ = false;
   int rank_ = 0, size_ = 1;
 };
 

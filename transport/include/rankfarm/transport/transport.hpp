@@ -82,6 +82,9 @@ struct Caps {
   /// A peer that exits or closes fails the operations waiting on it with PeerGone. Without
   /// it, such operations end only by wait()'s timeout.
   bool detects_peer_exit = true;
+  /// recv() accepts kAnyRank. A routed transport (shm on this node, a network backend for the
+  /// others) does not: such a receive would be matched by two backends.
+  bool any_source = true;
 };
 
 class Transport {
@@ -92,6 +95,10 @@ class Transport {
   /// One line: the device, provider or interface in use.
   virtual std::string describe() const = 0;
   virtual Caps caps() const = 0;
+  /// The backend that serves `peer` ("shm" for a rank on this node in a routed "shm+tcp"
+  /// transport) and what it can do; name() and caps() for a transport that is not routed.
+  virtual std::string name_for(int peer) const { static_cast<void>(peer); return name(); }
+  virtual Caps caps_for(int peer) const { static_cast<void>(peer); return caps(); }
   /// Connections or frames refused so far (bad job token, malformed or out-of-bounds frame).
   virtual std::uint64_t refused() const { return 0; }
   virtual int rank() const = 0;
