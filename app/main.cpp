@@ -5,6 +5,7 @@
 //   rankfarm status DIR
 //   rankfarm results DIR [DATASET] [--with-run-columns]
 //   rankfarm kernels
+//   rankfarm probe [-n N]
 //
 // `run` started by mpirun/srun runs the farm on the ranks it was given. Started by hand, it
 // checks the job file, then starts itself under `mpirun -n N` (default: one rank per core,
@@ -18,6 +19,7 @@
 #include <fmt/format.h>
 #include <iostream>
 
+#include "probe.hpp"
 #include "rankfarm/config.hpp"
 #include "rankfarm/kernels/registry.hpp"
 #include "rankfarm/launcher/launch.hpp"
@@ -99,6 +101,10 @@ int main(int argc, char** argv) {
   results->add_option("dataset", dataset, "dataset (a kernel name, commands or tasks); none: list them");
   results->add_flag("--with-run-columns", run_columns, "include wall_s, rank and attempt");
   auto* kernels = app.add_subcommand("kernels", "list the registered kernels and their parameters");
+  int probe_ranks = 2;
+  auto* probe = app.add_subcommand("probe", "report RDMA devices, libfabric providers, MPI's transport and the transport rankfarm chooses");
+  probe->add_option("-n,--ranks", probe_ranks, "ranks to start when not already under mpirun/srun (default 2)")
+      ->check(CLI::Range(1, 1 << 20));
 
   try {
     app.parse(argc, argv);
@@ -115,6 +121,15 @@ int main(int argc, char** argv) {
 
   try {
     if (*kernels) return list_kernels();
+    if (*probe) {
+      if (!rankfarm::launcher::under_mpi_launcher())
+        return rankfarm::launcher::run_plan(rankfarm::launcher::plan_local_mpirun(probe_ranks, {self_exe(), "probe"}));
+      int provided = 0;
+      MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+      const int code = rankfarm::app::run_probe(MPI_COMM_WORLD, std::cout);
+      MPI_Finalize();
+      return code;
+    }
     if (*status) return rt::print_status(dir, std::cout);
     if (*results) {
       std::string file = std::filesystem::is_directory(dir) ? (std::filesystem::path(dir) / "results.h5").string() : dir;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
@@ -165,6 +166,24 @@ std::vector<std::string> mpi_transport_settings() {
     if (std::strncmp(*e, "OMPI_MCA_pml", 12) == 0 || std::strncmp(*e, "OMPI_MCA_btl", 12) == 0 ||
         std::strncmp(*e, "OMPI_MCA_mtl", 12) == 0)
       out.push_back(fmt::format("environment: {}", *e));
+  return out;
+}
+
+std::vector<TransportSetting> transport_settings() {
+  std::vector<TransportSetting> out = {
+      {"RANKFARM_TRANSPORT", "", "auto", "auto, or force one backend: verbs, ofi, tcp, shm (a forced backend never falls back)"},
+      {"RANKFARM_NODE_NAME", "", "the host name", "which ranks share a node (for shm); set it where containers share a host name"},
+      {"RANKFARM_VERBS_DEVICE", "", "first device with an ACTIVE port and an IPv4 address", "RDMA device for verbs, e.g. mlx5_0"},
+      {"RANKFARM_VERBS_ADDR", "", "the IPv4 address of the device's interface", "address rdma_cm listens on for verbs"},
+      {"RANKFARM_OFI_PROVIDER", "", "best of verbs;ofi_rxm, efa, cxi, psm3, opx, tcp;ofi_rxm, shm, udp;ofi_rxd",
+       "force one libfabric provider for ofi"},
+      {"RANKFARM_TCP_ADDR", "", "127.0.0.1 on one node, else the first up non-loopback interface", "IPv4 address tcp listens on"},
+      {"RANKFARM_TCP_IF", "", "(see RANKFARM_TCP_ADDR)", "interface whose IPv4 address tcp listens on"},
+      {"RANKFARM_TCP_MAX_MESSAGE", "", "1073741824", "largest message or put/get in bytes tcp accepts in one frame"},
+      {"RANKFARM_TCP_MAX_UNEXPECTED", "", "1073741824", "bytes of not yet received messages tcp keeps per rank"},
+  };
+  for (auto& s : out)
+    if (const char* v = std::getenv(s.name.c_str())) s.value = v;
   return out;
 }
 

@@ -377,6 +377,35 @@ bad_input_cli)
   check_cli 2 "garbage/journal.sqlite: not a rankfarm journal" "$RF" run --commands c.txt -n 2 --output garbage --resume
   ;;
 
+probe)
+  # One node: the report names what is (or is not) here, and the job's choice is shm.
+  "$RF" probe -n 2 > one.txt 2>&1 || { cat one.txt; fail "rankfarm probe exited $?"; }
+  cat one.txt
+  grep -q '^rankfarm probe: 2 rank(s) on 1 node(s)' one.txt || fail "header"
+  if ibv_devices >/dev/null 2>&1 && [[ $(ibv_devices | tail -n +3 | wc -l) -gt 0 ]]; then
+    grep -q '^  RDMA devices:$' one.txt || fail "the RDMA devices that ibv_devices lists are not reported"
+  else
+    grep -q '^  RDMA devices: none (ibv_get_device_list()' one.txt || fail "no RDMA device, and the reason, expected"
+    grep -q '^  verbs: verbs cannot be used: rank 0: verbs: no RDMA device' one.txt || fail "verbs verdict"
+  fi
+  # Every provider that libfabric's own fi_info finds appears.
+  for p in $(fi_info 2>/dev/null | sed -n 's/^provider: //p' | sort -u); do
+    grep -qF "    * $p " one.txt || grep -qF "      $p " one.txt || fail "provider $p (from fi_info) missing"
+  done
+  grep -q '^    pml=' one.txt || fail "Open MPI's pml selection missing"
+  grep -A1 '^transport for this job:' one.txt | grep -q '^  shm: ' || fail "one node must choose shm"
+  grep -q '^  tcp: works on every rank' one.txt || fail "tcp verdict"
+  grep -q '^  RANKFARM_TCP_MAX_MESSAGE  *(unset: 1073741824)' one.txt || fail "settings table"
+  # Two pretend nodes: shm on each, a network backend between them, and why.
+  "${MPIRUN[@]}" -n 1 env RANKFARM_NODE_NAME=node-a "$RF" probe : -n 1 env RANKFARM_NODE_NAME=node-b "$RF" probe > two.txt 2>&1 ||
+    { cat two.txt; fail "probe on two nodes"; }
+  cat two.txt
+  grep -q '^rankfarm probe: 2 rank(s) on 2 node(s)' two.txt || fail "two nodes"
+  grep -q '^node node-a (ranks 0)' two.txt && grep -q '^node node-b (ranks 1)' two.txt || fail "per-node sections"
+  grep -q '^    shm: for ranks on the same node (2 nodes)' two.txt || fail "shm on each node"
+  grep -q 'chosen for ranks on other nodes' two.txt || fail "network choice"
+  ;;
+
 *)
   fail "unknown case"
   ;;

@@ -117,8 +117,10 @@ class OfiTransport final : public Backend {
 
   std::string name() const override { return "ofi"; }
   std::string describe() const override {
-    return fmt::format("ofi: provider {}, fabric {}, domain {}, mr_mode{}{}{}{}", provider_, info_->fabric_attr->name,
-                       info_->domain_attr->name, (mr_mode_ & FI_MR_LOCAL) ? " local" : "",
+    return fmt::format("ofi: provider {}, fabric {}, domain {}, mr_mode{}{}{}{}{}", provider_, info_->fabric_attr->name,
+                       info_->domain_attr->name,
+                       (mr_mode_ & (FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_PROV_KEY | FI_MR_ENDPOINT)) ? "" : " none",
+                       (mr_mode_ & FI_MR_LOCAL) ? " local" : "",
                        (mr_mode_ & FI_MR_VIRT_ADDR) ? " virt_addr" : "", (mr_mode_ & FI_MR_PROV_KEY) ? " prov_key" : "",
                        (mr_mode_ & FI_MR_ENDPOINT) ? " endpoint" : "");
   }

@@ -56,4 +56,15 @@ std::vector<FabricProvider> fabric_providers(std::string* why);
 /// OMPI_MCA_* environment. Call after MPI_Init.
 std::vector<std::string> mpi_transport_settings();
 
+/// One environment variable that steers the transport.
+struct TransportSetting {
+  std::string name;           ///< e.g. "RANKFARM_TCP_IF"
+  std::string value;          ///< its value here, or empty when unset
+  std::string default_value;  ///< what applies when unset
+  std::string meaning;
+};
+
+/// Every RANKFARM_* variable the transport reads, with this process's values.
+std::vector<TransportSetting> transport_settings();
+
 }  // namespace rankfarm::transport
