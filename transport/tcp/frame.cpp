@@ -18,6 +18,12 @@ std::string check_header(const FrameHeader& h, bool expect_hello, std::uint64_t 
   return {};
 }
 
+std::string check_region_access(const FrameHeader& h, std::uint64_t region_length) {
+  if (h.offset > region_length || h.length > region_length - h.offset)
+    return fmt::format("{} bytes at offset {} fall outside a region of {} bytes", h.length, h.offset, region_length);
+  return {};
+}
+
 std::string decode_header(const unsigned char* bytes, std::size_t n, bool expect_hello, std::uint64_t max_payload,
                           FrameHeader* out) {
   if (n != sizeof(FrameHeader)) return fmt::format("header of {} bytes", n);

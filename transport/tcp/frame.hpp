@@ -43,6 +43,10 @@ inline std::uint64_t payload_bytes(const FrameHeader& h) {
 /// when `expect_hello` (and only then). Returns "" when valid, else why not.
 std::string check_header(const FrameHeader& h, bool expect_hello, std::uint64_t max_payload);
 
+/// Checks that a Put or GetRequest header's [offset, offset + length) lies inside a registered
+/// region of `region_length` bytes. Returns "" when it does, else why not.
+std::string check_region_access(const FrameHeader& h, std::uint64_t region_length);
+
 /// Decodes a header from `n` bytes (n must be 40) and checks it. Returns "" when valid.
 std::string decode_header(const unsigned char* bytes, std::size_t n, bool expect_hello, std::uint64_t max_payload,
                           FrameHeader* out);

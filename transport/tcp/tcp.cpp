@@ -500,9 +500,7 @@ class TcpTransport final : public Backend {
       case FrameType::GetRequest: {
         auto it = regions_.find(h.key);
         if (it == regions_.end()) return protocol_error(c, fmt::format("unknown remote key {}", h.key));
-        if (h.offset > it->second.second || h.length > it->second.second - h.offset)
-          return protocol_error(c, fmt::format("{} bytes at offset {} fall outside a region of {} bytes", h.length,
-                                               h.offset, it->second.second));
+        if (std::string err = tcp::check_region_access(h, it->second.second); !err.empty()) return protocol_error(c, err);
         c.dst = it->second.first + h.offset;
         c.sink = Sink::Region;
         break;
