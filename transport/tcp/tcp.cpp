@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -22,6 +23,7 @@
 #include <fmt/format.h>
 #include <list>
 #include <map>
+#include <memory>
 #include <set>
 #include <unordered_map>
 
@@ -134,7 +136,13 @@ struct Conn {
   PostedRecv posted{};                         // Sink::Posted / Discard of an oversized message
   std::string discard_error;
   std::deque<OutFrame> outq;
+  // Bytes read but not yet used: one read() takes as many small frames as have arrived.
+  std::unique_ptr<char[]> rbuf;
+  std::size_t rpos = 0, rlen = 0;
 };
+
+// Staging buffer per connection; payloads at least this long are read straight into place.
+constexpr std::size_t kReadBuffer = 64 << 10;
 
 struct PendingOp {
   Request* req;
@@ -420,28 +428,33 @@ class TcpTransport final : public Backend {
     }
   }
 
-  // Reads what is available on a connection and applies complete frames.
+  // Reads what is available on a connection and applies complete frames. Small frames come
+  // through the connection's staging buffer (one read for many); a long payload is read
+  // straight into its destination. A short read means the socket is drained for now: epoll
+  // (level-triggered) reports it again when more arrives.
   void read_from(Conn& c) {
+    if (!c.rbuf) c.rbuf = std::make_unique<char[]>(kReadBuffer);
     for (;;) {
+      if (!consume_buffered(c)) return;
       ssize_t r;
-      if (!c.in_payload) {
-        r = ::read(c.fd, c.hbuf + c.hgot, sizeof(FrameHeader) - c.hgot);
-        if (r > 0) {
-          c.hgot += static_cast<std::size_t>(r);
-          if (c.hgot < sizeof(FrameHeader)) continue;
-          c.hgot = 0;
-          if (!start_frame(c)) return;
-          if (c.total == 0 && !finish_frame(c)) return;
-          continue;
-        }
-      } else {
-        char* where = c.sink == Sink::Discard ? discard_.data() : c.dst + c.got;
-        const std::uint64_t want = c.sink == Sink::Discard ? std::min<std::uint64_t>(c.total - c.got, discard_.size())
-                                                           : c.total - c.got;
-        r = ::read(c.fd, where, want);
+      std::size_t want;
+      if (c.in_payload && c.sink != Sink::Discard && c.total - c.got >= kReadBuffer) {
+        want = c.total - c.got;
+        r = ::read(c.fd, c.dst + c.got, want);
         if (r > 0) {
           c.got += static_cast<std::uint64_t>(r);
           if (c.got == c.total && !finish_frame(c)) return;
+          if (static_cast<std::size_t>(r) < want) return;
+          continue;
+        }
+      } else {
+        want = kReadBuffer;
+        r = ::read(c.fd, c.rbuf.get(), want);
+        if (r > 0) {
+          c.rpos = 0;
+          c.rlen = static_cast<std::size_t>(r);
+          if (!consume_buffered(c)) return;
+          if (static_cast<std::size_t>(r) < want) return;
           continue;
         }
       }
@@ -454,6 +467,33 @@ class TcpTransport final : public Backend {
         close_conn(c, Status::PeerGone, fmt::format("read: {}", errno_text(errno)), false);
       return;
     }
+  }
+
+  // Applies the staged bytes: headers, then payloads into their sinks. False if the
+  // connection was closed (a protocol error).
+  bool consume_buffered(Conn& c) {
+    while (c.rpos < c.rlen) {
+      const char* p = c.rbuf.get() + c.rpos;
+      const std::size_t avail = c.rlen - c.rpos;
+      if (!c.in_payload) {
+        const std::size_t take = std::min(avail, sizeof(FrameHeader) - c.hgot);
+        std::memcpy(c.hbuf + c.hgot, p, take);
+        c.hgot += take;
+        c.rpos += take;
+        if (c.hgot < sizeof(FrameHeader)) continue;
+        c.hgot = 0;
+        if (!start_frame(c)) return false;
+        if (c.total == 0 && !finish_frame(c)) return false;
+      } else {
+        const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(avail, c.total - c.got));
+        if (c.sink != Sink::Discard) std::memcpy(c.dst + c.got, p, take);
+        c.got += take;
+        c.rpos += take;
+        if (c.got == c.total && !finish_frame(c)) return false;
+      }
+    }
+    c.rpos = c.rlen = 0;
+    return true;
   }
 
   // Decides where the payload of the header just read goes. False if the connection was closed.
@@ -675,7 +715,6 @@ class TcpTransport final : public Backend {
   std::uint64_t next_key_ = 1, next_req_ = 1;
   std::unordered_map<std::uint64_t, PendingOp> pending_puts_, pending_gets_;
   std::uint64_t refused_ = 0;
-  std::vector<char> discard_ = std::vector<char>(64 * 1024);
 };
 
 }  // namespace
