@@ -90,6 +90,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 86400.0));
   run->add_option("--snapshot", opt.snapshot_s, "rewrite results.h5 at most this often while running, seconds (default 60; 0 = only at the end)")
       ->check(CLI::Range(0.0, 86400.0));
+  run->add_option("--keep-stdout", opt.keep_stdout, "bytes of each shell task's stdout kept with its result (default: [job].keep_stdout, else 4096)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{64} << 20));
   run->add_flag("--dry-run", dry_run, "check the job and print the launch command without running");
 
   std::string dir, dataset;

@@ -9,6 +9,8 @@
 #include <fmt/format.h>
 #include <iostream>
 #include <map>
+#include <thread>
+#include <list>
 #include <queue>
 #include <set>
 
@@ -224,7 +226,13 @@ class Coordinator {
     }
   }
 
+  // MPI messages, then bulk data that has arrived.
   bool handle_messages() {
+    bool any = handle_mpi_messages();
+    return progress_bulk() || any;
+  }
+
+  bool handle_mpi_messages() {
     bool any = false;
     for (;;) {
       int flag = 0;
@@ -236,7 +244,9 @@ class Coordinator {
       const int w = st.MPI_SOURCE;
       try {
         if (st.MPI_TAG == kTagResult) {
-          on_outcome(w, decode_outcome(buf));
+          Outcome o = decode_outcome(buf);
+          if (o.bulk_bytes > 0) expect_bulk(w, std::move(o));
+          else on_outcome(w, o);
         } else if (st.MPI_TAG == kTagStarted) {
           WireReader r(buf.data(), buf.size());
           const auto idx = r.get<std::uint32_t>();
@@ -256,6 +266,56 @@ class Coordinator {
         progress_->note(fmt::format("malformed message from rank {} (tag {}): {}; ignored", w, st.MPI_TAG, e.what()));
       }
     }
+  }
+
+  // A result whose stdout follows through the transport: receive it, then handle the outcome.
+  void expect_bulk(int w, Outcome o) {
+    if (data_ == nullptr) {  // a worker cannot do this without a transport; say so
+      o.ok = false;
+      o.error = fmt::format("rank {} announced {} bytes of stdout through a transport this job does not have", w, o.bulk_bytes);
+      o.bulk_bytes = 0;
+      on_outcome(w, o);
+      return;
+    }
+    Bulk& b = bulk_.emplace_back();
+    b.worker = w;
+    b.since = Clock::now();
+    b.data.resize(o.bulk_bytes);
+    b.outcome = std::move(o);
+    static_cast<void>(data_->recv(w, b.outcome.bulk_tag, b.data.data(), b.data.size(), &b.req));
+  }
+
+  // Completes the bulk receives that are done (or have failed, or waited 5 min).
+  bool progress_bulk() {
+    if (data_ == nullptr) return false;
+    // Always: some providers need both ends to progress before a sender's data can leave
+    // (connection set-up, rendezvous).
+    if (data_->progress() != transport::Status::Ok) progress_->note("the data transport reported an error");
+    if (bulk_.empty()) return false;
+    bool any = false;
+    for (auto it = bulk_.begin(); it != bulk_.end();) {
+      const bool expired = Clock::now() - it->since > std::chrono::minutes(5);
+      if (!it->req.done() && !expired) {
+        ++it;
+        continue;
+      }
+      Outcome& o = it->outcome;
+      if (it->req.status == transport::Status::Ok) {
+        o.stdout_text = std::move(it->data);
+        ++bulk_results_;
+        bulk_bytes_ += o.bulk_bytes;
+      } else {
+        o.ok = false;
+        o.interrupted = false;
+        o.error = fmt::format("stdout of {} bytes from rank {} was lost in the {} transport: {}", o.bulk_bytes, it->worker,
+                              data_->name(), it->req.done() ? it->req.error : "nothing arrived within 5 minutes");
+      }
+      o.bulk_bytes = 0;
+      on_outcome(it->worker, o);
+      it = bulk_.erase(it);
+      any = true;
+    }
+    return any;
   }
 
   // Rank 0 alone: run one ready task here.
@@ -383,6 +443,9 @@ class Coordinator {
     } else {
       all_gone = stop_workers(code, 5.0);
     }
+    // Results whose data is still on its way through the transport.
+    for (const auto end = Clock::now() + std::chrono::seconds(10); !bulk_.empty() && Clock::now() < end;)
+      if (!progress_bulk()) std::this_thread::sleep_for(std::chrono::microseconds(100));
     writer_->flush();
     prov_.finished_at = epoch_seconds();
     const std::string h5 = (fs::path(s_.dir) / "results.h5").string();
@@ -445,6 +508,9 @@ class Coordinator {
       out << fmt::format("rankfarm:   failed {} after {} attempt(s): {}\n", job_.tasks[i].id, rec_[i].attempt, rec_[i].error);
     }
     if (stale_) out << fmt::format("rankfarm: {} late result(s) of abandoned attempts were ignored\n", stale_);
+    if (data_ != nullptr)
+      out << fmt::format("rankfarm: bulk data: {} result(s), {:.1f} MB of stdout through the {} transport ({})\n", bulk_results_,
+                         static_cast<double>(bulk_bytes_) / 1e6, data_->name(), data_->describe());
     out << fmt::format("rankfarm: results: {}\nrankfarm: journal: {}\n", h5, s_.journal->path());
     if (code == kExitInterrupted)
       out << fmt::format("rankfarm: interrupted; nothing done is lost. Resume with: rankfarm run {}{} --resume --output {}\n",
@@ -452,6 +518,16 @@ class Coordinator {
     out.flush();
   }
 
+  struct Bulk {
+    int worker = 0;
+    Outcome outcome;
+    std::string data;
+    transport::Request req;
+    Clock::time_point since;
+  };
+  std::list<Bulk> bulk_;  // a list: each Request stays where the transport was given it
+  std::size_t bulk_results_ = 0;
+  std::uint64_t bulk_bytes_ = 0;
   MPI_Comm comm_;
   Setup& s_;
   const Job& job_;
@@ -459,6 +535,7 @@ class Coordinator {
   const FarmOptions& opt_;
   const kernels::Registry& registry_;
   Executor* self_;
+  transport::Transport* data_ = self_ ? self_->data : nullptr;  // bulk results; null: none
   int size_ = 1, window_ = 0, run_id_ = 0;
   double mean_task_s_ = -1;  // running mean of task wall times; < 0 before the first result
   std::vector<Worker> workers_;
@@ -508,6 +585,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry) {
   Setup s;
   JobCheck c = check_job(opt, registry);
   s.job = std::move(c.job);
+  if (opt.keep_stdout >= 0) s.job.keep_stdout = static_cast<std::uint64_t>(opt.keep_stdout);
   s.dir = c.output_dir;
   std::error_code ec;
   fs::create_directories(fs::path(s.dir) / "logs", ec);

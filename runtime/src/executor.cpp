@@ -1,6 +1,8 @@
 #include "executor.hpp"
 
+#include <cstdlib>
 #include <deque>
+#include <iostream>
 #include <filesystem>
 #include <fmt/format.h>
 
@@ -12,7 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-constexpr std::size_t kStdoutTail = 4096;  // bytes of a shell task's stdout kept with its result
 
 }  // namespace
 
@@ -52,7 +53,7 @@ Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt) {
       req.should_stop = should_stop;
       ShellOutcome so = run_shell(req);
       o.exit_code = so.exit_code;
-      o.stdout_text = tail_of_file(req.stdout_path, kStdoutTail);
+      o.stdout_text = tail_of_file(req.stdout_path, static_cast<std::size_t>(job.keep_stdout));
       o.ok = so.exit_code == 0 && !so.timed_out && !so.stopped;
       o.interrupted = so.stopped;
       if (!o.ok) {
@@ -78,6 +79,7 @@ Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt) {
 
 int worker_loop(MPI_Comm comm, Executor& ex) {
   std::deque<std::pair<std::uint32_t, std::uint32_t>> queue;
+  std::uint64_t bulk_tag = 0;
   bool stopping = false, kill = false;
   int code = kExitError;
   auto handle = [&](const MPI_Status& st) {
@@ -125,14 +127,44 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
       mpi_send(w, 0, kTagStarted, comm);
     }
     Outcome o = ex.run(idx, attempt);
+    std::string bulk;
+    if (ex.data != nullptr && o.stdout_text.size() > ex.bulk_threshold) {
+      bulk = std::move(o.stdout_text);
+      o.stdout_text.clear();
+      o.bulk_bytes = bulk.size();
+      o.bulk_tag = ++bulk_tag;
+    }
+    transport::Request sent;
+    if (!bulk.empty() && ex.data->send(0, o.bulk_tag, bulk.data(), bulk.size(), &sent) != transport::Status::Ok &&
+        sent.status != transport::Status::InProgress) {
+      // Say so in the result instead: the coordinator records the attempt as failed.
+      o.ok = false;
+      o.error = fmt::format("rank {}: sending {} bytes of stdout through the transport: {}", ex.rank, bulk.size(), sent.error);
+      o.bulk_bytes = 0;
+      bulk.clear();
+    }
     WireWriter w;
     encode_outcome(o, w);
     mpi_send(w, 0, kTagResult, comm);
+    // The buffer stays ours until the transport is done with it; the coordinator receives it as
+    // soon as the MPI message above arrives.
+    if (!bulk.empty() && ex.data->wait(sent, std::chrono::minutes(5)) != transport::Status::Ok)
+      std::cerr << fmt::format("rankfarm: rank {}: stdout of task {} did not reach rank 0: {}\n", ex.rank,
+                               ex.job.tasks[idx].id, sent.error.empty() ? "timed out" : sent.error);
   }
   WireWriter bye;
   bye.put<std::uint8_t>(0);
   mpi_send(bye, 0, kTagBye, comm);
   return code;
+}
+
+std::size_t bulk_threshold_from_env() {
+  const char* v = std::getenv("RANKFARM_BULK_THRESHOLD");
+  if (v == nullptr || *v == '\0') return 16384;
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(v, &end, 10);
+  if (*end != '\0') throw InputError("environment", 0, "RANKFARM_BULK_THRESHOLD", fmt::format("{}: not a number of bytes", v));
+  return static_cast<std::size_t>(n);
 }
 
 }  // namespace rankfarm::runtime::detail

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "protocol.hpp"
+#include "rankfarm/transport/transport.hpp"
 #include "rankfarm/kernels/registry.hpp"
 
 namespace rankfarm::runtime::detail {
@@ -19,6 +20,9 @@ struct Executor {
   int threads = 1;
   std::function<bool()> should_stop;  // shell tasks poll it
   volatile int kill_flag = 0;         // kernels see it through TaskContext::stop_flag
+  // Bulk results: stdout above `bulk_threshold` bytes goes through `data` (when not null).
+  transport::Transport* data = nullptr;
+  std::size_t bulk_threshold = 16384;
 
   /// Runs one attempt of task `idx`; never throws (failures are in the Outcome).
   Outcome run(std::uint32_t idx, std::uint32_t attempt);
@@ -27,5 +31,8 @@ struct Executor {
 /// A worker rank: runs what the coordinator assigns, in order, until told to stop; returns the
 /// exit code the coordinator sent with the stop.
 int worker_loop(MPI_Comm comm, Executor& ex);
+
+/// RANKFARM_BULK_THRESHOLD (bytes; default 16384): results longer than this use the transport.
+std::size_t bulk_threshold_from_env();
 
 }  // namespace rankfarm::runtime::detail

@@ -6,6 +6,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <iostream>
 #include <map>
 #include <set>
@@ -16,6 +17,7 @@
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/journal.hpp"
 #include "rankfarm/runtime/results.hpp"
+#include "rankfarm/transport/transport.hpp"
 
 namespace rankfarm::runtime {
 namespace {
@@ -139,7 +141,38 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   const Job& job = rank == 0 ? setup.job : worker_job;
 
   detail::Executor ex{job, registry, dir, rank, host, threads_per_rank(comm), {}, 0};
+
+  // The data plane for bulk results, opened (collectively) only when results can be large.
+  std::unique_ptr<transport::Transport> data;
+  std::string data_note;
+  std::size_t threshold = 0;
+  try {
+    threshold = detail::bulk_threshold_from_env();
+  } catch (const InputError& e) {
+    if (rank == 0) std::cerr << "rankfarm: " << e.what() << "\n";
+    return kExitBadInput;
+  }
+  if (size > 1 && job.keep_stdout > threshold) {
+    transport::MpiBootstrap boot(comm);
+    transport::Choice choice;
+    const char* forced = std::getenv("RANKFARM_TRANSPORT");
+    try {
+      data = transport::open_transport(boot, "", &choice);
+      data_note = fmt::format("stdout above {} bytes goes through the {} transport ({})", threshold, data->name(),
+                              fmt::join(choice.reasons, "; "));
+    } catch (const transport::TransportError& e) {
+      if (forced != nullptr && *forced != '\0' && std::string(forced) != "auto") {
+        // A transport that was asked for and cannot work is an error, never a silent fallback.
+        if (rank == 0) std::cerr << "rankfarm: " << e.what() << "\n";
+        return kExitError;
+      }
+      data_note = fmt::format("no transport works here, so stdout above {} bytes goes through MPI: {}", threshold, e.what());
+    }
+  }
+  ex.data = data.get();
+  ex.bulk_threshold = threshold;
   if (rank != 0) return detail::worker_loop(comm, ex);
+  if (!data_note.empty()) setup.notes.push_back(data_note);
 
   std::set<std::string> hosts;
   for (int r = 0; r < size; ++r) hosts.insert(std::string(names.data() + static_cast<std::size_t>(r) * MPI_MAX_PROCESSOR_NAME));

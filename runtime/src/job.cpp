@@ -120,7 +120,7 @@ class Loader {
   }
 
   void read_job(const toml::table& t) {
-    check_keys(t, "[job]", {"name", "output", "retries", "timeout_s", "window"});
+    check_keys(t, "[job]", {"name", "output", "retries", "timeout_s", "window", "keep_stdout"});
     job_.name = get_string(t, "name", "[job]", true);
     if (!valid_id(job_.name))
       throw InputError(path_, line_of(*t.get("name")), "[job]: name",
@@ -129,6 +129,7 @@ class Loader {
     default_retries_ = static_cast<int>(get_int(t, "retries", "[job]", 0, 1000).value_or(0));
     default_timeout_ = get_seconds(t, "timeout_s", "[job]").value_or(0.0);
     job_.window = static_cast<int>(get_int(t, "window", "[job]", 1, 1024).value_or(0));
+    job_.keep_stdout = static_cast<std::uint64_t>(get_int(t, "keep_stdout", "[job]", 0, 64 << 20).value_or(4096));
   }
 
   // Fields shared by [[task]] and [[sweep]]: id, priority, depends_on, retries, timeout_s.

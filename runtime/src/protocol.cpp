@@ -18,6 +18,7 @@ std::vector<char> mpi_recv(const MPI_Status& st, MPI_Comm comm) {
 
 void encode_job(const Job& job, WireWriter& w) {
   w.put_str(job.name);
+  w.put<std::uint64_t>(job.keep_stdout);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(job.tasks.size()));
   for (const auto& t : job.tasks) {
     w.put_str(t.id);
@@ -42,6 +43,7 @@ void encode_job(const Job& job, WireWriter& w) {
 Job decode_job(WireReader& r) {
   Job job;
   job.name = r.get_str();
+  job.keep_stdout = r.get<std::uint64_t>();
   const auto n = r.get<std::uint32_t>();
   job.tasks.resize(n);
   for (auto& t : job.tasks) {
@@ -75,6 +77,8 @@ void encode_outcome(const Outcome& o, WireWriter& w) {
   for (double v : o.values) w.put<double>(v);
   w.put_str(o.error);
   w.put_str(o.stdout_text);
+  w.put<std::uint64_t>(o.bulk_bytes);
+  w.put<std::uint64_t>(o.bulk_tag);
 }
 
 Outcome decode_outcome(const std::vector<char>& buf) {
@@ -93,6 +97,9 @@ Outcome decode_outcome(const std::vector<char>& buf) {
   for (auto& v : o.values) v = r.get<double>();
   o.error = r.get_str();
   o.stdout_text = r.get_str();
+  o.bulk_bytes = r.get<std::uint64_t>();
+  o.bulk_tag = r.get<std::uint64_t>();
+  if (o.bulk_bytes > (std::uint64_t{64} << 20)) throw detail::WireError("bulk result above 64 MiB");
   return o;
 }
 

@@ -3,7 +3,8 @@
 //   coordinator -> worker  kTagAssign  u32 n, n x (u32 task index, u32 attempt)
 //                          kTagStop    i32 exit code, u8 kill (1: kill the running task)
 //   worker -> coordinator  kTagStarted u32 task index, u32 attempt (tasks with a timeout)
-//                          kTagResult  an Outcome (encode_outcome)
+//                          kTagResult  an Outcome (encode_outcome); a shell task's stdout
+//                                      above the bulk threshold follows through the transport
 //                          kTagBye     u8 0: the worker stops and will send nothing more
 // The job itself is broadcast once (encode_job); later messages name tasks by index.
 #pragma once
@@ -58,6 +59,9 @@ struct Outcome {
   std::vector<double> values;
   std::string error;
   std::string stdout_text;
+  // Large results travel through the data transport, not in this message: `bulk_bytes` of
+  // standard output follow as a transport message from the worker with tag `bulk_tag`.
+  std::uint64_t bulk_bytes = 0, bulk_tag = 0;
 };
 
 void mpi_send(const WireWriter& w, int dest, int tag, MPI_Comm comm);

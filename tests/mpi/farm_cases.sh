@@ -377,6 +377,37 @@ bad_input_cli)
   check_cli 2 "garbage/journal.sqlite: not a rankfarm journal" "$RF" run --commands c.txt -n 2 --output garbage --resume
   ;;
 
+bulk_results)
+  # Shell tasks whose stdout (229 kB each) is above the bulk threshold: it travels to rank 0
+  # through the transport (shm here, then tcp and ofi forced), and arrives whole.
+  seq 1 40000 > expected.txt
+  { for i in 1 2 3 4 5 6; do echo "seq 1 40000"; done; echo "echo small"; } > cmds.txt
+  for tr in auto tcp ofi; do
+    RANKFARM_TRANSPORT=$tr "${MPIRUN[@]}" -n 3 "$RF" run --commands cmds.txt --keep-stdout 1048576 --output "out-$tr" \
+      > "run-$tr.log" 2>&1 || { cat "run-$tr.log"; fail "$tr: rc=$?"; }
+    name=$([[ $tr == auto ]] && echo shm || echo "$tr")
+    grep -q "stdout above 16384 bytes goes through the $name transport" "run-$tr.log" || { cat "run-$tr.log"; fail "$tr: transport note"; }
+    grep -q "^rankfarm: bulk data: 6 result(s), 1.4 MB of stdout through the $name transport" "run-$tr.log" ||
+      { cat "run-$tr.log"; fail "$tr: bulk summary"; }
+    expect_eq "$(q "out-$tr" "SELECT count(*) FROM tasks WHERE state='done' AND stdout = CAST(readfile('expected.txt') AS TEXT)")" 6 \
+      "$tr: whole stdout in the journal"
+    expect_eq "$(q "out-$tr" "SELECT stdout FROM tasks WHERE task_id='cmd7'")" "small" "$tr: small result through MPI"
+    # The HDF5 results hold the same text.
+    "$RF" results "out-$tr" commands | awk -F'\t' '$1 == "cmd3" { print length($4) }' > len.txt
+    [[ $(cat len.txt) -ge 228894 ]] || fail "$tr: results.h5 stdout of cmd3 is $(cat len.txt) characters"
+  done
+  # Below the threshold nothing opens a transport.
+  "${MPIRUN[@]}" -n 2 "$RF" run --commands cmds.txt --output out-small > small.log 2>&1 || { cat small.log; fail "small rc"; }
+  grep -q "bulk data" small.log && fail "no transport expected with keep_stdout 4096"
+  expect_eq "$(q out-small "SELECT length(stdout) FROM tasks WHERE task_id='cmd1'")" 4096 "kept tail by default"
+  # A forced transport that cannot work is an error, not a fallback (verbs, where no RDMA device is).
+  if ! ibv_devices 2>/dev/null | tail -n +3 | grep -q .; then
+    RANKFARM_TRANSPORT=verbs "${MPIRUN[@]}" -n 2 "$RF" run --commands cmds.txt --keep-stdout 100000 --output out-verbs > verbs.log 2>&1 &&
+      fail "verbs forced without a device must fail"
+    grep -q "transport verbs was asked for but cannot be used" verbs.log || { cat verbs.log; fail "forced verbs message"; }
+  fi
+  ;;
+
 probe)
   # One node: the report names what is (or is not) here, and the job's choice is shm.
   "$RF" probe -n 2 > one.txt 2>&1 || { cat one.txt; fail "rankfarm probe exited $?"; }

@@ -114,8 +114,10 @@ std::vector<std::string> instances() {
   std::vector<std::string> out;
   for (const auto& b : tp::compiled_backends()) {
     if (b == "ofi") {
-      // ofi with the shm provider hangs in ManyOutstandingAndOutOfOrderTags (2000 unexpected
-      // messages): not yet diagnosed, so not listed here until it passes.
+      // Not "shm": with libfabric 1.17's shm provider, ManyOutstandingAndOutOfOrderTags ends
+      // with every receive complete on both ranks but ~170 of the 2000 send completions never
+      // reported (seen with the backlog of FI_EAGAIN'd posts in place). Not yet explained; on a
+      // single node the job uses our own shm backend, not ofi's.
       for (const char* prov : {"tcp;ofi_rxm", "verbs;ofi_rxm"}) out.push_back(std::string("ofi:") + prov);
     } else {
       out.push_back(b);
@@ -194,7 +196,14 @@ TEST_P(TransportTest, ManyOutstandingAndOutOfOrderTags) {
   }
   std::vector<tp::Request*> all;
   for (int i = 0; i < kMessages; ++i) all.push_back(&s[static_cast<std::size_t>(i)]), all.push_back(&r[static_cast<std::size_t>(i)]);
-  ASSERT_EQ(t_->wait_all(all, kWait), tp::Status::Ok);
+  const tp::Status st = t_->wait_all(all, kWait);
+  int sends_left = 0, recvs_left = 0, first_recv_left = -1;
+  for (int i = 0; i < kMessages; ++i) {
+    sends_left += !s[static_cast<std::size_t>(i)].done();
+    if (!r[static_cast<std::size_t>(i)].done()) ++recvs_left, first_recv_left = first_recv_left < 0 ? i : first_recv_left;
+  }
+  ASSERT_EQ(st, tp::Status::Ok) << sends_left << " sends and " << recvs_left << " receives not complete (first receive: tag "
+                                << first_recv_left << ")";
   for (int i = 0; i < kMessages; ++i) {
     const std::size_t size = 1 + static_cast<std::size_t>(i % 97) * (i % 5 == 0 ? 300 : 1);
     ASSERT_EQ(r[static_cast<std::size_t>(i)].bytes, size) << "tag " << i;

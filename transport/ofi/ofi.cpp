@@ -15,6 +15,9 @@
 #include <rdma/fi_tagged.h>
 
 #include <cstring>
+#include <deque>
+#include <string_view>
+#include <functional>
 #include <fmt/format.h>
 #include <map>
 #include <memory>
@@ -42,6 +45,11 @@ struct Op {
   int peer;
   std::size_t cap;
   fid_mr* temp_mr = nullptr;  // FI_MR_LOCAL: registered for this operation only
+  // fi_writemsg's arguments, kept with the operation in case it is posted later (backlog).
+  iovec iov{};
+  void* desc = nullptr;
+  fi_rma_iov rma{};
+  fi_msg_rma msg{};
 };
 
 class OfiTransport final : public Backend {
@@ -166,7 +174,7 @@ class OfiTransport final : public Backend {
     Op* op = new_op(req, peer, len);
     void* desc = local_desc(buf, len, op);
     const std::uint64_t wire_tag = (static_cast<std::uint64_t>(rank_) << kTagBits) | tag;
-    return post(op, [&] { return fi_tsend(ep_, buf, len, desc, addrs_[static_cast<std::size_t>(peer)], wire_tag, &op->ctx); },
+    return post(op, [=, this] { return fi_tsend(ep_, buf, len, desc, addrs_[static_cast<std::size_t>(peer)], wire_tag, &op->ctx); },
                 "fi_tsend");
   }
 
@@ -176,7 +184,7 @@ class OfiTransport final : public Backend {
     void* desc = local_desc(buf, cap, op);
     const std::uint64_t want = peer == kAnyRank ? tag : (static_cast<std::uint64_t>(peer) << kTagBits) | tag;
     const std::uint64_t ignore = peer == kAnyRank ? kRankMask : 0;
-    return post(op, [&] { return fi_trecv(ep_, buf, cap, desc, FI_ADDR_UNSPEC, want, ignore, &op->ctx); }, "fi_trecv");
+    return post(op, [=, this] { return fi_trecv(ep_, buf, cap, desc, FI_ADDR_UNSPEC, want, ignore, &op->ctx); }, "fi_trecv");
   }
 
   Status put(int peer, const void* src, std::size_t len, const RemoteRegion& dst, std::uint64_t offset,
@@ -184,21 +192,19 @@ class OfiTransport final : public Backend {
     if (Status s = begin(peer, req, 0, len); s != Status::Ok) return s;
     if (offset > dst.length || len > dst.length - offset) return fail(req, Status::Invalid, peer, "put outside the remote region");
     Op* op = new_op(req, peer, len);
-    void* desc = local_desc(src, len, op);
-    iovec iov{const_cast<void*>(src), len};
-    fi_rma_iov rma{dst.addr + offset, len, dst.key};
-    fi_msg_rma msg{};
-    msg.msg_iov = &iov;
-    msg.desc = &desc;
-    msg.iov_count = 1;
-    msg.addr = addrs_[static_cast<std::size_t>(peer)];
-    msg.rma_iov = &rma;
-    msg.rma_iov_count = 1;
-    msg.context = &op->ctx;
+    op->desc = local_desc(src, len, op);
+    op->iov = {const_cast<void*>(src), len};
+    op->rma = {dst.addr + offset, len, dst.key};
+    op->msg.msg_iov = &op->iov;
+    op->msg.desc = &op->desc;
+    op->msg.iov_count = 1;
+    op->msg.addr = addrs_[static_cast<std::size_t>(peer)];
+    op->msg.rma_iov = &op->rma;
+    op->msg.rma_iov_count = 1;
+    op->msg.context = &op->ctx;
     // Remote completion: the put completes when the data is at the target.
     const std::uint64_t flags = FI_COMPLETION | (delivery_complete_ ? FI_DELIVERY_COMPLETE : 0);
-    Status s = post(op, [&] { return fi_writemsg(ep_, &msg, flags); }, "fi_writemsg");
-    return s;
+    return post(op, [=, this] { return fi_writemsg(ep_, &op->msg, flags); }, "fi_writemsg");
   }
 
   Status get(int peer, void* dst, std::size_t len, const RemoteRegion& src, std::uint64_t offset,
@@ -207,7 +213,7 @@ class OfiTransport final : public Backend {
     if (offset > src.length || len > src.length - offset) return fail(req, Status::Invalid, peer, "get outside the remote region");
     Op* op = new_op(req, peer, len);
     void* desc = local_desc(dst, len, op);
-    return post(op, [&] {
+    return post(op, [=, this] {
       return fi_read(ep_, dst, len, desc, addrs_[static_cast<std::size_t>(peer)], src.addr + offset, src.key, &op->ctx);
     }, "fi_read");
   }
@@ -216,7 +222,10 @@ class OfiTransport final : public Backend {
     fi_cq_tagged_entry entries[32];
     for (;;) {
       const ssize_t n = fi_cq_read(cq_, entries, 32);
-      if (n == -FI_EAGAIN) return Status::Ok;
+      if (n == -FI_EAGAIN) {
+        post_backlog();
+        return Status::Ok;
+      }
       if (n == -FI_EAVAIL) {
         read_error();
         continue;
@@ -285,11 +294,40 @@ class OfiTransport final : public Backend {
 
   template <class Fn>
   Status post(Op* op, Fn&& fn, const char* what) {
-    ssize_t rc;
-    while ((rc = fn()) == -FI_EAGAIN) static_cast<void>(progress());  // provider queue full: drain, retry
+    // Receives have their own backlog: a receive must never wait behind sends that may need
+    // it (the peer's sends, to us, can only leave once we receive).
+    auto& backlog_ = std::string_view(what) == "fi_trecv" ? rx_backlog_ : tx_backlog_;
+    // The provider's queue is full (FI_EAGAIN), or earlier operations wait: keep this one, in
+    // order, for progress() to post. Never spin here: the peer may need our progress first
+    // (a connection to accept, a rendezvous to answer).
+    if (!backlog_.empty()) {
+      backlog_.push_back({op, std::function<ssize_t()>(std::forward<Fn>(fn)), what});
+      static_cast<void>(progress());
+      return op->req->status;
+    }
+    const ssize_t rc = fn();
+    if (rc == -FI_EAGAIN) {
+      backlog_.push_back({op, std::function<ssize_t()>(std::forward<Fn>(fn)), what});
+      static_cast<void>(progress());
+      return op->req->status;
+    }
     if (rc == 0) return op->req->status;
     finish(op, Status::IoError, fmt::format("ofi: rank {}: {}: {}", op->peer, what, fi_error(static_cast<int>(rc))));
     return Status::IoError;
+  }
+
+  // Posts what the provider refused with FI_EAGAIN, oldest first, until it refuses again.
+  void post_backlog() {
+    for (auto* backlog : {&rx_backlog_, &tx_backlog_}) {
+      while (!backlog->empty()) {
+        Deferred& d = backlog->front();
+        const ssize_t rc = d.post();
+        if (rc == -FI_EAGAIN) break;
+        if (rc != 0)
+          finish(d.op, Status::IoError, fmt::format("ofi: rank {}: {}: {}", d.op->peer, d.what, fi_error(static_cast<int>(rc))));
+        backlog->pop_front();
+      }
+    }
   }
 
   void read_error() {
@@ -327,6 +365,12 @@ class OfiTransport final : public Backend {
   std::map<std::uint64_t, Region> regions_;
   std::uint64_t next_key_ = 1;
   std::unordered_map<Op*, std::unique_ptr<Op>> ops_;
+  struct Deferred {
+    Op* op;
+    std::function<ssize_t()> post;
+    const char* what;
+  };
+  std::deque<Deferred> rx_backlog_, tx_backlog_;  // refused with FI_EAGAIN; posted by progress(), in order
 };
 
 }  // namespace

@@ -23,6 +23,12 @@
 // once, lets running tasks finish for `grace_s`, then kills them, writes results.h5, prints how
 // to resume and returns kExitInterrupted on every rank. With one rank, rank 0 runs the tasks
 // itself.
+// Bulk data: a shell task's stdout (up to [job].keep_stdout bytes) above RANKFARM_BULK_THRESHOLD
+// bytes (default 16384) travels from the worker to the coordinator through the transport
+// (rankfarm/transport: shm on one node, verbs, ofi or tcp between nodes), not in an MPI message;
+// the transport is opened once per job when keep_stdout exceeds the threshold, and its choice is
+// printed in the summary. If no transport can be opened, such results go through MPI, and the
+// summary says why.
 // Output directory: journal.sqlite, results.h5, logs/<task id>.out|.err (shell tasks). It must
 // be on a file system that every node sees (as the job file is).
 #pragma once
@@ -49,6 +55,7 @@ struct FarmOptions {
   double grace_s = 10;           ///< after a stop signal: how long running tasks may finish
   double progress_s = 0;         ///< progress interval; 0 = 0.2 s on a terminal, else 10 s
   double snapshot_s = 60;        ///< results.h5 is rewritten at most this often while running
+  std::int64_t keep_stdout = -1; ///< bytes of each shell task's stdout kept; -1 = [job].keep_stdout
   std::chrono::milliseconds commit_interval{100};  ///< journal group-commit interval
 };
 

@@ -5,7 +5,8 @@
 //
 // TOML job file (every key checked; unknown keys are errors):
 //   [job]      name (string, required), output (dir), retries (int >= 0, default 0),
-//              timeout_s (seconds > 0; absent = no timeout), window (tasks in flight per worker)
+//              timeout_s (seconds > 0; absent = no timeout), window (tasks in flight per worker),
+//              keep_stdout (bytes of each shell task's stdout kept, 0 .. 64 MiB, default 4096)
 //   [[task]]   id, kernel + params = {...}  or  command = "shell line";
 //              priority (int, higher first, default 0), depends_on = [ids], retries, timeout_s
 //   [[sweep]]  id, kernel, params = {...} (fixed), vary = { name = [values, ...], ... },
@@ -55,6 +56,9 @@ struct Job {
   std::string source;           ///< path of the job or command file
   std::string output_dir;       ///< from [job].output, may be empty
   int window = 0;               ///< tasks in flight per worker; 0 = adaptive (see farm.hpp)
+  /// Bytes of each shell task's standard output kept with its result (its last bytes), from
+  /// [job].keep_stdout; 4096 by default, at most 64 MiB.
+  std::uint64_t keep_stdout = 4096;
   std::vector<TaskSpec> tasks;  ///< in file order; results are written in this order
   std::string hash;             ///< 16 hex digits
 
