@@ -164,6 +164,7 @@ const BadJob kBadJobs[] = {
     {"unknown_job_key", "[job]\nname = \"a\"\ntimout_s = 3\n", "job.toml:3: [job]: timout_s: unknown key"},
     {"negative_retries", "[job]\nname = \"a\"\nretries = -1\n", "job.toml:3: [job]: retries: -1 is out of range"},
     {"zero_timeout", "[job]\nname = \"a\"\ntimeout_s = 0\n", "job.toml:3: [job]: timeout_s: 0 is out of range"},
+    {"keep_stdout_too_big", "[job]\nname = \"a\"\nkeep_stdout = 100000000\n", "job.toml:3: [job]: keep_stdout: 100000000 is out of range"},
     {"no_tasks", "[job]\nname = \"a\"\n", "job.toml: the job has no [[task]] or [[sweep]] entries"},
     {"unknown_kernel", "[job]\nname = \"x\"\n[[task]]\nid = \"t\"\nkernel = \"blackscholes_mc\"\nparams = { spot = 1.0 }\n",
      "job.toml:5: task \"t\": kernel: unknown kernel \"blackscholes_mc\" (did you mean black_scholes_mc?)"},

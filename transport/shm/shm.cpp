@@ -47,7 +47,7 @@ struct Record {
 static_assert(sizeof(Record) == 40);
 
 struct RingHeader {
-  alignas(kCacheLine) std::atomic<std::uint64_t> head;  // bytes produced (written by the sender)
+  alignas(kCacheLine) std::atomic<std::uint64_t> head;  // bytes produced (the sender's own count)
   alignas(kCacheLine) std::atomic<std::uint64_t> tail;  // bytes consumed (written by the receiver)
 };
 
@@ -62,7 +62,9 @@ struct Ring {
   // line again only when the ring looks full, not on every push.
   std::uint64_t* tail_seen = nullptr;
 
-  // Writes a record and its payload if it fits; false if the ring is too full now.
+  // Writes a record and its payload if it fits; false if the ring is too full now. The
+  // record's type word is written last (release): it is the consumer's "ready" flag, so the
+  // consumer polls the slot itself, one cache line, and never the producer's head.
   bool push(const Record& r, const void* payload) {
     const std::size_t need = sizeof(Record) + align8(r.payload);
     const std::uint64_t head = h->head.load(std::memory_order_relaxed);
@@ -77,14 +79,16 @@ struct Ring {
     }
     std::uint64_t h2 = head;
     if (pad) {
-      Record p{kPad, static_cast<std::uint32_t>(pad - sizeof(Record)), 0, 0, 0, 0};
-      if (pad >= sizeof(Record)) std::memcpy(data + pos, &p, sizeof p);
+      if (pad >= sizeof(Record)) type_of(pos).store(kPad, std::memory_order_release);
       h2 += pad;
       pos = 0;
     }
-    std::memcpy(data + pos, &r, sizeof r);
+    Record copy = r;
+    copy.type = 0;
+    std::memcpy(data + pos, &copy, sizeof copy);
     if (r.payload != 0 && payload != nullptr) std::memcpy(data + pos + sizeof r, payload, r.payload);
-    h->head.store(h2 + need, std::memory_order_release);
+    type_of(pos).store(r.type, std::memory_order_release);
+    h->head.store(h2 + need, std::memory_order_relaxed);  // the producer's own position
     return true;
   }
 
@@ -92,24 +96,34 @@ struct Ring {
   const Record* peek(std::size_t* advance) {
     for (;;) {
       const std::uint64_t tail = h->tail.load(std::memory_order_relaxed);
-      const std::uint64_t head = h->head.load(std::memory_order_acquire);
-      if (tail == head) return nullptr;
       const std::size_t pos = tail & (cap - 1);
-      if (cap - pos < sizeof(Record)) {  // a tail too short for a record is padding
+      if (cap - pos < sizeof(Record)) {  // too short for a record: never written, skip
+        h->tail.store(tail + (cap - pos), std::memory_order_release);
+        continue;
+      }
+      const std::uint32_t type = type_of(pos).load(std::memory_order_acquire);
+      if (type == 0) return nullptr;
+      if (type == kPad) {
+        std::memset(data + pos, 0, cap - pos);
         h->tail.store(tail + (cap - pos), std::memory_order_release);
         continue;
       }
       const auto* r = reinterpret_cast<const Record*>(data + pos);
-      if (r->type == kPad) {
-        h->tail.store(tail + (cap - pos), std::memory_order_release);
-        continue;
-      }
       *advance = sizeof(Record) + align8(r->payload);
       return r;
     }
   }
+  // Consumes the record peek() returned: its bytes go back to zero (so that a slot reads as
+  // empty until the producer writes it again), then the producer may reuse them.
   void pop(std::size_t advance) {
-    h->tail.store(h->tail.load(std::memory_order_relaxed) + advance, std::memory_order_release);
+    const std::uint64_t tail = h->tail.load(std::memory_order_relaxed);
+    std::memset(data + (tail & (cap - 1)), 0, advance);
+    h->tail.store(tail + advance, std::memory_order_release);
+  }
+
+ private:
+  std::atomic_ref<std::uint32_t> type_of(std::size_t pos) {
+    return std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(data + pos));
   }
 };
 
