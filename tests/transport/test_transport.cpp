@@ -16,6 +16,10 @@
 #include <set>
 #include <thread>
 
+#include "rankfarm/config.hpp"
+#if RANKFARM_HAVE_OFI
+#include <rdma/fabric.h>
+#endif
 #include "rankfarm/transport/probe.hpp"
 #include "rankfarm/transport/transport.hpp"
 
@@ -114,12 +118,10 @@ std::vector<std::string> instances() {
   std::vector<std::string> out;
   for (const auto& b : tp::compiled_backends()) {
     if (b == "ofi") {
-      // Not "shm": with libfabric 1.17's shm provider, ManyOutstandingAndOutOfOrderTags ends
-      // with every receive complete on both ranks but 167 of the 2000 sends never reported
-      // complete: exactly the messages above 16 KiB among those posted after the provider's
-      // transmit queue (1024) was full, i.e. posted later from our FI_EAGAIN backlog. A larger
-      // completion queue does not change it. Not yet explained; on a single node the job uses
-      // rankfarm's own shm backend, not ofi's.
+      // Not "shm" yet: libfabric 1.17's shm provider stalls with many unexpected messages above
+      // its inject size (ofiwg/libfabric#9143, fixed in 1.19; see ManyOutstandingAndOutOfOrderTags),
+      // and, not yet explained, the fence after SameTagArrivesInOrderAndAnySourceMatches stalls on
+      // rank 1. On one node jobs use rankfarm's own shm backend, not ofi's.
       for (const char* prov : {"tcp;ofi_rxm", "verbs;ofi_rxm"}) out.push_back(std::string("ofi:") + prov);
     } else {
       out.push_back(b);
@@ -183,6 +185,14 @@ TEST_P(TransportTest, PutAndGetOneByteTo64MiB) {
 
 TEST_P(TransportTest, ManyOutstandingAndOutOfOrderTags) {
   constexpr int kMessages = 2000;
+#if RANKFARM_HAVE_OFI
+  if (GetParam() == "ofi:shm" && fi_version() < FI_VERSION(1, 19))
+    // Many unexpected messages above the inject size stall libfabric's shm provider before
+    // 1.19 (its SAR protocol; ofiwg/libfabric#9143, fixed by #9187): here, 167 of 2000 sends
+    // never complete although every receive does.
+    GTEST_SKIP() << "libfabric " << FI_MAJOR(fi_version()) << "." << FI_MINOR(fi_version())
+                 << ": shm provider bug with many unexpected large messages (ofiwg/libfabric#9143, fixed in 1.19)";
+#endif
   std::vector<std::vector<unsigned char>> out(kMessages), in(kMessages);
   std::vector<tp::Request> s(kMessages), r(kMessages);
   // All sends first (the receiver has posted nothing: they wait as unexpected messages) ...
