@@ -17,7 +17,8 @@ MPIRUN=(mpirun --oversubscribe --stdin none)
 
 fail() { echo "FAIL [$case_name]: $*" >&2; exit 1; }
 expect_eq() { [[ "$1" == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
-q() { sqlite3 -batch -noheader "$1/journal.sqlite" "$2"; }
+# Read-only: the sqlite3 shell would otherwise create an empty journal.sqlite where none is yet.
+q() { sqlite3 -readonly -batch -noheader "$1/journal.sqlite" "$2"; }
 # Rows of a results dataset (header excluded).
 rows() { "$RF" results "$1" "$2" | tail -n +2 | wc -l; }
 

@@ -261,8 +261,7 @@ class ShmTransport final : public Backend {
 
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
     if (Status s = detail::begin_recv("shm", req, peer, size_, tag); s != Status::Ok) return s;
-    for (auto it = unexpected_.begin(); it != unexpected_.end(); ++it) {
-      if (it->tag != tag || (peer != kAnyRank && it->peer != peer)) continue;
+    if (auto it = oldest_match(unexpected_, peer, tag); it != unexpected_.end()) {
       Unexpected u = std::move(*it);
       unexpected_.erase(it);
       if (u.rts) rendezvous(u.peer, u.addr, u.length, u.id, buf, cap, req);
@@ -403,8 +402,7 @@ class ShmTransport final : public Backend {
       rts_.erase(it);
       return;
     }
-    for (auto it = posted_.begin(); it != posted_.end(); ++it) {
-      if (it->tag != r.tag || (it->peer != kAnyRank && it->peer != peer)) continue;
+    if (auto it = oldest_receiver(posted_, peer, r.tag); it != posted_.end()) {
       Posted p = *it;
       posted_.erase(it);
       if (r.type == kMsg) deliver(peer, reinterpret_cast<const char*>(&r) + sizeof r, r.b, p.buf, p.cap, p.req);

@@ -229,7 +229,7 @@ class TcpTransport final : public Backend {
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
     if (Status s = detail::begin_recv("tcp", req, peer, size_, tag); s != Status::Ok) return s;
     for (auto it = unexpected_.begin(); it != unexpected_.end(); ++it) {
-      if (it->claimed != nullptr || it->tag != tag || (peer != kAnyRank && it->peer != peer)) continue;
+      if (it->claimed != nullptr || !matches(peer, tag, it->peer, it->tag)) continue;
       if (!it->complete) {
         it->claimed = req, it->claimed_buf = buf, it->claimed_cap = cap;
         return Status::InProgress;
@@ -513,8 +513,7 @@ class TcpTransport final : public Backend {
         c.sink = Sink::Token;
         break;
       case FrameType::Message: {
-        for (auto it = posted_.begin(); it != posted_.end(); ++it) {
-          if (it->tag != h.key || (it->peer != kAnyRank && it->peer != c.peer)) continue;
+        if (auto it = oldest_receiver(posted_, c.peer, h.key); it != posted_.end()) {
           c.posted = *it;
           posted_.erase(it);
           if (h.length <= c.posted.cap) {

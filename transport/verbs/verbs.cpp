@@ -249,8 +249,7 @@ class VerbsTransport final : public Backend {
 
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
     if (Status s = detail::begin_recv("verbs", req, peer, size_, tag); s != Status::Ok) return s;
-    for (auto it = unexpected_.begin(); it != unexpected_.end(); ++it) {
-      if (it->tag != tag || (peer != kAnyRank && it->peer != peer)) continue;
+    if (auto it = oldest_match(unexpected_, peer, tag); it != unexpected_.end()) {
       Unexpected u = std::move(*it);
       unexpected_.erase(it);
       match(u.peer, u.h, u.data.data(), buf, cap, req);
@@ -670,8 +669,7 @@ class VerbsTransport final : public Backend {
       ++refused_;
       return;
     }
-    for (auto it = posted_.begin(); it != posted_.end(); ++it) {
-      if (it->tag != h.tag || (it->peer != kAnyRank && it->peer != peer)) continue;
+    if (auto it = oldest_receiver(posted_, peer, h.tag); it != posted_.end()) {
       Posted m = *it;
       posted_.erase(it);
       match(peer, h, p + sizeof h, m.buf, m.cap, m.req);
