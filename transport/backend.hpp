@@ -59,6 +59,15 @@ class Backoff {
   int n_ = 0;
 };
 
+/// A receive waiting for its message (every backend keeps these, oldest first).
+struct PostedRecv {
+  int peer;           ///< a rank, or kAnyRank
+  std::uint64_t tag;
+  void* buf;
+  std::size_t cap;
+  Request* req;
+};
+
 /// The matching rule of every backend: a receive posted for (want_peer, want_tag), where
 /// want_peer may be kAnyRank, takes a message from `peer` with `tag`.
 inline bool matches(int want_peer, std::uint64_t want_tag, int peer, std::uint64_t tag) {

@@ -127,14 +127,6 @@ struct Ring {
   }
 };
 
-struct Posted {
-  int peer;
-  std::uint64_t tag;
-  void* buf;
-  std::size_t cap;
-  Request* req;
-};
-
 struct Unexpected {
   int peer;
   std::uint64_t tag;
@@ -403,7 +395,7 @@ class ShmTransport final : public Backend {
       return;
     }
     if (auto it = oldest_receiver(posted_, peer, r.tag); it != posted_.end()) {
-      Posted p = *it;
+      PostedRecv p = *it;
       posted_.erase(it);
       if (r.type == kMsg) deliver(peer, reinterpret_cast<const char*>(&r) + sizeof r, r.b, p.buf, p.cap, p.req);
       else rendezvous(peer, r.a, r.b, r.id, p.buf, p.cap, p.req);
@@ -458,7 +450,7 @@ class ShmTransport final : public Backend {
   char* base_ = nullptr;
   std::vector<pid_t> pids_;
   std::uint64_t next_id_ = 1;
-  std::deque<Posted> posted_;  // no allocation per receive, unlike a list
+  std::deque<PostedRecv> posted_;  // no allocation per receive, unlike a list
   std::list<Unexpected> unexpected_;
   std::unordered_map<std::uint64_t, std::pair<Request*, int>> rts_;  // id -> (send, peer)
   std::uint64_t polls_ = 0;

@@ -108,14 +108,6 @@ struct Unexpected {
   std::size_t claimed_cap = 0;
 };
 
-struct PostedRecv {
-  int peer;
-  std::uint64_t tag;
-  void* buf;
-  std::size_t cap;
-  Request* req;
-};
-
 enum class Sink { None, Token, Posted, Unexpected, Region, Get, Discard };
 
 struct Conn {

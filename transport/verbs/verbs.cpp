@@ -285,13 +285,6 @@ class VerbsTransport final : public Backend {
   }
 
  private:
-  struct Posted {
-    int peer;
-    std::uint64_t tag;
-    void* buf;
-    std::size_t cap;
-    Request* req;
-  };
   struct Unexpected {
     int peer;
     Header h;
@@ -670,7 +663,7 @@ class VerbsTransport final : public Backend {
       return;
     }
     if (auto it = oldest_receiver(posted_, peer, h.tag); it != posted_.end()) {
-      Posted m = *it;
+      PostedRecv m = *it;
       posted_.erase(it);
       match(peer, h, p + sizeof h, m.buf, m.cap, m.req);
       return;
@@ -741,7 +734,7 @@ class VerbsTransport final : public Backend {
   std::vector<Conn*> out_;
   std::unordered_map<std::uint32_t, int> qp_peer_;
   std::vector<bool> gone_;
-  std::list<Posted> posted_;
+  std::list<PostedRecv> posted_;
   std::list<Unexpected> unexpected_;
   std::unordered_map<std::uint64_t, Rendezvous> rts_;
   std::uint64_t next_rts_ = 1;
