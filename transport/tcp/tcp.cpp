@@ -301,12 +301,20 @@ class TcpTransport final : public Backend {
     for (auto* c : flushing()) flush(*c);
     // A peer that closed our connection to it but never opened one to us has sent us nothing
     // that is still in flight: once the close is 100 ms old (pending accepts handled), it is gone.
-    const auto now = std::chrono::steady_clock::now();
-    for (int p = 0; p < size_; ++p) {
-      const auto at = out_closed_[static_cast<std::size_t>(p)];
-      if (at != Clock::time_point{} && !gone_[static_cast<std::size_t>(p)] && in_[static_cast<std::size_t>(p)] == nullptr &&
-          now - at > std::chrono::milliseconds(100))
-        declare_gone(p, fmt::format("tcp: rank {}: the peer has closed its connection (exited?)", p));
+    // Only peers whose connection closed are looked at (and the clock read only then).
+    if (!closing_.empty()) {
+      const auto now = std::chrono::steady_clock::now();
+      for (auto it = closing_.begin(); it != closing_.end();) {
+        const auto p = static_cast<std::size_t>(*it);
+        if (gone_[p]) {
+          it = closing_.erase(it);
+        } else if (in_[p] == nullptr && now - out_closed_[p] > std::chrono::milliseconds(100)) {
+          it = closing_.erase(it);
+          declare_gone(static_cast<int>(p), fmt::format("tcp: rank {}: the peer has closed its connection (exited?)", p));
+        } else {
+          ++it;
+        }
+      }
     }
     return Status::Ok;
   }
@@ -446,7 +454,7 @@ class TcpTransport final : public Backend {
       std::size_t want;
       if (c.in_payload && c.sink != Sink::Discard && c.total - c.got >= kReadBuffer) {
         want = c.total - c.got;
-        r = ::read(c.fd, c.dst + c.got, want);
+        r = ::recv(c.fd, c.dst + c.got, want, 0);
         if (r > 0) {
           c.got += static_cast<std::uint64_t>(r);
           if (c.got == c.total && !finish_frame(c)) return;
@@ -455,7 +463,7 @@ class TcpTransport final : public Backend {
         }
       } else {
         want = kReadBuffer;
-        r = ::read(c.fd, c.rbuf.get(), want);
+        r = ::recv(c.fd, c.rbuf.get(), want, 0);
         if (r > 0) {
           c.rpos = 0;
           c.rlen = static_cast<std::size_t>(r);
@@ -678,8 +686,10 @@ class TcpTransport final : public Backend {
     const bool inbound_from_peer = !c.outbound && c.authed && peer >= 0;
     if (c.outbound && peer >= 0) {
       out_[static_cast<std::size_t>(peer)] = nullptr;
-      if (out_closed_[static_cast<std::size_t>(peer)] == Clock::time_point{})
+      if (out_closed_[static_cast<std::size_t>(peer)] == Clock::time_point{}) {
         out_closed_[static_cast<std::size_t>(peer)] = std::chrono::steady_clock::now();
+        closing_.push_back(peer);
+      }
     }
     epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
     ::close(fd);
@@ -722,6 +732,7 @@ class TcpTransport final : public Backend {
   std::vector<Conn*> inbound_;  // authenticated connections peers send to us on
   std::vector<Conn*> direct_;   // scratch for progress()
   std::uint64_t polls_ = 0;
+  std::vector<int> closing_;  // peers whose connection to us closed, not yet declared gone
   std::uint64_t next_key_ = 1, next_req_ = 1;
   std::unordered_map<std::uint64_t, PendingOp> pending_puts_, pending_gets_;
   std::uint64_t refused_ = 0;
