@@ -1,0 +1,63 @@
+// rankfarm/kernels/stencil.hpp — 2D heat equation by explicit Jacobi sweeps, MPI + OpenMP.
+//
+//   rankfarm::kernels::StencilOptions o;  o.n = 4096;  o.steps = 200;  o.points = 5;
+//   rankfarm::kernels::StencilResult r = rankfarm::kernels::run_stencil(MPI_COMM_WORLD, o);
+//   if (!r.valid) ...;   // r.mlups, r.gbytes_per_s, r.max_error
+//
+// Problem: u_t = u_xx + u_yy on the unit square, u = 0 on the boundary, on an n x n grid of
+// interior points with spacing h = 1/(n+1). One step: u += r * h^2 * L(u), r = dt/h^2 = 0.2
+// (stable for both stencils), where L is the 5-point Laplacian or the 9-point one
+// (1/(6h^2)) [4(E+W+N+S) + (NE+NW+SE+SW) - 20 u] (Collatz, "The Numerical Treatment of
+// Differential Equations", 1960).
+//
+// Validation: the initial field is the discrete sine mode u0(i,j) = sin(pi x_i) sin(pi y_j),
+// an eigenvector of both Laplacians, so after k steps u = g^k u0 exactly (up to rounding), with
+// g = 1 - 8 r sin^2(pi h / 2) (5-point) or g = 1 + r (16c + 4c^2 - 20) / 6, c = cos(pi h)
+// (9-point). The run is valid when max |u - g^k u0| <= 16 k eps (eps = 2^-52): rounding of
+// k steps with a safety factor.
+//
+// Decomposition: MPI_Dims_create + MPI_Cart_create (non-periodic) over the ranks of `comm`;
+// rows and columns are split as evenly as possible (the first n % p blocks one longer), so
+// any n >= the process-grid side works. Each rank holds its block with a one-cell halo,
+// row-major. Halo exchange (MPI point-to-point): the rows are sent non-blocking and the
+// interior is updated meanwhile; then the columns, whole-height with the halo rows, so the
+// corners the 9-point stencil needs arrive too; then the block's edge cells. Each cell is
+// updated by the same arithmetic in the same order whatever the rank count, so the final field
+// is bit-identical for 1, 2 or 4 ranks and any thread count.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+
+namespace rankfarm::kernels {
+
+struct StencilOptions {
+  std::int64_t n = 1024;  ///< interior grid points per side (>= process-grid side)
+  int steps = 100;        ///< Jacobi sweeps (>= 1)
+  int points = 5;         ///< 5 or 9
+};
+
+struct StencilResult {
+  bool valid = false;        ///< max_error <= tolerance
+  double max_error = 0;      ///< max |u - g^k u0| over the grid
+  double tolerance = 0;      ///< 16 * steps * 2^-52
+  double seconds = 0;        ///< wall time of the sweeps (max over ranks), halo exchange included
+  double mlups = 0;          ///< million lattice-site updates per second: n^2 steps / seconds / 1e6
+  /// Memory traffic implied by the rate, GB/s (10^9 B): 24 bytes per update (read u, write the
+  /// new value, and the write-allocate read of its cache line), the minimum for a sweep that
+  /// keeps the neighbouring rows in cache.
+  double gbytes_per_s = 0;
+  int px = 1, py = 1;        ///< process grid (rows x columns)
+  int threads = 1;           ///< OpenMP threads per rank
+  /// Sum mod 2^64 of the final field's IEEE-754 bit patterns: independent of the order of
+  /// summation, so equal for every decomposition exactly when the fields are bit-identical.
+  std::uint64_t field_hash = 0;
+};
+
+/// Runs the kernel on every rank of `comm` (collective) and returns the same result on every
+/// rank. Throws std::invalid_argument (on every rank) when n < the process-grid side,
+/// steps < 1 or points is not 5 or 9.
+StencilResult run_stencil(MPI_Comm comm, const StencilOptions& options);
+
+}  // namespace rankfarm::kernels

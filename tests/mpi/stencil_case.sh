@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The stencil kernel under real mpirun: valid (exact decay of the sine mode) at 1, 2 and 4
+# ranks with 1 and 2 OpenMP threads, for the 5- and 9-point stencils, on a grid that does not
+# divide evenly (203 = uneven blocks), and the final field bit-identical (same hash) in every
+# configuration. Bad options are one-line errors with exit code 2.
+#   stencil_case.sh PATH/TO/rankfarm-stencil
+set -uo pipefail
+ST=$(readlink -f "$1")
+if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+fail() { echo "FAIL [stencil]: $*" >&2; exit 1; }
+for points in 5 9; do
+  hashes=()
+  for np in 1 2 4; do
+    for threads in 1 2; do
+      # Passive waiting: 4 ranks x 2 threads share 2 cores here.
+      out=$(OMP_WAIT_POLICY=passive OMP_NUM_THREADS=$threads mpirun --oversubscribe --bind-to none -n $np "$ST" --n 203 --steps 60 --points $points 2>&1) ||
+        fail "$points-point, $np ranks, $threads threads: exit $?: $out"
+      echo "$out"
+      [[ $out == *"threads=$threads:"* && $out == *": VALID;"* ]] || fail "unexpected output: $out"
+      hashes+=("${out##*field hash }")
+    done
+  done
+  [[ $(printf '%s\n' "${hashes[@]}" | sort -u | wc -l) -eq 1 ]] || fail "$points-point: fields differ between configurations: ${hashes[*]}"
+  echo "$points-point: bit-identical over 1/2/4 ranks x 1/2 threads (hash ${hashes[0]})"
+done
+# Bad options.
+for args in "--points 7" "--steps 0" "--n x" "--bogus"; do
+  out=$(mpirun -n 1 "$ST" $args 2>&1); rc=$?
+  [[ $rc -eq 2 && $out == rankfarm-stencil:* ]] || fail "'$args': expected exit 2 and a one-line error, got $rc: $out"
+done
+out=$(mpirun --oversubscribe -n 4 "$ST" --n 1 2>&1); rc=$?
+[[ $rc -eq 2 && $out == *"smaller than the process grid (2 x 2)"* ]] || fail "n below the grid: $rc: $out"
+echo "PASS [stencil]"
