@@ -1,6 +1,7 @@
 // Standalone 2D heat-equation stencil (rankfarm::kernels::run_stencil), self-validating.
 //
 //   mpirun -n 4 rankfarm-stencil [--n N] [--steps K] [--points 5|9]
+//        [--checkpoint FILE.h5 [--checkpoint-every K] [--stop-after K]] [--restart FILE.h5]
 //
 // Prints one line with the process grid, threads, rate (MLUP/s), implied memory traffic (GB/s),
 // the error against the exact decay of the sine mode and the field hash; exits 0 when the
@@ -11,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <exception>
 #include <string>
 
 #include "rankfarm/kernels/stencil.hpp"
@@ -34,11 +36,25 @@ int main(int argc, char** argv) {
       ++i;
       return v;
     };
+    auto text = [&](const char* name) -> std::string {
+      if (i + 1 >= argc) {
+        if (rank == 0) std::fprintf(stderr, "rankfarm-stencil: %s: missing value\n", name);
+        MPI_Finalize();
+        std::exit(2);
+      }
+      return argv[++i];
+    };
     if (a == "--n") o.n = value("--n");
+    else if (a == "--checkpoint") o.checkpoint_path = text("--checkpoint");
+    else if (a == "--checkpoint-every") o.checkpoint_every = static_cast<int>(value("--checkpoint-every"));
+    else if (a == "--stop-after") o.stop_after = static_cast<int>(value("--stop-after"));
+    else if (a == "--restart") o.restart_path = text("--restart");
     else if (a == "--steps") o.steps = static_cast<int>(value("--steps"));
     else if (a == "--points") o.points = static_cast<int>(value("--points"));
     else {
-      if (rank == 0) std::fprintf(stderr, "rankfarm-stencil: unknown option %s (--n N --steps K --points 5|9)\n", a.c_str());
+      if (rank == 0)
+        std::fprintf(stderr, "rankfarm-stencil: unknown option %s (--n N --steps K --points 5|9 --checkpoint FILE "
+                             "--checkpoint-every K --stop-after K --restart FILE)\n", a.c_str());
       MPI_Finalize();
       return 2;
     }
@@ -50,12 +66,16 @@ int main(int argc, char** argv) {
     if (rank == 0) std::fprintf(stderr, "rankfarm-stencil: %s\n", e.what());
     MPI_Finalize();
     return 2;
+  } catch (const std::exception& e) {
+    if (rank == 0) std::fprintf(stderr, "rankfarm-stencil: %s\n", e.what());
+    MPI_Finalize();
+    return 1;
   }
   if (rank == 0)
     std::printf("stencil %d-point n=%lld steps=%d grid=%dx%d threads=%d: %.1f MLUP/s, %.2f GB/s, max error %.3g "
                 "(tolerance %.3g): %s; field hash %016llx\n",
-                o.points, static_cast<long long>(o.n), o.steps, r.px, r.py, r.threads, r.mlups, r.gbytes_per_s, r.max_error,
-                r.tolerance, r.valid ? "VALID" : "INVALID", static_cast<unsigned long long>(r.field_hash));
+                o.points, static_cast<long long>(o.n), r.steps_done, r.px, r.py, r.threads, r.mlups, r.gbytes_per_s, r.max_error,
+                r.tolerance, r.valid ? "VALID" : (r.steps_done < o.steps ? "STOPPED" : "INVALID"), static_cast<unsigned long long>(r.field_hash));
   MPI_Finalize();
   return r.valid ? 0 : 1;
 }

@@ -1,6 +1,8 @@
 // 2D Jacobi heat-equation stencil: see rankfarm/kernels/stencil.hpp.
 #include "rankfarm/kernels/stencil.hpp"
 
+#include "rankfarm/kernels/checkpoint.hpp"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -96,9 +98,50 @@ StencilResult run_stencil(MPI_Comm comm, const StencilOptions& opt) {
   MPI_Type_commit(&column);
   const int row_len = static_cast<int>(b.cols);
 
+  if (opt.checkpoint_every < 0 || opt.stop_after < 0) throw std::invalid_argument("stencil: checkpoint_every and stop_after must not be negative");
+  if ((opt.checkpoint_every > 0 || opt.stop_after > 0) && opt.checkpoint_path.empty())
+    throw std::invalid_argument("stencil: checkpoint_every and stop_after need a checkpoint path");
+  auto field = [&](std::vector<double>& v) {
+    CheckpointDataset d;
+    d.name = "u";
+    d.dims = 2;
+    d.global = {opt.n, opt.n};
+    d.offset = {r0, c0};
+    d.count = {b.rows, b.cols};
+    d.mem_dims = {b.rows + 2, b.stride};
+    d.mem_offset = {1, 1};
+    d.data = v.data();
+    return d;
+  };
+  int first_step = 0;
+  if (!opt.restart_path.empty()) {
+    CheckpointAttrs a = read_checkpoint_attrs(cart, opt.restart_path, "stencil");
+    if (a.ints["n"] != opt.n || a.ints["points"] != opt.points)
+      throw std::invalid_argument(opt.restart_path + ": checkpoint of n=" + std::to_string(a.ints["n"]) + " " +
+                                  std::to_string(a.ints["points"]) + "-point, this run is n=" + std::to_string(opt.n) + " " +
+                                  std::to_string(opt.points) + "-point");
+    if (a.ints["step"] < 0 || a.ints["step"] > opt.steps)
+      throw std::invalid_argument(opt.restart_path + ": checkpoint step " + std::to_string(a.ints["step"]) + " is beyond steps = " +
+                                  std::to_string(opt.steps));
+    const CheckpointDataset d = field(u);
+    read_checkpoint_data(cart, opt.restart_path, std::span<const CheckpointDataset>(&d, 1));
+    first_step = static_cast<int>(a.ints["step"]);
+  }
+  double checkpoint_seconds = 0;
+  auto checkpoint = [&](int step) {
+    const double tc = MPI_Wtime();
+    CheckpointAttrs a;
+    a.kernel = "stencil";
+    a.ints = {{"step", step}, {"n", opt.n}, {"points", opt.points}, {"px", dims[0]}, {"py", dims[1]}};
+    const CheckpointDataset d = field(u);
+    write_checkpoint(cart, opt.checkpoint_path, a, std::span<const CheckpointDataset>(&d, 1));
+    checkpoint_seconds += MPI_Wtime() - tc;
+  };
+  int steps_done = first_step;
+
   MPI_Barrier(cart);
   const double t0 = MPI_Wtime();
-  for (int step = 0; step < opt.steps; ++step) {
+  for (int step = first_step; step < opt.steps; ++step) {
     MPI_Request rq[4];
     // Rows: the first and last owned rows to the neighbours above and below.
     MPI_Irecv(b.at(u, -1, 0), row_len, MPI_DOUBLE, up, 0, cart, &rq[0]);
@@ -120,15 +163,20 @@ StencilResult run_stencil(MPI_Comm comm, const StencilOptions& opt) {
     sweep(b, u, next, opt.points, 1, b.rows - 1, 0, 1);
     if (b.cols > 1) sweep(b, u, next, opt.points, 1, b.rows - 1, b.cols - 1, b.cols);
     std::swap(u, next);
+    steps_done = step + 1;
+    if (!opt.checkpoint_path.empty() &&
+        ((opt.checkpoint_every > 0 && steps_done % opt.checkpoint_every == 0) || steps_done == opt.stop_after))
+      checkpoint(steps_done);
+    if (steps_done == opt.stop_after) break;
   }
-  double seconds = MPI_Wtime() - t0;
+  double seconds = MPI_Wtime() - t0 - checkpoint_seconds;
   MPI_Allreduce(MPI_IN_PLACE, &seconds, 1, MPI_DOUBLE, MPI_MAX, cart);
   MPI_Type_free(&column);
 
   // Exact decay of the sine mode.
   const double sh = std::sin(pi * h / 2), c = std::cos(pi * h);
   const double g = opt.points == 5 ? 1.0 - 8.0 * kR * sh * sh : 1.0 + kR * (16.0 * c + 4.0 * c * c - 20.0) / 6.0;
-  const double amp = std::pow(g, opt.steps);
+  const double amp = std::pow(g, steps_done);
   double err = 0;
   std::uint64_t hash = 0;
   for (std::int64_t i = 0; i < b.rows; ++i)
@@ -145,10 +193,12 @@ StencilResult run_stencil(MPI_Comm comm, const StencilOptions& opt) {
 
   StencilResult res;
   res.max_error = err;
-  res.tolerance = 16.0 * opt.steps * DBL_EPSILON;
-  res.valid = err <= res.tolerance;
+  res.tolerance = 16.0 * steps_done * DBL_EPSILON;
+  res.valid = err <= res.tolerance && steps_done == opt.steps;
+  res.steps_done = steps_done;
+  res.restarted_at = first_step;
   res.seconds = seconds;
-  const double updates = static_cast<double>(opt.n) * static_cast<double>(opt.n) * opt.steps;
+  const double updates = static_cast<double>(opt.n) * static_cast<double>(opt.n) * (steps_done - first_step);
   res.mlups = seconds > 0 ? updates / seconds / 1e6 : 0;
   res.gbytes_per_s = seconds > 0 ? 24.0 * updates / seconds / 1e9 : 0;
   res.px = dims[0];

@@ -23,6 +23,30 @@ for points in 5 9; do
   [[ $(printf '%s\n' "${hashes[@]}" | sort -u | wc -l) -eq 1 ]] || fail "$points-point: fields differ between configurations: ${hashes[*]}"
   echo "$points-point: bit-identical over 1/2/4 ranks x 1/2 threads (hash ${hashes[0]})"
 done
+# Checkpoint/restart through parallel HDF5: stopped at step 25 and restarted on another rank
+# count (4 -> 2, 2 -> 4), the final field bit-identical to the uninterrupted run.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+full=$(OMP_NUM_THREADS=1 mpirun --oversubscribe --bind-to none -n 1 "$ST" --n 203 --steps 60 --points 9 2>&1) || fail "uninterrupted: $full"
+want=${full##*field hash }
+for pair in "4 2" "2 4"; do
+  set -- $pair
+  rm -f "$work/u.h5"
+  out=$(OMP_NUM_THREADS=1 mpirun --oversubscribe --bind-to none -n $1 "$ST" --n 203 --steps 60 --points 9 --checkpoint "$work/u.h5" --stop-after 25 2>&1)
+  [[ $out == *"steps=25 "*": STOPPED;"* && -f $work/u.h5 ]] || fail "stop at 25 on $1 ranks: $out"
+  out=$(OMP_NUM_THREADS=1 mpirun --oversubscribe --bind-to none -n $2 "$ST" --n 203 --steps 60 --points 9 --restart "$work/u.h5" 2>&1) ||
+    fail "restart on $2 ranks: $out"
+  [[ $out == *": VALID;"* && ${out##*field hash } == "$want" ]] || fail "restart $1 -> $2: field differs from the uninterrupted run ($want): $out"
+  echo "checkpoint at step 25 on $1 ranks, restarted on $2: bit-identical ($want)"
+done
+h5dump -A "$work/u.h5" | grep -q 'ATTRIBUTE "step"' || fail "h5dump cannot read the stencil checkpoint"
+head -c 3000 "$work/u.h5" > "$work/cut.h5"
+for args in "--points 5 --restart $work/u.h5|checkpoint of n=203 9-point, this run is n=203 5-point" \
+            "--points 9 --restart $work/cut.h5|truncated or damaged" \
+            "--points 9 --restart $ST|not an HDF5 file"; do
+  out=$(mpirun --oversubscribe -n 2 "$ST" --n 203 --steps 60 ${args%%|*} 2>&1); rc=$?
+  [[ $rc -eq 2 && $out == *"${args##*|}"* ]] || fail "${args%%|*}: expected exit 2 and '${args##*|}', got $rc: $out"
+done
 # Bad options.
 for args in "--points 7" "--steps 0" "--n x" "--bogus"; do
   out=$(mpirun -n 1 "$ST" $args 2>&1); rc=$?

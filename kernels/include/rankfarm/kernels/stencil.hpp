@@ -29,6 +29,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <string>
 
 namespace rankfarm::kernels {
 
@@ -36,6 +37,15 @@ struct StencilOptions {
   std::int64_t n = 1024;  ///< interior grid points per side (>= process-grid side)
   int steps = 100;        ///< Jacobi sweeps (>= 1)
   int points = 5;         ///< 5 or 9
+  /// Checkpoints (parallel HDF5, see checkpoint.hpp): the field u (n x n, row-major, without
+  /// halo) and the attributes step, n, points, px, py. Written every checkpoint_every steps and
+  /// at stop_after when checkpoint_path is set; restart_path continues from such a file, written
+  /// by any rank count for the same n and points. The final field is bit-identical to the
+  /// uninterrupted run's.
+  std::string checkpoint_path;
+  int checkpoint_every = 0;  ///< steps between checkpoints (0: none besides stop_after)
+  std::string restart_path;
+  int stop_after = 0;        ///< stop after a checkpoint at this step (0: never); for restart tests
 };
 
 struct StencilResult {
@@ -53,11 +63,15 @@ struct StencilResult {
   /// Sum mod 2^64 of the final field's IEEE-754 bit patterns: independent of the order of
   /// summation, so equal for every decomposition exactly when the fields are bit-identical.
   std::uint64_t field_hash = 0;
+  int steps_done = 0;        ///< steps the field has had (== steps unless stopped by stop_after)
+  int restarted_at = 0;      ///< step the run continued from (0: a fresh start)
 };
 
 /// Runs the kernel on every rank of `comm` (collective) and returns the same result on every
 /// rank. Throws std::invalid_argument (on every rank) when n < the process-grid side,
-/// steps < 1 or points is not 5 or 9.
+/// steps < 1 or points is not 5 or 9, or for a checkpoint that is unreadable, truncated, of
+/// another kernel, or of another n or stencil; std::runtime_error when one cannot be written.
+/// `valid` is false for a run stopped by stop_after.
 StencilResult run_stencil(MPI_Comm comm, const StencilOptions& options);
 
 }  // namespace rankfarm::kernels
