@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "rankfarm/kernels/black_scholes.hpp"
+#include "rankfarm/kernels/mandelbrot.hpp"
 #include "rankfarm/kernels/timing.hpp"
 
 namespace rankfarm::kernels {
@@ -123,6 +124,7 @@ const Registry& builtin_registry() {
   static const Registry reg = [] {
     Registry r;
     r.add(black_scholes_mc_kernel());
+    r.add(mandelbrot_frame_kernel());
     r.add(sleep_ms_kernel());
     r.add(spin_ms_kernel());
     r.add(flaky_kernel());

@@ -1,6 +1,6 @@
-// Uses rankfarm's kernels from a program of its own: a 2D heat-equation stencil, then a CG
-// solve (of a Matrix Market file when one is given, else of a 27-point Poisson problem), both
-// on MPI_COMM_WORLD. Exits 0 when both validate.
+// Uses rankfarm's kernels from a program of its own: a 2D heat-equation stencil, a CG solve (of
+// a Matrix Market file when one is given, else of a 27-point Poisson problem) and a SUMMA
+// dgemm, all on MPI_COMM_WORLD. Exits 0 when all three validate.
 #include <mpi.h>
 
 #include <cstdio>
@@ -8,6 +8,7 @@
 
 #include "rankfarm/config.hpp"
 #include "rankfarm/kernels/cg.hpp"
+#include "rankfarm/kernels/dgemm.hpp"
 #include "rankfarm/kernels/sparse.hpp"
 #include "rankfarm/kernels/stencil.hpp"
 
@@ -39,6 +40,14 @@ int main(int argc, char** argv) {
                   A.source.c_str(), static_cast<long long>(A.n), c.iterations, c.relative_residual,
                   c.valid ? "VALID" : "INVALID", c.gflops);
     if (!c.valid) status = 1;
+
+    rankfarm::kernels::DgemmOptions dopt;
+    dopt.n = 200;
+    const rankfarm::kernels::DgemmResult d = rankfarm::kernels::run_dgemm(MPI_COMM_WORLD, dopt);
+    if (rank == 0)
+      std::printf("dgemm: n=%lld, grid %dx%d: %s (%.2f GFLOP/s)\n", static_cast<long long>(dopt.n), d.pr, d.pc,
+                  d.valid ? "VALID" : "INVALID", d.gflops);
+    if (!d.valid) status = 1;
   } catch (const std::exception& e) {
     if (rank == 0) std::fprintf(stderr, "heat-and-cg: %s\n", e.what());
     status = 2;

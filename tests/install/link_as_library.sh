@@ -3,8 +3,8 @@
 #  - `cmake --install` into a fresh prefix: headers, static libraries, programs, the CMake
 #    package and the pkg-config file are all there;
 #  - examples/link-as-library, a separate CMake project, finds the package in that prefix only
-#    (find_package(rankfarm)), builds, and runs under mpirun at 1, 2 and 4 ranks: the stencil and
-#    the CG solve of the SuiteSparse matrix validate, with the same iteration count everywhere;
+#    (find_package(rankfarm)), builds, and runs under mpirun at 1, 2 and 4 ranks: the stencil,
+#    the CG solve of the SuiteSparse matrix (same iteration count everywhere) and dgemm validate;
 #  - the same program built with mpicxx and `pkg-config --static rankfarm` runs too;
 #  - the package refuses a version it is not (find_package(rankfarm 9.0)).
 #   link_as_library.sh BUILD_DIR SOURCE_DIR PATH/TO/1138_bus.mtx
@@ -27,7 +27,8 @@ for f in "$libdir"/librankfarm_runtime.a "$libdir"/librankfarm_transport.a \
          "$libdir"/cmake/rankfarm/rankfarmTargets.cmake "$libdir"/pkgconfig/rankfarm.pc \
          include/rankfarm/config.hpp include/rankfarm/kernels/stencil.hpp include/rankfarm/kernels/cg.hpp \
          include/rankfarm/runtime/farm.hpp include/rankfarm/transport/transport.hpp \
-         bin/rankfarm bin/rankfarm-shepherd bin/rankfarm-stencil bin/rankfarm-cg; do
+         bin/rankfarm bin/rankfarm-shepherd bin/rankfarm-stencil bin/rankfarm-cg bin/rankfarm-transpose bin/rankfarm-dgemm \
+         include/rankfarm/kernels/dgemm.hpp include/rankfarm/kernels/transpose.hpp include/rankfarm/kernels/mandelbrot.hpp; do
   [[ -e $prefix/$f ]] || fail "installed tree lacks $f"
 done
 echo "installed into a fresh prefix: $(cd "$prefix" && find . -type f | wc -l) files"
@@ -45,6 +46,7 @@ for np in 1 2 4; do
   echo "$out"
   [[ $out == *"stencil: n=256"*": VALID"* ]] || fail "$np ranks: stencil did not validate: $out"
   [[ $out == *"cg: "*"1138_bus"*": VALID"* ]] || fail "$np ranks: cg did not validate: $out"
+  [[ $out == *"dgemm: n=200"*": VALID"* ]] || fail "$np ranks: dgemm did not validate: $out"
   its=${out##*, n=1138, }; seen+=("${its%% iterations*}")
 done
 [[ $(printf '%s\n' "${seen[@]}" | sort -u | wc -l) -eq 1 ]] || fail "iteration counts differ over 1/2/4 ranks: ${seen[*]}"
@@ -57,7 +59,7 @@ mpicxx -std=c++20 -O2 "$SRC/examples/link-as-library/main.cpp" $flags -o "$work/
   >"$work/pc.log" 2>&1 || { cat "$work/pc.log"; fail "mpicxx \$(pkg-config --static rankfarm) failed: $flags"; }
 out=$(mpirun --oversubscribe --bind-to none -n 2 "$work/heat-and-cg-pc" 2>&1) || fail "pkg-config build, 2 ranks: $out"
 echo "$out"
-[[ $out == *"stencil"*": VALID"*"cg: poisson27"*": VALID"* ]] || fail "pkg-config build did not validate: $out"
+[[ $out == *"stencil"*": VALID"*"cg: poisson27"*": VALID"*"dgemm"*": VALID"* ]] || fail "pkg-config build did not validate: $out"
 echo "pkg-config --static rankfarm: built with mpicxx and validated at 2 ranks"
 
 # A version the package is not.

@@ -3,8 +3,13 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
 
 #include "rankfarm/kernels/black_scholes.hpp"
+#include "rankfarm/kernels/mandelbrot.hpp"
 #include "rankfarm/kernels/registry.hpp"
 #include "rankfarm/kernels/timing.hpp"
 
@@ -107,3 +112,117 @@ TEST(Flaky, FailsUntilItsAttempt) {
 }
 
 }  // namespace
+
+// --- mandelbrot_frame -------------------------------------------------------------------------
+
+namespace {
+
+kn::MandelbrotFrame whole_set() {
+  kn::MandelbrotFrame f;  // x in [-2.25, 0.75], y in [-1.125, 1.125]: the whole set
+  f.width = 320;
+  f.height = 240;
+  f.max_iter = 400;
+  f.center_x = -0.75;
+  f.center_y = 0.0;
+  f.scale0 = 3.0;
+  return f;
+}
+
+std::string temp_dir() {
+  char tmpl[] = "/tmp/rankfarm-mandel-XXXXXX";
+  const char* d = mkdtemp(tmpl);
+  if (d == nullptr) throw std::runtime_error("mkdtemp failed");
+  return d;
+}
+
+}  // namespace
+
+TEST(Mandelbrot, WholeSetPixelAreaMatchesTheKnownArea) {
+  const kn::MandelbrotResult r = kn::render_mandelbrot(whole_set());
+  EXPECT_EQ(r.analytic_mismatch, 0);
+  EXPECT_GT(r.analytic_inside, 10000);  // most of the set is cardioid + bulb
+  EXPECT_GE(r.inside, r.analytic_inside);
+  // Pixel counting at this resolution: the set's area is 1.50659 (Foerster and Bittner; Mitchell
+  // 2001); escape-time with a finite max_iter overestimates it slightly.
+  const double pixel_area = (3.0 / 320) * (3.0 / 320);
+  EXPECT_NEAR(static_cast<double>(r.inside) * pixel_area, 1.5066, 0.05);
+  EXPECT_TRUE(r.png_verified);
+  EXPECT_TRUE(r.path.empty());
+}
+
+TEST(Mandelbrot, BitIdenticalForAnyThreadCountAndWritesAVerifiedPng) {
+  kn::MandelbrotFrame f;
+  f.frame = 6;
+  f.width = 200;
+  f.height = 120;
+  f.max_iter = 600;
+  const std::string dir = temp_dir();
+  f.output_dir = dir + "/frames";
+  omp_set_num_threads(1);
+  const kn::MandelbrotResult one = kn::render_mandelbrot(f);
+  omp_set_num_threads(2);
+  const kn::MandelbrotResult two = kn::render_mandelbrot(f);
+  EXPECT_EQ(one.checksum, two.checksum);
+  EXPECT_EQ(one.inside, two.inside);
+  EXPECT_EQ(one.path, f.output_dir + "/frame_00006.png");
+  EXPECT_TRUE(one.png_verified);
+  std::FILE* fp = std::fopen(one.path.c_str(), "rb");
+  ASSERT_NE(fp, nullptr);
+  unsigned char sig[8] = {};
+  EXPECT_EQ(std::fread(sig, 1, 8, fp), 8u);
+  std::fseek(fp, 0, SEEK_END);
+  EXPECT_EQ(std::ftell(fp), one.png_bytes);
+  std::fclose(fp);
+  const unsigned char png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  EXPECT_EQ(std::memcmp(sig, png_sig, 8), 0);
+  // Another frame is another image.
+  f.frame = 7;
+  EXPECT_NE(kn::render_mandelbrot(f).checksum, one.checksum);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Mandelbrot, ErrorsNameTheProblem) {
+  kn::MandelbrotFrame f = whole_set();
+  const std::string dir = temp_dir();
+  std::FILE* fp = std::fopen((dir + "/plain").c_str(), "w");
+  ASSERT_NE(fp, nullptr);
+  std::fclose(fp);
+  f.output_dir = dir + "/plain/frames";  // under a regular file
+  try {
+    kn::render_mandelbrot(f);
+    FAIL() << "no error for an output directory under a file";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir + "/plain/frames: cannot create the directory"), std::string::npos) << e.what();
+  }
+  f.output_dir.clear();
+  f.zoom = 1.5;
+  EXPECT_THROW(kn::render_mandelbrot(f), std::invalid_argument);
+  f.zoom = 0.5;
+  kn::TaskContext past;
+  past.deadline = kn::TaskContext::Clock::now() - std::chrono::seconds(1);
+  EXPECT_THROW(kn::render_mandelbrot(f, past), kn::TaskTimeout);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Mandelbrot, RegistryKernelChecksItself) {
+  const kn::KernelSpec* k = kn::builtin_registry().find("mandelbrot_frame");
+  ASSERT_NE(k, nullptr);
+  kn::Params p;
+  for (const auto& spec : k->params)
+    if (spec.default_value) p.set(spec.name, *spec.default_value);
+  p.set("frame", std::int64_t{3});
+  p.set("width", std::int64_t{64});
+  p.set("height", std::int64_t{48});
+  p.set("output", std::string());
+  kn::TaskContext ctx;
+  const std::vector<double> out = k->run(p, ctx);
+  ASSERT_EQ(out.size(), k->outputs.size());
+  EXPECT_TRUE(k->check(p, out));
+  EXPECT_EQ(out[0], std::floor(out[0]));  // the checksum is an exact integer
+  std::vector<double> bad = out;
+  bad[3] = 1;  // a cardioid pixel escaped
+  EXPECT_FALSE(k->check(p, bad));
+  bad = out;
+  bad[4] = 0;  // the PNG did not read back
+  EXPECT_FALSE(k->check(p, bad));
+}

@@ -132,7 +132,7 @@ class Registry {
   std::map<std::string, KernelSpec> kernels_;
 };
 
-/// The kernels shipped with rankfarm: black_scholes_mc, sleep_ms, spin_ms, flaky.
+/// The kernels shipped with rankfarm: black_scholes_mc, mandelbrot_frame, sleep_ms, spin_ms, flaky.
 const Registry& builtin_registry();
 
 /// Edit distance between a and b (insert, delete, substitute each cost 1).
