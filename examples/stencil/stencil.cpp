@@ -1,6 +1,6 @@
 // Standalone 2D heat-equation stencil (rankfarm::kernels::run_stencil), self-validating.
 //
-//   mpirun -n 4 rankfarm-stencil [--n N] [--steps K] [--points 5|9]
+//   mpirun -n 4 rankfarm-stencil [--n N] [--steps K] [--points 5|9] [--halo p2p|neighbor|put [--transport NAME]]
 //        [--checkpoint FILE.h5 [--checkpoint-every K] [--stop-after K]] [--restart FILE.h5]
 //
 // Prints one line with the process grid, threads, rate (MLUP/s), implied memory traffic (GB/s),
@@ -51,9 +51,18 @@ int main(int argc, char** argv) {
     else if (a == "--restart") o.restart_path = text("--restart");
     else if (a == "--steps") o.steps = static_cast<int>(value("--steps"));
     else if (a == "--points") o.points = static_cast<int>(value("--points"));
+    else if (a == "--halo") {
+      try {
+        o.halo = rankfarm::kernels::parse_halo_exchange(text("--halo"));
+      } catch (const std::invalid_argument& ex) {
+        if (rank == 0) std::fprintf(stderr, "rankfarm-stencil: --halo: %s\n", ex.what());
+        MPI_Finalize();
+        return 2;
+      }
+    } else if (a == "--transport") o.transport = text("--transport");
     else {
       if (rank == 0)
-        std::fprintf(stderr, "rankfarm-stencil: unknown option %s (--n N --steps K --points 5|9 --checkpoint FILE "
+        std::fprintf(stderr, "rankfarm-stencil: unknown option %s (--n N --steps K --points 5|9 --halo p2p|neighbor|put --transport auto|shm|tcp|ofi|verbs --checkpoint FILE "
                              "--checkpoint-every K --stop-after K --restart FILE)\n", a.c_str());
       MPI_Finalize();
       return 2;
@@ -72,9 +81,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (rank == 0)
-    std::printf("stencil %d-point n=%lld steps=%d grid=%dx%d threads=%d: %.1f MLUP/s, %.2f GB/s, max error %.3g "
+    std::printf("stencil %d-point n=%lld steps=%d grid=%dx%d halo=%s(%s) threads=%d: %.1f MLUP/s, %.2f GB/s, max error %.3g "
                 "(tolerance %.3g): %s; field hash %016llx\n",
-                o.points, static_cast<long long>(o.n), r.steps_done, r.px, r.py, r.threads, r.mlups, r.gbytes_per_s, r.max_error,
+                o.points, static_cast<long long>(o.n), r.steps_done, r.px, r.py, to_string(o.halo), r.halo_backend.c_str(), r.threads, r.mlups, r.gbytes_per_s, r.max_error,
                 r.tolerance, r.valid ? "VALID" : (r.steps_done < o.steps ? "STOPPED" : "INVALID"), static_cast<unsigned long long>(r.field_hash));
   MPI_Finalize();
   return r.valid ? 0 : 1;

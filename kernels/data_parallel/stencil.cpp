@@ -2,6 +2,8 @@
 #include "rankfarm/kernels/stencil.hpp"
 
 #include "rankfarm/kernels/checkpoint.hpp"
+#include "rankfarm/transport/bootstrap.hpp"
+#include "rankfarm/transport/transport.hpp"
 
 #include <omp.h>
 
@@ -9,6 +11,8 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <memory>
 #include <numbers>
 #include <stdexcept>
 #include <string>
@@ -54,7 +58,160 @@ void sweep(const Block& b, const std::vector<double>& u, std::vector<double>& ou
   }
 }
 
+namespace tp = rankfarm::transport;
+
+// Halo exchange by transport puts (see stencil.hpp). Neighbour ranks are in the Cartesian
+// communicator; a missing neighbour is MPI_PROC_NULL.
+class PutHalo {
+ public:
+  // Notice tags: 4 * step + where the data landed at the receiver.
+  enum Where : std::uint64_t { kTopHalo = 0, kBottomHalo = 1, kLeftZone = 2, kRightZone = 3 };
+
+  PutHalo(MPI_Comm cart, const std::string& request, const Block& b, std::vector<double>& u, std::vector<double>& next,
+          std::int64_t up_rows, int up, int down, int left, int right)
+      : boot_(cart), b_(b), up_rows_(up_rows), up_(up), down_(down), left_(left), right_(right) {
+    t_ = tp::open_transport(boot_, request);
+    puts_.reserve(2);  // Requests must not move while in flight
+    const std::size_t cells = u.size() * sizeof(double);
+    field_[0] = u.data();
+    field_[1] = next.data();
+    const std::size_t col = static_cast<std::size_t>(b.rows + 2);
+    zone_.assign(4 * col, 0.0);  // [parity][left-in, right-in][rows + 2]
+    pack_.assign(2 * col, 0.0);  // [to left, to right][rows + 2]
+    for (int k = 0; k < 2; ++k) mr_[k] = t_->register_memory(field_[k], cells);
+    mr_zone_ = t_->register_memory(zone_.data(), zone_.size() * sizeof(double));
+    mr_pack_ = t_->register_memory(pack_.data(), pack_.size() * sizeof(double));
+    for (int k = 0; k < 2; ++k) remote_field_[k] = tp::exchange(boot_, mr_[k].remote());
+    remote_zone_ = tp::exchange(boot_, mr_zone_.remote());
+  }
+  ~PutHalo() {
+    // No neighbour may still write into our regions. (When unwinding from an error, other ranks
+    // may never arrive: skip the barrier; the job is failing anyway.)
+    if (std::uncaught_exceptions() == 0) boot_.barrier();
+    for (auto* mr : {&mr_[0], &mr_[1], &mr_zone_, &mr_pack_}) t_->deregister_memory(*mr);
+  }
+  std::string backend() const { return t_->name(); }
+
+  // Phase 1: my first and last owned rows into my neighbours' halo rows (of the buffer in use,
+  // the same parity on every rank), then notices. Returns with the puts in flight.
+  void start_rows(const std::vector<double>& u, int step) {
+    step_ = step;
+    parity_ = u.data() == field_[0] ? 0 : 1;
+    const std::size_t row = static_cast<std::size_t>(b_.cols) * sizeof(double);
+    puts_.clear();
+    if (up_ != MPI_PROC_NULL)  // into up's bottom halo row (its row up_rows_)
+      put(up_, &u[static_cast<std::size_t>(1 * b_.stride + 1)], row, remote_field_[parity_][up_],
+          static_cast<std::uint64_t>((up_rows_ + 1) * b_.stride + 1) * sizeof(double), kBottomHalo);
+    if (down_ != MPI_PROC_NULL)  // into down's top halo row (its row -1)
+      put(down_, &u[static_cast<std::size_t>(b_.rows * b_.stride + 1)], row, remote_field_[parity_][down_],
+          sizeof(double), kTopHalo);
+  }
+  void finish_rows() {
+    complete_puts();
+    wait_notices({{up_, kTopHalo}, {down_, kBottomHalo}});
+  }
+  // Phase 2: whole-height edge columns, packed, into the neighbours' landing zones; then my
+  // zones unpacked into my halo columns.
+  void columns(std::vector<double>& u) {
+    const std::size_t col = static_cast<std::size_t>(b_.rows + 2);
+    const std::size_t bytes = col * sizeof(double);
+    const std::uint64_t zone = static_cast<std::uint64_t>(parity_) * 2 * bytes;
+    puts_.clear();
+    if (left_ != MPI_PROC_NULL) {
+      for (std::size_t i = 0; i < col; ++i) pack_[i] = u[i * static_cast<std::size_t>(b_.stride) + 1];
+      put(left_, pack_.data(), bytes, remote_zone_[left_], zone + bytes, kRightZone);
+    }
+    if (right_ != MPI_PROC_NULL) {
+      for (std::size_t i = 0; i < col; ++i) pack_[col + i] = u[i * static_cast<std::size_t>(b_.stride) + static_cast<std::size_t>(b_.cols)];
+      put(right_, pack_.data() + col, bytes, remote_zone_[right_], zone, kLeftZone);
+    }
+    complete_puts();
+    wait_notices({{left_, kLeftZone}, {right_, kRightZone}});
+    const double* in = zone_.data() + static_cast<std::size_t>(parity_) * 2 * col;
+    if (left_ != MPI_PROC_NULL)
+      for (std::size_t i = 0; i < col; ++i) u[i * static_cast<std::size_t>(b_.stride)] = in[i];
+    if (right_ != MPI_PROC_NULL)
+      for (std::size_t i = 0; i < col; ++i) u[i * static_cast<std::size_t>(b_.stride) + static_cast<std::size_t>(b_.cols) + 1] = in[col + i];
+  }
+
+ private:
+  struct Pending {
+    int peer;
+    Where where;
+    tp::Request req;
+  };
+  std::uint64_t tag(Where w) const { return 4 * static_cast<std::uint64_t>(step_) + w; }
+  void put(int peer, const void* src, std::size_t len, const tp::RemoteRegion& dst, std::uint64_t offset, Where w) {
+    puts_.push_back(Pending{peer, w, {}});
+    check(t_->put(peer, src, len, dst, offset, &puts_.back().req), puts_.back().req, "put");
+  }
+  void complete_puts() {
+    for (auto& p : puts_) check(t_->wait(p.req), p.req, "put");
+    // The data is in place at each neighbour: tell it (8 bytes: the step).
+    for (auto& p : puts_) {
+      notices_out_[&p - puts_.data()] = static_cast<std::uint64_t>(step_);
+      p.req = {};
+      check(t_->send(p.peer, tag(p.where), &notices_out_[&p - puts_.data()], sizeof(std::uint64_t), &p.req), p.req, "notice");
+    }
+    for (auto& p : puts_) check(t_->wait(p.req), p.req, "notice");
+  }
+  void wait_notices(std::initializer_list<std::pair<int, Where>> from) {
+    tp::Request r[2];
+    std::uint64_t got[2] = {0, 0};
+    int k = 0;
+    for (const auto& [peer, where] : from) {
+      if (peer != MPI_PROC_NULL)
+        check(t_->recv(peer, tag(where), &got[k], sizeof got[k], &r[k]), r[k], "notice");
+      ++k;
+    }
+    k = 0;
+    for (const auto& [peer, where] : from) {
+      if (peer != MPI_PROC_NULL) {
+        check(t_->wait(r[k]), r[k], "notice");
+        if (got[k] != static_cast<std::uint64_t>(step_))
+          throw std::runtime_error("stencil: halo notice from rank " + std::to_string(peer) + " for step " +
+                                   std::to_string(got[k]) + ", expected " + std::to_string(step_));
+      }
+      ++k;
+    }
+  }
+  void check(tp::Status s, const tp::Request& r, const char* what) const {
+    if (s == tp::Status::Ok || s == tp::Status::InProgress) return;
+    throw std::runtime_error(std::string("stencil: halo ") + what + " through " + t_->name() + " failed: " +
+                             (r.error.empty() ? tp::to_string(s) : r.error));
+  }
+
+  tp::MpiBootstrap boot_;
+  std::unique_ptr<tp::Transport> t_;
+  Block b_;
+  std::int64_t up_rows_;
+  int up_, down_, left_, right_;
+  double* field_[2] = {nullptr, nullptr};
+  std::vector<double> zone_, pack_;
+  tp::MemoryRegion mr_[2], mr_zone_, mr_pack_;
+  std::vector<tp::RemoteRegion> remote_field_[2], remote_zone_;
+  std::vector<Pending> puts_;
+  std::uint64_t notices_out_[2] = {0, 0};
+  int step_ = 0, parity_ = 0;
+};
+
 }  // namespace
+
+const char* to_string(HaloExchange h) noexcept {
+  switch (h) {
+    case HaloExchange::PointToPoint: return "p2p";
+    case HaloExchange::Neighborhood: return "neighbor";
+    case HaloExchange::Put: return "put";
+  }
+  return "?";
+}
+
+HaloExchange parse_halo_exchange(const std::string& name) {
+  if (name == "p2p") return HaloExchange::PointToPoint;
+  if (name == "neighbor") return HaloExchange::Neighborhood;
+  if (name == "put") return HaloExchange::Put;
+  throw std::invalid_argument("halo exchange '" + name + "': expected p2p, neighbor or put");
+}
 
 StencilResult run_stencil(MPI_Comm comm, const StencilOptions& opt) {
   int size = 1, rank = 0;
@@ -139,24 +296,57 @@ StencilResult run_stencil(MPI_Comm comm, const StencilOptions& opt) {
   };
   int steps_done = first_step;
 
+  // Neighbourhood collectives: neighbours in Cartesian order (up, down, left, right); byte
+  // displacements from the field's start, the same in both field buffers. Send and receive
+  // blocks are disjoint parts of one buffer.
+  const auto off = [&](std::int64_t i, std::int64_t j) {
+    return static_cast<MPI_Aint>(((i + 1) * b.stride + (j + 1)) * static_cast<std::int64_t>(sizeof(double)));
+  };
+  const int row_counts[4] = {row_len, row_len, 0, 0}, col_counts[4] = {0, 0, 1, 1};
+  const MPI_Aint row_sdispl[4] = {off(0, 0), off(b.rows - 1, 0), 0, 0}, row_rdispl[4] = {off(-1, 0), off(b.rows, 0), 0, 0};
+  const MPI_Aint col_sdispl[4] = {0, 0, off(-1, 0), off(-1, b.cols - 1)}, col_rdispl[4] = {0, 0, off(-1, -1), off(-1, b.cols)};
+  const MPI_Datatype row_types[4] = {MPI_DOUBLE, MPI_DOUBLE, MPI_DOUBLE, MPI_DOUBLE}, col_types[4] = {column, column, column, column};
+  // Transport puts.
+  std::unique_ptr<PutHalo> put_halo;
+  if (opt.halo == HaloExchange::Put) {
+    std::int64_t up_first = 0, up_rows = 0;
+    if (up != MPI_PROC_NULL) split(opt.n, dims[0], coords[0] - 1, &up_first, &up_rows);
+    put_halo = std::make_unique<PutHalo>(cart, opt.transport, b, u, next, up_rows, up, down, left, right);
+  }
+
   MPI_Barrier(cart);
   const double t0 = MPI_Wtime();
   for (int step = first_step; step < opt.steps; ++step) {
     MPI_Request rq[4];
     // Rows: the first and last owned rows to the neighbours above and below.
-    MPI_Irecv(b.at(u, -1, 0), row_len, MPI_DOUBLE, up, 0, cart, &rq[0]);
-    MPI_Irecv(b.at(u, b.rows, 0), row_len, MPI_DOUBLE, down, 1, cart, &rq[1]);
-    MPI_Isend(b.at(u, 0, 0), row_len, MPI_DOUBLE, up, 1, cart, &rq[2]);
-    MPI_Isend(b.at(u, b.rows - 1, 0), row_len, MPI_DOUBLE, down, 0, cart, &rq[3]);
+    if (opt.halo == HaloExchange::PointToPoint) {
+      MPI_Irecv(b.at(u, -1, 0), row_len, MPI_DOUBLE, up, 0, cart, &rq[0]);
+      MPI_Irecv(b.at(u, b.rows, 0), row_len, MPI_DOUBLE, down, 1, cart, &rq[1]);
+      MPI_Isend(b.at(u, 0, 0), row_len, MPI_DOUBLE, up, 1, cart, &rq[2]);
+      MPI_Isend(b.at(u, b.rows - 1, 0), row_len, MPI_DOUBLE, down, 0, cart, &rq[3]);
+    } else if (opt.halo == HaloExchange::Neighborhood) {
+      MPI_Ineighbor_alltoallw(u.data(), row_counts, row_sdispl, row_types, u.data(), row_counts, row_rdispl, row_types, cart,
+                              &rq[0]);
+    } else {
+      put_halo->start_rows(u, step);
+    }
     // Cells whose stencil touches no halo, while the rows travel.
     sweep(b, u, next, opt.points, 1, b.rows - 1, 1, b.cols - 1);
-    MPI_Waitall(4, rq, MPI_STATUSES_IGNORE);
     // Columns, including the halo rows just received: the corners arrive with them.
-    MPI_Irecv(b.at(u, -1, -1), 1, column, left, 2, cart, &rq[0]);
-    MPI_Irecv(b.at(u, -1, b.cols), 1, column, right, 3, cart, &rq[1]);
-    MPI_Isend(b.at(u, -1, 0), 1, column, left, 3, cart, &rq[2]);
-    MPI_Isend(b.at(u, -1, b.cols - 1), 1, column, right, 2, cart, &rq[3]);
-    MPI_Waitall(4, rq, MPI_STATUSES_IGNORE);
+    if (opt.halo == HaloExchange::PointToPoint) {
+      MPI_Waitall(4, rq, MPI_STATUSES_IGNORE);
+      MPI_Irecv(b.at(u, -1, -1), 1, column, left, 2, cart, &rq[0]);
+      MPI_Irecv(b.at(u, -1, b.cols), 1, column, right, 3, cart, &rq[1]);
+      MPI_Isend(b.at(u, -1, 0), 1, column, left, 3, cart, &rq[2]);
+      MPI_Isend(b.at(u, -1, b.cols - 1), 1, column, right, 2, cart, &rq[3]);
+      MPI_Waitall(4, rq, MPI_STATUSES_IGNORE);
+    } else if (opt.halo == HaloExchange::Neighborhood) {
+      MPI_Wait(&rq[0], MPI_STATUS_IGNORE);
+      MPI_Neighbor_alltoallw(u.data(), col_counts, col_sdispl, col_types, u.data(), col_counts, col_rdispl, col_types, cart);
+    } else {
+      put_halo->finish_rows();
+      put_halo->columns(u);
+    }
     // The block's edge cells.
     sweep(b, u, next, opt.points, 0, 1, 0, b.cols);
     if (b.rows > 1) sweep(b, u, next, opt.points, b.rows - 1, b.rows, 0, b.cols);
@@ -171,6 +361,8 @@ StencilResult run_stencil(MPI_Comm comm, const StencilOptions& opt) {
   }
   double seconds = MPI_Wtime() - t0 - checkpoint_seconds;
   MPI_Allreduce(MPI_IN_PLACE, &seconds, 1, MPI_DOUBLE, MPI_MAX, cart);
+  const std::string halo_backend = put_halo ? put_halo->backend() : "mpi";
+  put_halo.reset();
   MPI_Type_free(&column);
 
   // Exact decay of the sine mode.
@@ -205,6 +397,7 @@ StencilResult run_stencil(MPI_Comm comm, const StencilOptions& opt) {
   res.py = dims[1];
   res.threads = omp_get_max_threads();
   res.field_hash = hash;
+  res.halo_backend = halo_backend;
   return res;
 }
 

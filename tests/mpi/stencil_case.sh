@@ -2,7 +2,9 @@
 # The stencil kernel under real mpirun: valid (exact decay of the sine mode) at 1, 2 and 4
 # ranks with 1 and 2 OpenMP threads, for the 5- and 9-point stencils, on a grid that does not
 # divide evenly (203 = uneven blocks), and the final field bit-identical (same hash) in every
-# configuration. Bad options are one-line errors with exit code 2.
+# configuration. The same field with the halo moved by MPI neighbourhood collectives and by
+# transport puts (shm, tcp and libfabric's tcp;ofi_rxm), at 2, 3 and 4 ranks. Checkpoints
+# restart on another rank count. Bad options are one-line errors with exit code 2.
 #   stencil_case.sh PATH/TO/rankfarm-stencil
 set -uo pipefail
 ST=$(readlink -f "$1")
@@ -23,6 +25,23 @@ for points in 5 9; do
   [[ $(printf '%s\n' "${hashes[@]}" | sort -u | wc -l) -eq 1 ]] || fail "$points-point: fields differ between configurations: ${hashes[*]}"
   echo "$points-point: bit-identical over 1/2/4 ranks x 1/2 threads (hash ${hashes[0]})"
 done
+# Halo exchange methods: the same field as point-to-point (hash from the loop above).
+want=${hashes[0]}
+for np in 2 3 4; do
+  for halo in "neighbor" "put --transport shm" "put --transport tcp" "put --transport ofi"; do
+    [[ $np -eq 3 && $halo == *"ofi"* ]] && continue  # ofi at 2 and 4 is enough
+    out=$(OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive mpirun --oversubscribe --bind-to none -n $np "$ST" --n 203 --steps 60 --points 9 --halo $halo 2>&1) ||
+      fail "--halo $halo, $np ranks: exit $?: $out"
+    echo "$out"
+    name=${halo%% *}; backend=mpi
+    [[ $halo == put* ]] && backend=${halo##* }
+    [[ $out == *"halo=$name($backend)"*": VALID;"* && ${out##*field hash } == "$want" ]] ||
+      fail "--halo $halo, $np ranks: expected halo=$name($backend), VALID and hash $want: $out"
+  done
+done
+echo "halo by neighbourhood collectives and by puts over shm, tcp and ofi: bit-identical ($want)"
+out=$(mpirun -n 1 "$ST" --halo bogus 2>&1); rc=$?
+[[ $rc -eq 2 && $out == *"--halo: halo exchange 'bogus': expected p2p, neighbor or put"* ]] || fail "--halo bogus: $rc: $out"
 # Checkpoint/restart through parallel HDF5: stopped at step 25 and restarted on another rank
 # count (4 -> 2, 2 -> 4), the final field bit-identical to the uninterrupted run.
 work=$(mktemp -d)

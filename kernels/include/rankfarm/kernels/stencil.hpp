@@ -19,9 +19,20 @@
 // Decomposition: MPI_Dims_create + MPI_Cart_create (non-periodic) over the ranks of `comm`;
 // rows and columns are split as evenly as possible (the first n % p blocks one longer), so
 // any n >= the process-grid side works. Each rank holds its block with a one-cell halo,
-// row-major. Halo exchange (MPI point-to-point): the rows are sent non-blocking and the
-// interior is updated meanwhile; then the columns, whole-height with the halo rows, so the
-// corners the 9-point stencil needs arrive too; then the block's edge cells. Each cell is
+// row-major. Halo exchange, in two phases whatever the method: the rows travel while the
+// interior is updated; then the columns, whole-height with the halo rows, so the corners the
+// 9-point stencil needs arrive too; then the block's edge cells. Methods (StencilOptions::halo):
+// - PointToPoint: MPI_Isend/MPI_Irecv, the columns as an MPI_Type_vector;
+// - Neighborhood: MPI_Ineighbor_alltoallw on the Cartesian communicator (rows), then
+//   MPI_Neighbor_alltoallw (columns), byte displacements into the field;
+// - Put: rankfarm::transport one-sided puts (open_transport over the Cartesian communicator,
+//   `transport` picks the backend). Rows are put straight into the neighbours' halo rows of the
+//   field buffer in use (both field buffers are registered); columns are packed and put into a
+//   registered landing zone, one per step parity, then unpacked by the receiver. After a put
+//   completes (remote completion), a small tagged message tells the neighbour; a rank
+//   starts step s only after its neighbours' step s - 1 notices, which is what makes writing
+//   into their buffers safe.
+// All three give bit-identical fields. Each cell is
 // updated by the same arithmetic in the same order whatever the rank count, so the final field
 // is bit-identical for 1, 2 or 4 ranks and any thread count.
 #pragma once
@@ -33,10 +44,20 @@
 
 namespace rankfarm::kernels {
 
+/// How the halo moves (see above).
+enum class HaloExchange { PointToPoint, Neighborhood, Put };
+
+/// "p2p", "neighbor" or "put".
+const char* to_string(HaloExchange h) noexcept;
+/// Parses "p2p", "neighbor" or "put"; throws std::invalid_argument naming the accepted values.
+HaloExchange parse_halo_exchange(const std::string& name);
+
 struct StencilOptions {
   std::int64_t n = 1024;  ///< interior grid points per side (>= process-grid side)
   int steps = 100;        ///< Jacobi sweeps (>= 1)
   int points = 5;         ///< 5 or 9
+  HaloExchange halo = HaloExchange::PointToPoint;
+  std::string transport = "auto";  ///< backend for HaloExchange::Put (as open_transport's request)
   /// Checkpoints (parallel HDF5, see checkpoint.hpp): the field u (n x n, row-major, without
   /// halo) and the attributes step, n, points, px, py. Written every checkpoint_every steps and
   /// at stop_after when checkpoint_path is set; restart_path continues from such a file, written
@@ -64,6 +85,7 @@ struct StencilResult {
   /// summation, so equal for every decomposition exactly when the fields are bit-identical.
   std::uint64_t field_hash = 0;
   int steps_done = 0;        ///< steps the field has had (== steps unless stopped by stop_after)
+  std::string halo_backend;  ///< "mpi" for the MPI methods, else the transport backend used for puts
   int restarted_at = 0;      ///< step the run continued from (0: a fresh start)
 };
 
