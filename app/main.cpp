@@ -45,6 +45,7 @@ int list_kernels() {
   for (const auto& name : reg.names()) {
     const kn::KernelSpec* k = reg.find(name);
     std::cout << fmt::format("{}: {}\n", k->name, k->summary);
+    if (k->run_on) std::cout << fmt::format("  ranks  1..{} per task (ranks = N in the job file; MPI inside)\n", k->max_ranks);
     for (const auto& p : k->params) {
       std::string range;
       if (p.min || p.max)

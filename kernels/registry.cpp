@@ -7,6 +7,7 @@
 
 #include "rankfarm/kernels/black_scholes.hpp"
 #include "rankfarm/kernels/mandelbrot.hpp"
+#include "data_parallel/farm_kernels.hpp"
 #include "rankfarm/kernels/timing.hpp"
 
 namespace rankfarm::kernels {
@@ -125,6 +126,10 @@ const Registry& builtin_registry() {
     Registry r;
     r.add(black_scholes_mc_kernel());
     r.add(mandelbrot_frame_kernel());
+    r.add(detail::stencil_farm_kernel());
+    r.add(detail::cg_farm_kernel());
+    r.add(detail::transpose_farm_kernel());
+    r.add(detail::dgemm_farm_kernel());
     r.add(sleep_ms_kernel());
     r.add(spin_ms_kernel());
     r.add(flaky_kernel());

@@ -69,6 +69,16 @@ class Coordinator {
     double busy_s = 0;
     std::uint64_t tasks = 0;
   };
+  // A task on several ranks in flight: its members (leader first) and what they reported.
+  struct Gang {
+    std::uint32_t attempt = 0;
+    std::vector<int> members;
+    std::size_t reported = 0;
+    Outcome leader;           // the leader's outcome (its values are the task's)
+    std::string member_error; // the first failure reported by another member
+    bool member_interrupted = false;
+    double wall_s = 0;        // the longest member's
+  };
   struct Ready {
     int priority;
     std::uint32_t idx;
@@ -100,11 +110,21 @@ class Coordinator {
   bool dispatch() {
     if (ready_.empty() || stopping_) return false;
     std::vector<std::vector<std::uint32_t>> batch(static_cast<std::size_t>(size_));
-    bool any = true, did = false;
+    bool any = true, did = false, blocked = false;
     const int first = size_ == 1 ? 0 : 1;
-    while (any && !ready_.empty()) {
+    while (any && !ready_.empty() && !blocked) {
       any = false;
       for (int w = first; w < size_ && !ready_.empty(); ++w) {
+        // A task on several ranks waits for that many idle workers; until then nothing else is
+        // handed out, so that busy workers drain (strict priority order, no starvation).
+        if (job_.tasks[ready_.top().idx].ranks > 1) {
+          if (!place_gang(ready_.top().idx, batch)) {
+            blocked = true;
+            break;
+          }
+          any = did = true;
+          continue;
+        }
         Worker& wk = workers_[static_cast<std::size_t>(w)];
         const std::size_t limit = size_ == 1 ? 1 : static_cast<std::size_t>(window());
         if (wk.hung || wk.gone || wk.in_flight.size() >= limit) continue;
@@ -132,23 +152,94 @@ class Coordinator {
       for (auto idx : b) {
         msg.put<std::uint32_t>(idx);
         msg.put<std::uint32_t>(static_cast<std::uint32_t>(rec_[idx].attempt));
+        auto g = gangs_.find(idx);
+        const std::size_t nm = g == gangs_.end() ? 0 : g->second.members.size();
+        msg.put<std::uint32_t>(static_cast<std::uint32_t>(nm));
+        for (std::size_t m = 0; m < nm; ++m) msg.put<std::uint32_t>(static_cast<std::uint32_t>(g->second.members[m]));
       }
       mpi_send(msg, w, kTagAssign, comm_);
     }
     return did;
   }
 
-  void on_outcome(int w, const Outcome& o) {
+  // Places task `idx` (ranks > 1) on that many idle workers, lowest ranks first. False when
+  // there are not enough idle workers yet. A task that can never get its ranks (workers lost)
+  // fails.
+  bool place_gang(std::uint32_t idx, std::vector<std::vector<std::uint32_t>>& batch) {
+    const int k = job_.tasks[idx].ranks;
+    std::vector<int> idle;
+    int usable = 0;
+    for (int w = 1; w < size_; ++w) {
+      const Worker& wk = workers_[static_cast<std::size_t>(w)];
+      if (wk.hung || wk.gone) continue;
+      ++usable;
+      if (wk.in_flight.empty() && static_cast<int>(idle.size()) < k) idle.push_back(w);
+    }
+    if (usable < k) {
+      ready_.pop();
+      rec_[idx].failure_count = job_.tasks[idx].retries;  // no retry can help
+      fail_attempt(idx, fmt::format("needs {} ranks, only {} worker rank(s) are left", k, usable));
+      return true;
+    }
+    if (static_cast<int>(idle.size()) < k) return false;
+    ready_.pop();
+    TaskRecord& r = rec_[idx];
+    r.state = TaskState::Running;
+    r.rank = idle.front();
+    r.attempt += 1;
+    r.started_at = epoch_seconds();
+    r.deadline = job_.tasks[idx].timeout_s > 0 ? r.started_at + job_.tasks[idx].timeout_s : 0;
+    if (job_.tasks[idx].timeout_s > 0) started_[idx] = Clock::now();
+    journal(idx);
+    Gang& g = gangs_[idx];
+    g = Gang{};
+    g.attempt = static_cast<std::uint32_t>(r.attempt);
+    g.members = idle;
+    for (int w : idle) {
+      workers_[static_cast<std::size_t>(w)].in_flight.push_back(idx);
+      batch[static_cast<std::size_t>(w)].push_back(idx);
+    }
+    return true;
+  }
+
+  void on_outcome(int w, const Outcome& o_in) {
     Worker& wk = workers_[static_cast<std::size_t>(w)];
-    auto it = std::find(wk.in_flight.begin(), wk.in_flight.end(), o.idx);
+    auto it = std::find(wk.in_flight.begin(), wk.in_flight.end(), o_in.idx);
     if (it != wk.in_flight.end()) wk.in_flight.erase(it);
     if (wk.hung) {
       wk.hung = false;  // it came back
       progress_->note(fmt::format("rank {} answered again after being presumed hung", w));
     }
-    TaskRecord& r = rec_[o.idx];
-    wk.busy_s += o.wall_s;
+    wk.busy_s += o_in.wall_s;
     ++wk.tasks;
+    // A task on several ranks is decided when all its members have reported: the leader's
+    // values, or the first member's failure.
+    Outcome o = o_in;
+    if (auto g = gangs_.find(o.idx); g != gangs_.end() && g->second.attempt == o.attempt &&
+        std::find(g->second.members.begin(), g->second.members.end(), w) != g->second.members.end()) {
+      Gang& gang = g->second;
+      gang.wall_s = std::max(gang.wall_s, o.wall_s);
+      if (w == gang.members.front()) {
+        gang.leader = o;
+      } else if (!o.ok) {
+        if (gang.member_error.empty()) gang.member_error = o.error;
+        gang.member_interrupted = gang.member_interrupted || o.interrupted;
+      }
+      if (++gang.reported < gang.members.size()) return;
+      o = std::move(gang.leader);
+      w = gang.members.front();
+      o.wall_s = gang.wall_s;
+      if (o.ok && !gang.member_error.empty()) {
+        o.ok = false;
+        o.interrupted = gang.member_interrupted;
+        o.error = gang.member_error;
+      }
+      gangs_.erase(g);
+    } else if (job_.tasks[o.idx].ranks > 1) {
+      ++stale_;  // a member of an attempt already given up on
+      return;
+    }
+    TaskRecord& r = rec_[o.idx];
     mean_task_s_ = mean_task_s_ < 0 ? o.wall_s : 0.9 * mean_task_s_ + 0.1 * o.wall_s;
     if (r.state != TaskState::Running || r.rank != w || static_cast<std::uint32_t>(r.attempt) != o.attempt) {
       ++stale_;  // an attempt already given up on (timed out, or the job is stopping)
@@ -205,6 +296,7 @@ class Coordinator {
       Worker& wk = workers_[static_cast<std::size_t>(w)];
       if (wk.hung || wk.in_flight.empty()) continue;
       const std::uint32_t head = wk.in_flight.front();
+      if (job_.tasks[head].ranks > 1 && rec_[head].rank != w) continue;  // its leader speaks for it
       const double timeout = job_.tasks[head].timeout_s;
       auto st = started_.find(head);
       if (timeout <= 0 || st == started_.end() || !started_confirmed_.count(head)) continue;
@@ -212,6 +304,16 @@ class Coordinator {
       wk.hung = true;
       progress_->note(fmt::format("rank {} sent nothing for {:.0f} s after task {} passed its {:.3g} s timeout: "
                                   "presumed hung, giving it no more work", w, timeout + kHangGraceS, job_.tasks[head].id, timeout));
+      // The other ranks of a task on several ranks are stuck in the same collective.
+      if (auto g = gangs_.find(head); g != gangs_.end()) {
+        for (int m : g->second.members) {
+          if (m == w) continue;
+          Worker& mk = workers_[static_cast<std::size_t>(m)];
+          mk.hung = true;
+          mk.in_flight.erase(std::remove(mk.in_flight.begin(), mk.in_flight.end(), head), mk.in_flight.end());
+        }
+        gangs_.erase(g);
+      }
       for (auto idx : wk.in_flight) {
         started_.erase(idx);
         if (idx == head) {
@@ -543,6 +645,7 @@ class Coordinator {
   std::vector<int> missing_;
   std::priority_queue<Ready> ready_;
   std::map<std::uint32_t, Clock::time_point> started_;
+  std::map<std::uint32_t, Gang> gangs_;  // tasks on several ranks in flight, by task index
   std::set<std::uint32_t> started_confirmed_;
   std::size_t finished_ = 0, done_ = 0, failed_ = 0, retried_ = 0, stale_ = 0, initially_done_ = 0;
   bool stopping_ = false;
@@ -581,9 +684,15 @@ std::string describe_change(const Job& job, const std::vector<JournalRow>& rows)
   return fmt::format("{}", fmt::join(parts, "; "));
 }
 
-Setup prepare(const FarmOptions& opt, const kernels::Registry& registry) {
+Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int workers) {
   Setup s;
   JobCheck c = check_job(opt, registry);
+  // Tasks on several ranks need that many workers; checked before anything is written.
+  for (const auto& t : c.job.tasks)
+    if (t.ranks > workers)
+      throw InputError(c.job.source, t.line, fmt::format("task \"{}\": ranks", t.id),
+                       fmt::format("{} ranks asked for, this run has {} worker rank(s) (rank 0 coordinates: run with "
+                                   "at least {} ranks)", t.ranks, workers, t.ranks + 1));
   s.job = std::move(c.job);
   if (opt.keep_stdout >= 0) s.job.keep_stdout = static_cast<std::uint64_t>(opt.keep_stdout);
   s.dir = c.output_dir;

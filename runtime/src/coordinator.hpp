@@ -27,8 +27,8 @@ struct Setup {
 std::string describe_change(const Job& job, const std::vector<JournalRow>& rows);
 
 /// Creates the output directory and the journal, or opens the journal to resume. Throws
-/// InputError.
-Setup prepare(const FarmOptions& opt, const kernels::Registry& registry);
+/// InputError (also for a task asking for more ranks than the run's `workers`).
+Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int workers);
 
 /// Runs the job to its end (or a stop) from rank 0; `self` runs tasks when rank 0 is alone.
 /// Returns the job's exit code (workers get it with their stop message).

@@ -17,7 +17,31 @@ using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
-Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt) {
+// A communicator of the task's ranks, freed on scope exit.
+class TaskComm {
+ public:
+  TaskComm(MPI_Comm parent, const std::vector<int>& members, std::uint32_t idx) {
+    if (members.size() < 2) return;
+    MPI_Group all, mine;
+    MPI_Comm_group(parent, &all);
+    MPI_Group_incl(all, static_cast<int>(members.size()), members.data(), &mine);
+    // Only the members call this (MPI-3 MPI_Comm_create_group); the tag keeps tasks apart.
+    MPI_Comm_create_group(parent, mine, 1000 + static_cast<int>(idx % 30000), &comm_);
+    MPI_Group_free(&mine);
+    MPI_Group_free(&all);
+  }
+  ~TaskComm() {
+    if (comm_ != MPI_COMM_SELF) MPI_Comm_free(&comm_);
+  }
+  TaskComm(const TaskComm&) = delete;
+  TaskComm& operator=(const TaskComm&) = delete;
+  MPI_Comm get() const { return comm_; }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_SELF;
+};
+
+Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt, const std::vector<int>& members) {
   const TaskSpec& t = job.tasks[idx];
   Outcome o;
   o.idx = idx;
@@ -35,7 +59,12 @@ Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt) {
       ctx.attempt = static_cast<int>(attempt);
       ctx.threads = threads;
       ctx.stop_flag = &kill_flag;
-      o.values = k->run(t.params, ctx);
+      if (k->run_on) {
+        TaskComm tc(comm, members, idx);
+        o.values = k->run_on(tc.get(), t.params, ctx);
+      } else {
+        o.values = k->run(t.params, ctx);
+      }
       if (o.values.size() != k->outputs.size())
         throw std::runtime_error(fmt::format("kernel {} returned {} values, declares {}", k->name,
                                              o.values.size(), k->outputs.size()));
@@ -78,7 +107,11 @@ Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt) {
 }
 
 int worker_loop(MPI_Comm comm, Executor& ex) {
-  std::deque<std::pair<std::uint32_t, std::uint32_t>> queue;
+  struct Assigned {
+    std::uint32_t idx, attempt;
+    std::vector<int> members;  // the ranks of a task on several ranks, leader first; else empty
+  };
+  std::deque<Assigned> queue;
   std::uint64_t bulk_tag = 0;
   bool stopping = false, kill = false;
   int code = kExitError;
@@ -90,8 +123,13 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
       for (std::uint32_t i = 0; i < n; ++i) {
         const auto idx = r.get<std::uint32_t>();
         const auto attempt = r.get<std::uint32_t>();
+        const auto nm = r.get<std::uint32_t>();
         if (idx >= ex.job.tasks.size()) throw detail::WireError("task index out of range");
-        queue.emplace_back(idx, attempt);
+        if (nm > static_cast<std::uint32_t>(std::max(ex.job.tasks[idx].ranks, 1)) || (nm != 0 && nm < 2))
+          throw detail::WireError("member count does not fit the task");
+        Assigned a{idx, attempt, {}};
+        for (std::uint32_t m = 0; m < nm; ++m) a.members.push_back(static_cast<int>(r.get<std::uint32_t>()));
+        queue.push_back(std::move(a));
       }
     } else if (st.MPI_TAG == kTagStop) {
       code = r.get<std::int32_t>();
@@ -118,15 +156,17 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
       continue;
     }
     backoff.reset();
-    auto [idx, attempt] = queue.front();
+    Assigned next = std::move(queue.front());
     queue.pop_front();
-    if (ex.job.tasks[idx].timeout_s > 0) {
+    const std::uint32_t idx = next.idx, attempt = next.attempt;
+    // Of a task on several ranks, the first (the leader) speaks for it.
+    if (ex.job.tasks[idx].timeout_s > 0 && (next.members.empty() || next.members.front() == ex.rank)) {
       WireWriter w;
       w.put<std::uint32_t>(idx);
       w.put<std::uint32_t>(attempt);
       mpi_send(w, 0, kTagStarted, comm);
     }
-    Outcome o = ex.run(idx, attempt);
+    Outcome o = ex.run(idx, attempt, next.members);
     std::string bulk;
     if (ex.data != nullptr && o.stdout_text.size() > ex.bulk_threshold) {
       bulk = std::move(o.stdout_text);

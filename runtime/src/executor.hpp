@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "protocol.hpp"
 #include "rankfarm/transport/transport.hpp"
@@ -23,9 +24,13 @@ struct Executor {
   // Bulk results: stdout above `bulk_threshold` bytes goes through `data` (when not null).
   transport::Transport* data = nullptr;
   std::size_t bulk_threshold = 16384;
+  MPI_Comm comm = MPI_COMM_NULL;  // the farm's communicator (sub-communicators of tasks on several ranks)
 
-  /// Runs one attempt of task `idx`; never throws (failures are in the Outcome).
-  Outcome run(std::uint32_t idx, std::uint32_t attempt);
+  /// Runs one attempt of task `idx`; never throws (failures are in the Outcome). A tightly
+  /// coupled kernel runs on a communicator of `members` (ranks of `comm`, this one among them,
+  /// created with MPI_Comm_create_group, so only they take part), or on MPI_COMM_SELF when
+  /// there are fewer than two.
+  Outcome run(std::uint32_t idx, std::uint32_t attempt, const std::vector<int>& members = {});
 };
 
 /// A worker rank: runs what the coordinator assigns, in order, until told to stop; returns the

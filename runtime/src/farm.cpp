@@ -108,7 +108,7 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   WireWriter wire;
   if (rank == 0) {
     try {
-      setup = detail::prepare(opt, registry);
+      setup = detail::prepare(opt, registry, size > 1 ? size - 1 : 1);
       wire.put_str(setup.dir);
       detail::encode_job(setup.job, wire);
     } catch (const InputError& e) {
@@ -141,6 +141,7 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   const Job& job = rank == 0 ? setup.job : worker_job;
 
   detail::Executor ex{job, registry, dir, rank, host, threads_per_rank(comm), {}, 0};
+  ex.comm = comm;
 
   // The data plane for bulk results, opened (collectively) only when results can be large.
   std::unique_ptr<transport::Transport> data;

@@ -205,6 +205,15 @@ class Loader {
     }
   }
 
+  // `ranks`: 1 unless the kernel is tightly coupled (run_on), then 1..max_ranks.
+  int read_ranks(const toml::table& t, const kernels::KernelSpec& k, const Entry& e) {
+    const toml::node* n = t.get("ranks");
+    if (n == nullptr) return 1;
+    if (!k.run_on && !(n->is_integer() && n->as_integer()->get() == 1))
+      throw InputError(path_, line_of(*n), e.what + ": ranks", fmt::format("kernel {} runs on one rank", k.name));
+    return static_cast<int>(get_int(t, "ranks", e.what, 1, k.max_ranks).value_or(1));
+  }
+
   const toml::table* params_table(const toml::table& t, const char* key, const Entry& e) {
     const toml::node* n = t.get(key);
     if (n == nullptr) return nullptr;
@@ -215,7 +224,7 @@ class Loader {
   void read_task(const toml::table& t) {
     Entry e;
     TaskSpec s = read_common(t, "task", e);
-    check_keys(t, e.what, {"id", "kernel", "params", "command", "priority", "depends_on", "retries", "timeout_s"});
+    check_keys(t, e.what, {"id", "kernel", "params", "command", "priority", "depends_on", "retries", "timeout_s", "ranks"});
     const bool has_kernel = t.contains("kernel"), has_command = t.contains("command");
     if (has_kernel == has_command)
       throw InputError(path_, e.line, e.what, "needs exactly one of kernel = \"...\" or command = \"...\"");
@@ -225,10 +234,13 @@ class Loader {
       s.command = get_string(t, "command", e.what, true);
       if (s.command.find_first_not_of(" \t") == std::string::npos)
         throw InputError(path_, line_of(*t.get("command")), e.what + ": command", "empty command");
+      if (const toml::node* rn = t.get("ranks"))
+        throw InputError(path_, line_of(*rn), e.what + ": ranks", "a command task runs on one rank; ranks is for tightly coupled kernels");
     } else {
       const kernels::KernelSpec& k = find_kernel(t, e);
       s.kind = TaskKind::Kernel;
       s.kernel = k.name;
+      s.ranks = read_ranks(t, k, e);
       if (const toml::table* pt = params_table(t, "params", e))
         for (const auto& [name, v] : *pt)
           put_param(k, s.params, std::string(name.str()), to_value(v, e.what + ": params." + std::string(name.str())),
@@ -241,10 +253,11 @@ class Loader {
   void read_sweep(const toml::table& t) {
     Entry e;
     TaskSpec base = read_common(t, "sweep", e);
-    check_keys(t, e.what, {"id", "kernel", "params", "vary", "priority", "depends_on", "retries", "timeout_s"});
+    check_keys(t, e.what, {"id", "kernel", "params", "vary", "priority", "depends_on", "retries", "timeout_s", "ranks"});
     const kernels::KernelSpec& k = find_kernel(t, e);
     base.kind = TaskKind::Kernel;
     base.kernel = k.name;
+    base.ranks = read_ranks(t, k, e);
     if (const toml::table* pt = params_table(t, "params", e))
       for (const auto& [name, v] : *pt)
         put_param(k, base.params, std::string(name.str()),

@@ -24,6 +24,7 @@ void encode_job(const Job& job, WireWriter& w) {
     w.put_str(t.id);
     w.put<std::uint8_t>(static_cast<std::uint8_t>(t.kind));
     w.put<double>(t.timeout_s);
+    w.put<std::uint32_t>(static_cast<std::uint32_t>(t.ranks));
     if (t.kind == TaskKind::Shell) {
       w.put_str(t.command);
       continue;
@@ -50,6 +51,7 @@ Job decode_job(WireReader& r) {
     t.id = r.get_str();
     t.kind = static_cast<TaskKind>(r.get<std::uint8_t>());
     t.timeout_s = r.get<double>();
+    t.ranks = static_cast<int>(r.get<std::uint32_t>());
     if (t.kind == TaskKind::Shell) {
       t.command = r.get_str();
       continue;

@@ -12,6 +12,8 @@
 // static initialisers, which silently vanish from static libraries.
 #pragma once
 
+#include <mpi.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -94,6 +96,9 @@ struct TaskContext {
 };
 
 using KernelFn = std::function<std::vector<double>(const Params&, const TaskContext&)>;
+/// A tightly coupled kernel: collective over `comm` (the ranks the farm gave the task), every
+/// rank returning the same values.
+using CommKernelFn = std::function<std::vector<double>(MPI_Comm comm, const Params&, const TaskContext&)>;
 
 /// A registered kernel. `run` returns exactly outputs.size() values, in the declared order, or
 /// throws (std::exception) to fail the task. `check`, when set, is the kernel's self-validation
@@ -105,6 +110,12 @@ struct KernelSpec {
   std::vector<ParamSpec> params;
   std::vector<OutputSpec> outputs;
   KernelFn run;
+  /// Set for tightly coupled kernels instead of `run`: the farm runs the task on a communicator
+  /// of `ranks` worker ranks (the task's `ranks` in the job file, 1..max_ranks; MPI_COMM_SELF
+  /// for one). Such kernels do not poll the task's deadline (a check that only some ranks see
+  /// would hang the others); a task silent past its timeout + 10 s is presumed hung.
+  CommKernelFn run_on;
+  int max_ranks = 1;  ///< largest `ranks` a task of this kernel may ask for
   std::function<bool(const Params&, std::span<const double>)> check;
   std::string check_description;
 
@@ -132,7 +143,8 @@ class Registry {
   std::map<std::string, KernelSpec> kernels_;
 };
 
-/// The kernels shipped with rankfarm: black_scholes_mc, mandelbrot_frame, sleep_ms, spin_ms, flaky.
+/// The kernels shipped with rankfarm: black_scholes_mc, mandelbrot_frame, sleep_ms, spin_ms, flaky,
+/// and the tightly coupled stencil, cg, transpose and dgemm (run_on; see farm_kernels.cpp).
 const Registry& builtin_registry();
 
 /// Edit distance between a and b (insert, delete, substitute each cost 1).

@@ -44,6 +44,7 @@ struct TaskSpec {
   std::vector<std::uint32_t> deps;  ///< indices into Job::tasks of tasks that must be done first
   int retries = 0;             ///< extra attempts after the first failure
   double timeout_s = 0.0;      ///< wall-clock limit per attempt, seconds; 0 = none
+  int ranks = 1;               ///< worker ranks the task runs on together (kernels with run_on)
   int line = 0;                ///< line in the job or command file
   std::string spec_hash;       ///< 16 hex digits over what the task computes (see below)
 };
