@@ -7,10 +7,9 @@
 // valid, 1 when not, 2 on bad options.
 #include <mpi.h>
 
-#include <CLI/CLI.hpp>
-
 #include <cstdio>
-#include <exception>
+
+#include "../common/mpi_cli.hpp"
 
 #include "rankfarm/kernels/dgemm.hpp"
 
@@ -25,25 +24,10 @@ int main(int argc, char** argv) {
   app.add_option("--iterations", o.iterations, "iterations (the first is a warm-up)")->capture_default_str();
   app.add_option("--block", o.block, "SUMMA panel width")->capture_default_str();
   app.add_flag("--compare-reference", o.compare_reference, "also time single-rank OpenBLAS on the whole problem");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    if (rank == 0) std::fputs(app.help().c_str(), stdout);
-    MPI_Finalize();
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    if (rank == 0) std::fprintf(stderr, "rankfarm-dgemm: %s\n", e.what());
-    MPI_Finalize();
-    return 2;
-  }
+  if (auto code = rankfarm::examples::parse_or_exit(app, argc, argv, rank)) return *code;
   rankfarm::kernels::DgemmResult r;
-  try {
-    r = rankfarm::kernels::run_dgemm(MPI_COMM_WORLD, o);
-  } catch (const std::exception& e) {
-    if (rank == 0) std::fprintf(stderr, "rankfarm-dgemm: %s\n", e.what());
-    MPI_Finalize();
-    return 2;
-  }
+  if (auto code = rankfarm::examples::run_or_exit(r, [&] { return rankfarm::kernels::run_dgemm(MPI_COMM_WORLD, o); }, app, rank))
+    return *code;
   if (rank == 0) {
     std::printf("dgemm n=%lld iterations=%d block=%lld grid=%dx%d threads=%d: %.2f GFLOP/s, max error %.3g: %s",
                 static_cast<long long>(o.n), o.iterations, static_cast<long long>(o.block), r.pr, r.pc, r.threads, r.gflops,

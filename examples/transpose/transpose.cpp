@@ -6,10 +6,9 @@
 // error against the closed form. Exits 0 when valid, 1 when not, 2 on bad options.
 #include <mpi.h>
 
-#include <CLI/CLI.hpp>
-
 #include <cstdio>
-#include <exception>
+
+#include "../common/mpi_cli.hpp"
 
 #include "rankfarm/kernels/transpose.hpp"
 
@@ -23,25 +22,10 @@ int main(int argc, char** argv) {
   app.add_option("--n", o.n, "matrix order")->capture_default_str();
   app.add_option("--iterations", o.iterations, "iterations (the first is a warm-up)")->capture_default_str();
   app.add_option("--tile", o.tile, "tile side of the local transposes")->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    if (rank == 0) std::fputs(app.help().c_str(), stdout);
-    MPI_Finalize();
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    if (rank == 0) std::fprintf(stderr, "rankfarm-transpose: %s\n", e.what());
-    MPI_Finalize();
-    return 2;
-  }
+  if (auto code = rankfarm::examples::parse_or_exit(app, argc, argv, rank)) return *code;
   rankfarm::kernels::TransposeResult r;
-  try {
-    r = rankfarm::kernels::run_transpose(MPI_COMM_WORLD, o);
-  } catch (const std::exception& e) {
-    if (rank == 0) std::fprintf(stderr, "rankfarm-transpose: %s\n", e.what());
-    MPI_Finalize();
-    return 2;
-  }
+  if (auto code = rankfarm::examples::run_or_exit(r, [&] { return rankfarm::kernels::run_transpose(MPI_COMM_WORLD, o); }, app, rank))
+    return *code;
   if (rank == 0)
     std::printf("transpose n=%lld iterations=%d ranks=%d threads=%d: %.3f GB/s, %.3g ms/iteration, max error %.3g: %s\n",
                 static_cast<long long>(o.n), o.iterations, r.ranks, r.threads, r.gbytes_per_s, r.seconds * 1e3,
