@@ -6,6 +6,8 @@
 //   rankfarm results DIR [DATASET] [--with-run-columns]
 //   rankfarm kernels
 //   rankfarm probe [-n N]
+//   rankfarm launch [-N NODES] [-n RANKS] [--ranks-per-node R] [--threads-per-rank T]
+//                   [--hostfile F] [--dry-run] [--explain] -- PROGRAM ARGS...
 //
 // `run` started by mpirun/srun runs the farm on the ranks it was given. Started by hand, it
 // checks the job file, then starts itself under `mpirun -n N` (default: one rank per core,
@@ -15,6 +17,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fmt/format.h>
 #include <iostream>
@@ -23,6 +27,7 @@
 #include "rankfarm/config.hpp"
 #include "rankfarm/kernels/registry.hpp"
 #include "rankfarm/launcher/launch.hpp"
+#include "rankfarm/launcher/site.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/farm.hpp"
 #include "rankfarm/runtime/job.hpp"
@@ -109,6 +114,22 @@ int main(int argc, char** argv) {
   probe->add_option("-n,--ranks", probe_ranks, "ranks to start when not already under mpirun/srun (default 2)")
       ->check(CLI::Range(1, 1 << 20));
 
+  namespace ln = rankfarm::launcher;
+  ln::LaunchRequest lreq;
+  bool explain = false;
+  auto* launch = app.add_subcommand("launch", "start PROGRAM on ranks placed from the topology: on this machine, a hostfile's hosts or a Slurm allocation");
+  launch->add_option("-N,--nodes", lreq.nodes, "nodes to use (default: all)")->check(CLI::Range(1, 1 << 20));
+  launch->add_option("-n,--ranks", lreq.ranks, "ranks in all (default: ranks per node x nodes)")->check(CLI::Range(1, 1 << 24));
+  launch->add_option("--ranks-per-node", lreq.ranks_per_node, "ranks per node (default: cores / threads per rank)")->check(CLI::Range(1, 1 << 16));
+  launch->add_option("--threads-per-rank", lreq.threads_per_rank, "OpenMP threads per rank (default 1)")->check(CLI::Range(1, 1 << 16));
+  launch->add_option("--hostfile", lreq.hostfile, "Open MPI hostfile: NAME [slots=N] per line");
+  launch->add_flag("--oversubscribe", lreq.oversubscribe, "allow more ranks x threads than cores");
+  launch->add_option("--launcher", lreq.launcher, "auto (srun inside Slurm when it has pmix, else mpirun), mpirun or srun");
+  launch->add_option("--net-if", lreq.net_if, "network interface for MPI's TCP traffic (default: the one on the hosts' subnet)");
+  launch->add_flag("--dry-run", dry_run, "print the command and its environment, do not run it");
+  launch->add_flag("--explain", explain, "say why each choice was made");
+  launch->add_option("program", lreq.program, "PROGRAM ARGS... (after --)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -124,6 +145,27 @@ int main(int argc, char** argv) {
 
   try {
     if (*kernels) return list_kernels();
+    if (*launch) {
+      if (ln::under_mpi_launcher()) {
+        // Already a rank of mpirun/srun: run the program here, do not launch again.
+        std::cerr << "rankfarm launch: already under an MPI launcher; running the program directly\n";
+        std::vector<char*> args;
+        for (auto& a : lreq.program) args.push_back(a.data());
+        args.push_back(nullptr);
+        execvp(args[0], args.data());
+        std::cerr << "rankfarm launch: cannot run " << lreq.program[0] << ": " << std::strerror(errno) << "\n";
+        return 127;
+      }
+      const ln::Site site = ln::detect_site(lreq);
+      const ln::LaunchPlan plan = ln::plan_launch(lreq, site);
+      if (explain || dry_run)
+        for (const auto& n : plan.notes) (dry_run ? std::cout : std::cerr) << "# " << n << "\n";
+      if (dry_run) {
+        std::cout << ln::render(plan) << "\n";
+        return 0;
+      }
+      return ln::run_plan(plan);
+    }
     if (*probe) {
       if (!rankfarm::launcher::under_mpi_launcher())
         return rankfarm::launcher::run_plan(rankfarm::launcher::plan_local_mpirun(probe_ranks, {self_exe(), "probe"}));
@@ -180,6 +222,9 @@ int main(int argc, char** argv) {
     MPI_Finalize();
     return code;
   } catch (const rt::InputError& e) {
+    std::cerr << "rankfarm: " << e.what() << "\n";
+    return rt::kExitBadInput;
+  } catch (const rankfarm::launcher::LaunchInputError& e) {
     std::cerr << "rankfarm: " << e.what() << "\n";
     return rt::kExitBadInput;
   } catch (const std::exception& e) {
