@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Multi-node for real on one machine: three network-namespace "nodes" (scripts/netns-cluster,
+# bridge + veth, own addresses and host names, Open MPI daemons entered through an rsh agent).
+#  - the kernel farm (examples/kernel-farm/job.toml: CG, stencils with put halos, dgemm,
+#    transpose on sub-communicators) across 3 nodes gives the same results as on one node;
+#  - shell tasks whose stdout is large cross nodes through rankfarm's TCP transport, byte for
+#    byte;
+#  - the stencil across 3 nodes, halo by transport puts over TCP, is bit-identical to one node.
+# The namespaces are removed at the end, also on failure. Needs root and ip netns: when they are
+# missing, the test fails and says why.
+#   netns_case.sh PATH/TO/bin SOURCE_DIR
+set -uo pipefail
+BIN=$(readlink -f "$1")
+SRC=$(readlink -f "$2")
+RF=$BIN/rankfarm
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+export RANKFARM_NETNS_PREFIX=rf$$-
+fail() { echo "FAIL [netns]: $*" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || fail "needs root to create network namespaces (CI runs as root)"
+cluster=$SRC/scripts/netns-cluster
+work=$(mktemp -d)
+trap '"$cluster" down > /dev/null 2>&1; rm -rf "$work"' EXIT
+"$cluster" up 3 || fail "could not create the namespaces (see above)"
+n1=${RANKFARM_NETNS_PREFIX}n1 n2=${RANKFARM_NETNS_PREFIX}n2 n3=${RANKFARM_NETNS_PREFIX}n3
+on3() { timeout 300 "$cluster" mpirun "$n1:2" "$n2:2" "$n3:2" -- --stdin none -x OMP_NUM_THREADS -x OMP_WAIT_POLICY "$@"; }
+cd "$work" || fail "cd"
+mkdir -p tests/data/matrices && cp "$SRC/tests/data/matrices/1138_bus.mtx" tests/data/matrices/
+
+# 1. The kernel farm: one node, then three.
+mpirun --oversubscribe --stdin none -n 6 "$RF" run "$SRC/examples/kernel-farm/job.toml" --output one > one.log 2>&1 ||
+  { cat one.log; fail "one node: exit $?"; }
+on3 -n 6 "$RF" run "$SRC/examples/kernel-farm/job.toml" --output three > three.log 2>&1 || { cat three.log; fail "three nodes: exit $?"; }
+grep -q "15 tasks: 15 done, 0 failed" three.log || { cat three.log; fail "three nodes: not all done"; }
+hosts=$(h5dump -a /hosts three/results.h5 | grep -o "${RANKFARM_NETNS_PREFIX}n[0-9]" | sort -u | wc -l)
+[[ $hosts -eq 3 ]] || fail "the run should span 3 hosts, its provenance names $hosts: $(h5dump -a /hosts three/results.h5)"
+for ds in cg stencil dgemm transpose; do
+  cmp <("$RF" results one $ds) <("$RF" results three $ds) || fail "$ds: results across 3 nodes differ from one node"
+done
+echo "kernel farm: 15 tasks across 3 nodes, results equal to one node's"
+
+# 2. Shell tasks with large stdout through the TCP transport between nodes.
+for i in $(seq 1 12); do echo "head -c $((100000 + i * 1000)) /dev/zero | tr '\\0' 'x$i'"; done > big.txt
+RANKFARM_TRANSPORT=tcp RANKFARM_BULK_THRESHOLD=1000 on3 -n 6 -x RANKFARM_TRANSPORT -x RANKFARM_BULK_THRESHOLD \
+  "$RF" run --commands big.txt --keep-stdout 200000 --output bulk > bulk.log 2>&1 || { cat bulk.log; fail "bulk: exit $?"; }
+grep -q "12 result(s), 1.3 MB of stdout through the tcp transport" bulk.log || { cat bulk.log; fail "bulk: results did not go through the tcp transport"; }
+"$RF" results bulk commands | awk -F'\t' 'NR > 1 { n = substr($1, 4) + 0; if (length($4) != 100000 + n * 1000) { print $1, length($4); bad = 1 } } END { exit bad }' ||
+  fail "bulk: a result's stdout was not kept whole"
+echo "bulk results: 12 x ~100 KB stdout across nodes through tcp, whole"
+
+# 3. The stencil over transport puts across nodes.
+want=$(OMP_NUM_THREADS=1 mpirun --oversubscribe -n 1 "$BIN/rankfarm-stencil" --n 203 --steps 60 --points 9 2>&1) || fail "one rank stencil: $want"
+out=$(on3 -n 6 "$BIN/rankfarm-stencil" --n 203 --steps 60 --points 9 --halo put --transport tcp 2>&1) || fail "stencil on 3 nodes: $out"
+echo "$out"
+[[ $out == *"halo=put(tcp)"*": VALID;"* && ${out##*field hash } == "${want##*field hash }" ]] || fail "stencil across nodes differs from one rank: $out vs $want"
+echo "PASS [netns]"
