@@ -6,6 +6,7 @@
 //   rankfarm results DIR [DATASET] [--with-run-columns]
 //   rankfarm kernels
 //   rankfarm probe [-n N]
+//   rankfarm sbatch JOB.toml [--nodes N] [--time T] [--ntasks-per-node R] [-o SCRIPT] ...
 //   rankfarm launch [-N NODES] [-n RANKS] [--ranks-per-node R] [--threads-per-rank T]
 //                   [--hostfile F] [--dry-run] [--explain] -- PROGRAM ARGS...
 //
@@ -17,6 +18,8 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <fstream>
+#include <sstream>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -32,6 +35,7 @@
 #include "rankfarm/runtime/farm.hpp"
 #include "rankfarm/runtime/job.hpp"
 #include "rankfarm/runtime/results.hpp"
+#include "rankfarm/sbatch_template.hpp"
 
 namespace rt = rankfarm::runtime;
 namespace kn = rankfarm::kernels;
@@ -64,6 +68,39 @@ int list_kernels() {
     if (k->check) std::cout << fmt::format("  check  {}\n", k->check_description);
   }
   return 0;
+}
+
+// The farm batch template (scripts/slurm/farm.sbatch) with the job's values: #SBATCH lines
+// replaced or added, and the job, output directory and rankfarm binary as defaults.
+struct SbatchOptions {
+  std::string job, script, output, partition, account, time = "01:00:00";
+  int nodes = 1, ntasks_per_node = 0, signal_s = 120, grace_s = 60;
+};
+
+std::string fill_sbatch(const SbatchOptions& o, const std::string& job_name) {
+  std::istringstream in(rankfarm::app::kFarmSbatchTemplate);
+  std::string out, line;
+  while (std::getline(in, line)) {
+    if (line.rfind("#SBATCH --job-name=", 0) == 0) line = "#SBATCH --job-name=rankfarm-" + job_name;
+    else if (line.rfind("#SBATCH --nodes=", 0) == 0) line = "#SBATCH --nodes=" + std::to_string(o.nodes);
+    else if (line.rfind("#SBATCH --time=", 0) == 0) line = "#SBATCH --time=" + o.time;
+    else if (line.rfind("#SBATCH --signal=", 0) == 0) line = "#SBATCH --signal=B:TERM@" + std::to_string(o.signal_s);
+    out += line + "\n";
+    if (line.rfind("#SBATCH --output=", 0) == 0) {
+      if (o.ntasks_per_node > 0) out += "#SBATCH --ntasks-per-node=" + std::to_string(o.ntasks_per_node) + "\n";
+      else out += "#SBATCH --exclusive\n";
+      if (!o.partition.empty()) out += "#SBATCH --partition=" + o.partition + "\n";
+      if (!o.account.empty()) out += "#SBATCH --account=" + o.account + "\n";
+    }
+    if (line == "set -uo pipefail") {
+      out += "# Written by rankfarm sbatch for " + o.job + "\n";
+      out += ": \"${RANKFARM_JOB:=" + o.job + "}\"\n";
+      out += ": \"${RANKFARM:=" + self_exe() + "}\"\n";
+      out += ": \"${RANKFARM_GRACE:=" + std::to_string(o.grace_s) + "}\"\n";
+      if (!o.output.empty()) out += ": \"${RANKFARM_OUTPUT:=" + o.output + "}\"\n";
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -99,6 +136,8 @@ int main(int argc, char** argv) {
   run->add_option("--keep-stdout", opt.keep_stdout, "bytes of each shell task's stdout kept with its result (default: [job].keep_stdout, else 4096)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{64} << 20));
   run->add_flag("--dry-run", dry_run, "check the job and print the launch command without running");
+  std::string run_hostfile;
+  run->add_option("--hostfile", run_hostfile, "run on these hosts (Open MPI hostfile); inside Slurm the allocation is used");
 
   std::string dir, dataset;
   bool run_columns = false;
@@ -130,6 +169,19 @@ int main(int argc, char** argv) {
   launch->add_flag("--explain", explain, "say why each choice was made");
   launch->add_option("program", lreq.program, "PROGRAM ARGS... (after --)")->required();
 
+  SbatchOptions sb;
+  auto* sbatch = app.add_subcommand("sbatch", "write a Slurm batch script for a job that survives its time limit (requeue + resume)");
+  sbatch->add_option("job", sb.job, "TOML job file")->required();
+  sbatch->add_option("--nodes", sb.nodes, "nodes (default 1)")->check(CLI::Range(1, 1 << 20));
+  sbatch->add_option("--time", sb.time, "time limit, Slurm format (default 01:00:00)");
+  sbatch->add_option("--ntasks-per-node", sb.ntasks_per_node, "ranks per node (default: whole nodes, --exclusive)")->check(CLI::Range(1, 1 << 16));
+  sbatch->add_option("--signal", sb.signal_s, "seconds before the limit to stop and requeue (default 120)")->check(CLI::Range(10, 86400));
+  sbatch->add_option("--grace", sb.grace_s, "seconds running tasks may finish when stopping (default 60)")->check(CLI::Range(0, 3600));
+  sbatch->add_option("--output", sb.output, "rankfarm output directory (default: rankfarm-out/slurm-JOBID)");
+  sbatch->add_option("--partition", sb.partition, "Slurm partition");
+  sbatch->add_option("--account", sb.account, "Slurm account");
+  sbatch->add_option("-o,--script", sb.script, "write the script here (default: standard output)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -145,6 +197,26 @@ int main(int argc, char** argv) {
 
   try {
     if (*kernels) return list_kernels();
+    if (*sbatch) {
+      // The job must load here first: a typo costs one clean line, not a queued job.
+      const rt::Job job = rt::load_job_file(sb.job, kn::builtin_registry());
+      if (sb.signal_s <= sb.grace_s)
+        throw rt::InputError("command line", 0, "--signal", fmt::format("{} s must exceed --grace ({} s): running tasks need time to finish before the limit", sb.signal_s, sb.grace_s));
+      std::error_code ec;
+      sb.job = std::filesystem::weakly_canonical(std::filesystem::absolute(sb.job), ec).string();
+      if (!sb.output.empty()) sb.output = std::filesystem::weakly_canonical(std::filesystem::absolute(sb.output), ec).string();
+      const std::string text = fill_sbatch(sb, job.name);
+      if (sb.script.empty()) {
+        std::cout << text;
+      } else {
+        std::ofstream f(sb.script);
+        f << text;
+        if (!f) throw rt::InputError(sb.script, 0, "--script", "cannot write the batch script");
+        std::filesystem::permissions(sb.script, std::filesystem::perms::owner_exec, std::filesystem::perm_options::add, ec);
+        std::cerr << "rankfarm: wrote " << sb.script << " (submit: sbatch " << sb.script << ")\n";
+      }
+      return 0;
+    }
     if (*launch) {
       if (ln::under_mpi_launcher()) {
         // Already a rank of mpirun/srun: run the program here, do not launch again.
@@ -197,10 +269,23 @@ int main(int argc, char** argv) {
     if (!rankfarm::launcher::under_mpi_launcher()) {
       // Check the input here, before any rank starts, so that a typo costs one clean line.
       rt::JobCheck check = rt::check_job(opt, kn::builtin_registry());
-      const int n = ranks > 0 ? ranks : rankfarm::launcher::available_cores() + 1;
       std::vector<std::string> program{self_exe()};
-      program.insert(program.end(), argv + 1, argv + argc);
-      auto plan = rankfarm::launcher::plan_local_mpirun(n, program);
+      for (int i = 1; i < argc; ++i)
+        if (std::string(argv[i]) != "--dry-run") program.emplace_back(argv[i]);
+      rankfarm::launcher::LaunchPlan plan;
+      const char* slurm_job = std::getenv("SLURM_JOB_ID");
+      if (!run_hostfile.empty() || (slurm_job != nullptr && *slurm_job != '\0')) {
+        // Several nodes: the launcher places one rank per core on each (rank 0, the
+        // coordinator, takes one of them).
+        ln::LaunchRequest req;
+        req.ranks = ranks;
+        req.hostfile = run_hostfile;
+        req.program = program;
+        plan = ln::plan_launch(req, ln::detect_site(req));
+      } else {
+        const int n = ranks > 0 ? ranks : rankfarm::launcher::available_cores() + 1;
+        plan = rankfarm::launcher::plan_local_mpirun(n, program);
+      }
       // The ranks' stderr is a pipe to mpirun; tell rank 0 whether a person is watching.
       if (std::getenv("RANKFARM_PROGRESS") == nullptr && isatty(2)) plan.env.push_back("RANKFARM_PROGRESS=bar");
       if (dry_run) {

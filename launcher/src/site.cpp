@@ -248,6 +248,13 @@ Site detect_site(const LaunchRequest& req) {
       s.hosts.push_back(Host{name, i < cpus.size() ? cpus[i] : s.topology.cores, 0});
     std::string mpis;
     s.srun_pmix = capture({"srun", "--mpi=list"}, &mpis) == 0 && mpis.find("pmix") != std::string::npos;
+    std::string config;
+    if (capture({"scontrol", "show", "config"}, &config) == 0) {
+      std::istringstream lines(config);
+      std::string l;
+      while (std::getline(lines, l))
+        if (l.rfind("TaskPlugin ", 0) == 0 && l.find("task/none") != std::string::npos) s.slurm_binds = false;
+    }
   } else if (!req.hostfile.empty()) {
     s.where = Where::Hostfile;
     s.hosts = read_hostfile(req.hostfile);
@@ -353,9 +360,15 @@ LaunchPlan plan_launch(const LaunchRequest& req, const Site& site) {
   if (launcher == "srun") {
     p.argv = {"srun", "--mpi=pmix", "-N", std::to_string(nodes), "-n", std::to_string(ranks),
               "--ntasks-per-node=" + std::to_string(per_node), "--cpus-per-task=" + std::to_string(threads)};
-    if (oversubscribe) p.argv.push_back("--overcommit");
-    else p.argv.push_back("--cpu-bind=cores");
-    note(oversubscribe ? "binding: none (--overcommit)" : "binding: --cpu-bind=cores, --cpus-per-task=" + std::to_string(threads));
+    if (oversubscribe) {
+      p.argv.push_back("--overcommit");
+      note("binding: none (--overcommit)");
+    } else if (!site.slurm_binds) {
+      note("binding: none: Slurm's TaskPlugin is task/none here, so srun cannot bind (--cpus-per-task=" + std::to_string(threads) + ")");
+    } else {
+      p.argv.push_back("--cpu-bind=cores");
+      note("binding: --cpu-bind=cores, --cpus-per-task=" + std::to_string(threads));
+    }
     p.argv.insert(p.argv.end(), req.program.begin(), req.program.end());
     return p;
   }

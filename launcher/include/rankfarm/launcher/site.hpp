@@ -76,6 +76,7 @@ struct Site {
   Topology topology;              ///< of this node; other nodes are assumed alike
   std::string slurm_job;          ///< SLURM_JOB_ID inside an allocation
   bool srun_pmix = false;         ///< srun exists and lists pmix among its --mpi types
+  bool slurm_binds = true;        ///< Slurm's TaskPlugin can bind (not task/none)
   bool rdma_device = false;       ///< /sys/class/infiniband has a device
   MpiDefaults mpi;
   std::vector<Interface> interfaces;
