@@ -97,6 +97,7 @@ std::string fill_sbatch(const SbatchOptions& o, const std::string& job_name) {
       out += ": \"${RANKFARM_JOB:=" + o.job + "}\"\n";
       out += ": \"${RANKFARM:=" + self_exe() + "}\"\n";
       out += ": \"${RANKFARM_GRACE:=" + std::to_string(o.grace_s) + "}\"\n";
+      out += ": \"${RANKFARM_SIGNAL_S:=" + std::to_string(o.signal_s) + "}\"\n";
       if (!o.output.empty()) out += ": \"${RANKFARM_OUTPUT:=" + o.output + "}\"\n";
     }
   }
@@ -296,7 +297,15 @@ int main(int argc, char** argv) {
         std::cout << rankfarm::launcher::render(plan) << "\n";
         return 0;
       }
-      return rankfarm::launcher::run_plan(plan);
+      // Rank 0 says when the job is over and saved; mpirun stuck in teardown is then stopped.
+      const std::string done_file = (std::filesystem::path(check.output_dir) / ".rankfarm-finished").string();
+      std::error_code ec;
+      std::filesystem::remove(done_file, ec);
+      plan.env.push_back("RANKFARM_DONE_FILE=" + done_file);
+      if (!plan.argv.empty() && plan.argv[0] == "mpirun") plan.argv.insert(plan.argv.begin() + 1, {"-x", "RANKFARM_DONE_FILE"});
+      const int code = rankfarm::launcher::run_plan(plan, done_file);
+      std::filesystem::remove(done_file, ec);
+      return code;
     }
     if (dry_run) throw rt::InputError("command line", 0, "--dry-run", "not under mpirun/srun (nothing to plan)");
 

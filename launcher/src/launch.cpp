@@ -7,6 +7,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <thread>
 #include <csignal>
 #include <cstdlib>
 #include <set>
@@ -76,7 +80,7 @@ std::string render(const LaunchPlan& plan) {
   return out;
 }
 
-int run_plan(const LaunchPlan& plan) {
+int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardown_s) {
   std::set<std::string> names;
   for (const auto& e : plan.env) names.insert(e.substr(0, e.find('=')));
   std::vector<std::string> env;
@@ -116,14 +120,33 @@ int run_plan(const LaunchPlan& plan) {
     throw std::system_error(rc, std::generic_category(), std::string("cannot start ") + argv[0]);
   }
   int forwarded = 0, status = 0;
+  using Clock = std::chrono::steady_clock;
+  std::optional<Clock::time_point> done_at;
+  int done_code = -1;
   for (;;) {
-    pid_t r = waitpid(pid, &status, 0);
+    pid_t r = waitpid(pid, &status, done_file.empty() ? 0 : WNOHANG);
     if (r == pid) break;
     if (r < 0 && errno != EINTR) break;
     while (forwarded < g_signals) {
       ++forwarded;
       kill(pid, forwarded == 1 ? SIGUSR1 : forwarded == 2 ? SIGTERM : SIGKILL);
     }
+    if (done_file.empty()) continue;
+    if (!done_at) {
+      if (std::FILE* f = std::fopen(done_file.c_str(), "r")) {
+        if (std::fscanf(f, "%d", &done_code) == 1) done_at = Clock::now();
+        std::fclose(f);
+      }
+    } else if (Clock::now() - *done_at > std::chrono::duration<double>(teardown_s)) {
+      std::fprintf(stderr, "rankfarm: the job ended (exit %d, everything saved) but %s did not exit within %.0f s "
+                           "(a node lost?); killing it\n", done_code, plan.argv[0].c_str(), teardown_s);
+      kill(-pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      sigaction(SIGINT, &old_int, nullptr);
+      sigaction(SIGTERM, &old_term, nullptr);
+      return done_code;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);

@@ -65,6 +65,8 @@ class Coordinator {
  private:
   struct Worker {
     std::vector<std::uint32_t> in_flight;
+    // The last sign of life: a message from it, or work handed to it while it was idle.
+    Clock::time_point heard = Clock::now();
     bool hung = false, gone = false;
     double busy_s = 0;
     std::uint64_t tasks = 0;
@@ -138,6 +140,7 @@ class Coordinator {
         r.deadline = job_.tasks[idx].timeout_s > 0 ? r.started_at + job_.tasks[idx].timeout_s : 0;
         if (job_.tasks[idx].timeout_s > 0) started_[idx] = Clock::now();
         journal(idx);
+        if (wk.in_flight.empty()) wk.heard = Clock::now();
         wk.in_flight.push_back(idx);
         batch[static_cast<std::size_t>(w)].push_back(idx);
         any = did = true;
@@ -196,6 +199,7 @@ class Coordinator {
     g.attempt = static_cast<std::uint32_t>(r.attempt);
     g.members = idle;
     for (int w : idle) {
+      workers_[static_cast<std::size_t>(w)].heard = Clock::now();
       workers_[static_cast<std::size_t>(w)].in_flight.push_back(idx);
       batch[static_cast<std::size_t>(w)].push_back(idx);
     }
@@ -289,7 +293,9 @@ class Coordinator {
     }
   }
 
-  // A rank silent past a task's timeout + grace: retry the task elsewhere, stop using the rank.
+  // A rank silent for longer than all the tasks it holds could take (their timeouts) + grace:
+  // hung in a task, or its node is unreachable. Its tasks are retried elsewhere and it gets no
+  // more work. Only tasks with a timeout can be judged so.
   void check_hung() {
     const auto now = Clock::now();
     for (int w = 1; w < size_; ++w) {
@@ -297,13 +303,18 @@ class Coordinator {
       if (wk.hung || wk.in_flight.empty()) continue;
       const std::uint32_t head = wk.in_flight.front();
       if (job_.tasks[head].ranks > 1 && rec_[head].rank != w) continue;  // its leader speaks for it
+      double budget = kHangGraceS;
+      bool judged = true;
+      for (auto idx : wk.in_flight) {
+        judged = judged && job_.tasks[idx].timeout_s > 0;
+        budget += job_.tasks[idx].timeout_s;
+      }
+      if (!judged || now - wk.heard < std::chrono::duration<double>(budget)) continue;
       const double timeout = job_.tasks[head].timeout_s;
-      auto st = started_.find(head);
-      if (timeout <= 0 || st == started_.end() || !started_confirmed_.count(head)) continue;
-      if (now - st->second < std::chrono::duration<double>(timeout + kHangGraceS)) continue;
       wk.hung = true;
-      progress_->note(fmt::format("rank {} sent nothing for {:.0f} s after task {} passed its {:.3g} s timeout: "
-                                  "presumed hung, giving it no more work", w, timeout + kHangGraceS, job_.tasks[head].id, timeout));
+      progress_->note(fmt::format("rank {} sent nothing for {:.0f} s, longer than its {} task(s) may take (task {}: timeout "
+                                  "{:.3g} s): presumed hung or unreachable, giving it no more work",
+                                  w, budget, wk.in_flight.size(), job_.tasks[head].id, timeout));
       // The other ranks of a task on several ranks are stuck in the same collective.
       if (auto g = gangs_.find(head); g != gangs_.end()) {
         for (int m : g->second.members) {
@@ -317,7 +328,7 @@ class Coordinator {
       for (auto idx : wk.in_flight) {
         started_.erase(idx);
         if (idx == head) {
-          fail_attempt(idx, fmt::format("rank {} did not answer within the timeout ({:.3g} s) + {:.0f} s: presumed hung", w, timeout, kHangGraceS));
+          fail_attempt(idx, fmt::format("rank {} did not answer within the timeout ({:.3g} s) + {:.0f} s: presumed hung or unreachable", w, timeout, kHangGraceS));
         } else {
           rec_[idx].state = TaskState::Pending;  // never started there
           ready_.push({job_.tasks[idx].priority, idx});
@@ -344,6 +355,7 @@ class Coordinator {
       any = true;
       std::vector<char> buf = mpi_recv(st, comm_);
       const int w = st.MPI_SOURCE;
+      if (w >= 0 && w < size_) workers_[static_cast<std::size_t>(w)].heard = Clock::now();
       try {
         if (st.MPI_TAG == kTagResult) {
           Outcome o = decode_outcome(buf);
@@ -556,11 +568,30 @@ class Coordinator {
     progress_->tick(finished_, done_ - initially_done_, failed_, run_seconds(), true);
     print_summary(code, h5);
     if (!all_gone) {
-      std::cerr << "rankfarm: some worker ranks did not stop (hung in a task); aborting them. Everything done is saved.\n";
+      std::string silent;
+      for (int w = 1; w < size_; ++w)
+        if (!workers_[static_cast<std::size_t>(w)].gone) silent += fmt::format("{}{}", silent.empty() ? "" : ", ", w);
+      std::cerr << fmt::format("rankfarm: worker rank(s) {} did not stop (hung in a task, or their node is unreachable); "
+                               "aborting the job. Everything done is saved.\n", silent);
       std::cerr.flush();
+      announce_finished(code);
       MPI_Abort(comm_, code);
     }
+    announce_finished(code);
     return code;
+  }
+
+  // For `rankfarm run`, which waits on mpirun: the job's code, written once everything is saved,
+  // so that a launcher stuck in its own teardown (a lost node) can be stopped (see run_plan).
+  static void announce_finished(int code) {
+    const char* path = std::getenv("RANKFARM_DONE_FILE");
+    if (path == nullptr || *path == '\0') return;
+    const std::string tmp = std::string(path) + ".tmp";
+    if (std::FILE* f = std::fopen(tmp.c_str(), "w")) {
+      std::fprintf(f, "%d\n", code);
+      std::fclose(f);
+      std::rename(tmp.c_str(), path);
+    }
   }
 
   void print_summary(int code, const std::string& h5) {

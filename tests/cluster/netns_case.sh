@@ -5,7 +5,8 @@
 #    transpose on sub-communicators) across 3 nodes gives the same results as on one node;
 #  - shell tasks whose stdout is large cross nodes through rankfarm's TCP transport, byte for
 #    byte;
-#  - the stencil across 3 nodes, halo by transport puts over TCP, is bit-identical to one node.
+#  - the stencil across 3 nodes, halo by transport puts over TCP, is bit-identical to one node;
+#  - a node's link taken down mid-job: the job ends (no hang) and resumes with nothing lost.
 # The namespaces are removed at the end, also on failure. Needs root and ip netns: when they are
 # missing, the test fails and says why.
 #   netns_case.sh PATH/TO/bin SOURCE_DIR
@@ -52,4 +53,31 @@ want=$(OMP_NUM_THREADS=1 mpirun --oversubscribe -n 1 "$BIN/rankfarm-stencil" --n
 out=$(on3 -n 6 "$BIN/rankfarm-stencil" --n 203 --steps 60 --points 9 --halo put --transport tcp 2>&1) || fail "stencil on 3 nodes: $out"
 echo "$out"
 [[ $out == *"halo=put(tcp)"*": VALID;"* && ${out##*field hash } == "${want##*field hash }" ]] || fail "stencil across nodes differs from one rank: $out vs $want"
+
+# 4. A node's link goes down mid-job (rankfarm run --hostfile, its own launcher): that node's
+#    ranks fall silent; past their tasks' timeouts + 10 s the coordinator gives them up and
+#    finishes on the other nodes, or Open MPI stops the job when it notices the lost daemon.
+#    Either way the job ends (no hang: mpirun stuck in its teardown is stopped once rank 0 has
+#    saved everything), and with the link back --resume finishes: nothing lost.
+{ echo '[job]'; echo 'name = "linkdown"'; echo 'timeout_s = 2'; echo 'retries = 3'
+  echo '[[sweep]]'; echo 'id = "s"'; echo 'kernel = "spin_ms"'; printf 'vary = { ms = [%s] }\n' "$(seq -s ', ' 300 359)"; } > linkdown.toml
+printf '%s slots=2\n%s slots=2\n%s slots=2\n' "$n1" "$n2" "$n3" > hosts
+mpi_env=(env OMPI_MCA_plm_rsh_agent="$SRC/scripts/netns-rsh" OMPI_MCA_rtc_hwloc_vmhole=none
+         OMPI_MCA_btl_tcp_if_include=eth0 OMPI_MCA_oob_tcp_if_include=eth0)
+(sleep 4; "$cluster" link "$n3" down) &
+start=$SECONDS
+timeout 300 "$cluster" run "$n1" "${mpi_env[@]}" "$RF" run --hostfile hosts linkdown.toml --output linkdown > linkdown.log 2>&1
+rc=$?
+took=$((SECONDS - start))
+wait
+grep -v progress linkdown.log | tail -15
+[[ $rc -ne 124 ]] || fail "link down: the job hung (killed after 300 s)"
+echo "link down: the job ended after ${took} s with exit code $rc"
+"$cluster" link "$n3" up
+timeout 300 "$cluster" run "$n1" "${mpi_env[@]}" "$RF" run --hostfile hosts linkdown.toml --output linkdown --resume > resume.log 2>&1 ||
+  { grep -v progress resume.log; fail "resume after the link came back: exit $?"; }
+done_n=$(sqlite3 -readonly -batch -noheader linkdown/journal.sqlite "SELECT count(*) FROM tasks WHERE state='done'")
+[[ $done_n -eq 60 ]] || fail "after resume: $done_n of 60 tasks done"
+[[ $("$RF" results linkdown spin_ms | tail -n +2 | wc -l) -eq 60 ]] || fail "after resume: results.h5 should hold 60 rows"
+echo "link down, then resume: 60 of 60 tasks done, each recorded once"
 echo "PASS [netns]"

@@ -42,6 +42,11 @@ std::string render(const LaunchPlan& plan);
 /// the first SIGINT/SIGTERM is passed on as SIGUSR1 (Open MPI forwards it to every rank: a
 /// graceful stop), the second as SIGTERM, the third as SIGKILL. Throws std::system_error when
 /// the launcher cannot be started (e.g. mpirun not installed).
-int run_plan(const LaunchPlan& plan);
+///
+/// `done_file`, when not empty, is where the job writes its exit code once everything is saved
+/// (rank 0 of `rankfarm run`, via RANKFARM_DONE_FILE). If the launcher has not exited
+/// `teardown_s` seconds after it appears (mpirun stuck on a lost node), its process group is
+/// killed and the code from the file returned, with a note on stderr.
+int run_plan(const LaunchPlan& plan, const std::string& done_file = "", double teardown_s = 30);
 
 }  // namespace rankfarm::launcher
