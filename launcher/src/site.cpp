@@ -266,6 +266,10 @@ Site detect_site(const LaunchRequest& req) {
   s.rdma_device = std::filesystem::is_directory("/sys/class/infiniband", ec) &&
                   !std::filesystem::is_empty("/sys/class/infiniband", ec);
   s.mpi = read_mpi_defaults();
+  for (const char* prov : {"efa", "cxi", "psm3", "psm2", "verbs"}) {
+    std::string ignored;
+    if (capture({"fi_info", "-p", prov, "-t", "FI_EP_RDM"}, &ignored) == 0) s.fabric_providers.emplace_back(prov);
+  }
   ifaddrs* ifs = nullptr;
   if (getifaddrs(&ifs) == 0) {
     for (ifaddrs* i = ifs; i != nullptr; i = i->ifa_next) {
@@ -389,14 +393,22 @@ LaunchPlan plan_launch(const LaunchRequest& req, const Site& site) {
          " --bind-to core (each rank on its own " + (threads > 1 ? std::to_string(threads) + " cores" : "core") + ")");
   }
   // MPI transport, matched to the fabric.
+  const std::string fabric = site.fabric_providers.empty() ? "" : site.fabric_providers.front();
   if (site.rdma_device && !site.mpi.excludes("pml", "ucx")) {
     p.argv.insert(p.argv.end(), {"--mca", "pml", "ucx"});
     note("transport: pml ucx (an RDMA device is present)");
+  } else if (!fabric.empty() && !site.mpi.excludes("mtl", "ofi")) {
+    p.argv.insert(p.argv.end(), {"--mca", "pml", "cm", "--mca", "mtl", "ofi", "--mca", "mtl_ofi_provider_include", fabric});
+    note("transport: pml cm, mtl ofi with libfabric's " + fabric + " provider (it works here" +
+         (site.rdma_device ? "; pml ucx is excluded by " + site.mpi.file : "") + ")");
   } else {
     p.argv.insert(p.argv.end(), {"--mca", "pml", "ob1", "--mca", "btl", "self,vader,tcp"});
     if (site.rdma_device)
       note("transport: pml ob1, btl self,vader,tcp: an RDMA device is present, but " + site.mpi.file +
            " excludes pml ucx (Debian's default); to use it: --mca pml ucx --mca pml_ucx_tls any --mca pml_ucx_devices any");
+    else if (!fabric.empty())
+      note("transport: pml ob1, btl self,vader,tcp: libfabric's " + fabric + " provider works here, but " + site.mpi.file +
+           " excludes mtl ofi (Debian's default); to use it: --mca pml cm --mca mtl ofi --mca mtl_ofi_provider_include " + fabric);
     else
       note("transport: pml ob1, btl self,vader,tcp (no RDMA device: shared memory within a node, TCP between nodes)");
   }

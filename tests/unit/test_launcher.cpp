@@ -212,6 +212,16 @@ TEST(Plan, TransportFollowsTheFabricAndSaysWhatDebianDisables) {
   p = ln::plan_launch(request(), s);
   EXPECT_NE(joined(p.argv).find("--mca pml ob1"), std::string::npos);
   EXPECT_TRUE(has_note(p, "excludes pml ucx (Debian's default)"));
+  // An EFA-like fabric through libfabric: the OFI MTL with the provider named, unless excluded.
+  ln::Site efa = local_site(4);
+  efa.fabric_providers = {"efa"};
+  p = ln::plan_launch(request(), efa);
+  EXPECT_NE(joined(p.argv).find("--mca pml cm --mca mtl ofi --mca mtl_ofi_provider_include efa"), std::string::npos) << joined(p.argv);
+  efa.mpi.file = "/etc/openmpi/openmpi-mca-params.conf";
+  efa.mpi.mtl_excluded = {"ofi"};
+  p = ln::plan_launch(request(), efa);
+  EXPECT_NE(joined(p.argv).find("--mca pml ob1"), std::string::npos);
+  EXPECT_TRUE(has_note(p, "excludes mtl ofi (Debian's default); to use it: --mca pml cm --mca mtl ofi --mca mtl_ofi_provider_include efa"));
 }
 
 TEST(Plan, DetectsThisMachine) {

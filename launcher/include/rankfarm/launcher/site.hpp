@@ -78,6 +78,9 @@ struct Site {
   bool srun_pmix = false;         ///< srun exists and lists pmix among its --mpi types
   bool slurm_binds = true;        ///< Slurm's TaskPlugin can bind (not task/none)
   bool rdma_device = false;       ///< /sys/class/infiniband has a device
+  /// libfabric providers for a fast fabric that work here (`fi_info -p NAME -t FI_EP_RDM`
+  /// succeeds), in order of preference among efa, cxi, psm3, psm2, verbs.
+  std::vector<std::string> fabric_providers;
   MpiDefaults mpi;
   std::vector<Interface> interfaces;
   std::vector<std::string> host_addresses;  ///< resolved address of each host (same order), "" if not resolvable
