@@ -5,6 +5,8 @@
 #include "rankfarm/transport/bootstrap.hpp"
 #include "rankfarm/transport/transport.hpp"
 
+#include "partition.hpp"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -23,12 +25,7 @@ namespace {
 
 constexpr double kR = 0.2;  // dt / h^2
 
-// [first, first + count) of n items split into p near-equal blocks, block `c`.
-void split(std::int64_t n, int p, int c, std::int64_t* first, std::int64_t* count) {
-  const std::int64_t base = n / p, extra = n % p;
-  *count = base + (c < extra ? 1 : 0);
-  *first = c * base + std::min<std::int64_t>(c, extra);
-}
+using detail::split;
 
 struct Block {
   std::int64_t rows, cols;  // owned cells
@@ -139,6 +136,7 @@ class PutHalo {
     int peer;
     Where where;
     tp::Request req;
+    std::uint64_t notice = 0;  // the step, sent once the put is complete
   };
   std::uint64_t tag(Where w) const { return 4 * static_cast<std::uint64_t>(step_) + w; }
   void put(int peer, const void* src, std::size_t len, const tp::RemoteRegion& dst, std::uint64_t offset, Where w) {
@@ -149,9 +147,9 @@ class PutHalo {
     for (auto& p : puts_) check(t_->wait(p.req), p.req, "put");
     // The data is in place at each neighbour: tell it (8 bytes: the step).
     for (auto& p : puts_) {
-      notices_out_[&p - puts_.data()] = static_cast<std::uint64_t>(step_);
+      p.notice = static_cast<std::uint64_t>(step_);
       p.req = {};
-      check(t_->send(p.peer, tag(p.where), &notices_out_[&p - puts_.data()], sizeof(std::uint64_t), &p.req), p.req, "notice");
+      check(t_->send(p.peer, tag(p.where), &p.notice, sizeof p.notice, &p.req), p.req, "notice");
     }
     for (auto& p : puts_) check(t_->wait(p.req), p.req, "notice");
   }
@@ -191,7 +189,6 @@ class PutHalo {
   tp::MemoryRegion mr_[2], mr_zone_, mr_pack_;
   std::vector<tp::RemoteRegion> remote_field_[2], remote_zone_;
   std::vector<Pending> puts_;
-  std::uint64_t notices_out_[2] = {0, 0};
   int step_ = 0, parity_ = 0;
 };
 

@@ -67,12 +67,8 @@ TransposeResult run_transpose(MPI_Comm comm, const TransposeOptions& opt) {
             for (std::int64_t jj = jt; jj < je; ++jj) buf[jj + ii * w] = a[static_cast<std::size_t>(cs + ii + jj * n)];
         }
       }
-    if (size > 1) {
-      MPI_Alltoallv(send.data(), counts.data(), displs.data(), MPI_DOUBLE, recv.data(), rcounts.data(), rdispls.data(),
-                    MPI_DOUBLE, comm);
-    } else {
-      recv.swap(send);
-    }
+    MPI_Alltoallv(send.data(), counts.data(), displs.data(), MPI_DOUBLE, recv.data(), rcounts.data(), rdispls.data(),
+                  MPI_DOUBLE, comm);
     // Unpack: the block from q holds A(c0 + ii, c_q + jj) at [jj + ii * w_q] = B(c_q + jj, c0 + ii).
 #pragma omp parallel for schedule(static)
     for (std::int64_t ii = 0; ii < w; ++ii)
@@ -82,7 +78,6 @@ TransposeResult run_transpose(MPI_Comm comm, const TransposeOptions& opt) {
         const std::int64_t wq = width[q];
         for (std::int64_t jj = 0; jj < wq; ++jj) col[jj] += buf[jj + ii * wq];
       }
-    if (size == 1) recv.swap(send);
 #pragma omp parallel for schedule(static)
     for (std::size_t k = 0; k < local; ++k) a[k] += 1.0;
   }

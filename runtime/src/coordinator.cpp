@@ -138,7 +138,6 @@ class Coordinator {
         r.attempt += 1;
         r.started_at = epoch_seconds();
         r.deadline = job_.tasks[idx].timeout_s > 0 ? r.started_at + job_.tasks[idx].timeout_s : 0;
-        if (job_.tasks[idx].timeout_s > 0) started_[idx] = Clock::now();
         journal(idx);
         if (wk.in_flight.empty()) wk.heard = Clock::now();
         wk.in_flight.push_back(idx);
@@ -192,7 +191,6 @@ class Coordinator {
     r.attempt += 1;
     r.started_at = epoch_seconds();
     r.deadline = job_.tasks[idx].timeout_s > 0 ? r.started_at + job_.tasks[idx].timeout_s : 0;
-    if (job_.tasks[idx].timeout_s > 0) started_[idx] = Clock::now();
     journal(idx);
     Gang& g = gangs_[idx];
     g = Gang{};
@@ -206,25 +204,24 @@ class Coordinator {
     return true;
   }
 
-  void on_outcome(int w, const Outcome& o_in) {
+  void on_outcome(int w, Outcome o) {
     Worker& wk = workers_[static_cast<std::size_t>(w)];
-    auto it = std::find(wk.in_flight.begin(), wk.in_flight.end(), o_in.idx);
+    auto it = std::find(wk.in_flight.begin(), wk.in_flight.end(), o.idx);
     if (it != wk.in_flight.end()) wk.in_flight.erase(it);
     if (wk.hung) {
       wk.hung = false;  // it came back
       progress_->note(fmt::format("rank {} answered again after being presumed hung", w));
     }
-    wk.busy_s += o_in.wall_s;
+    wk.busy_s += o.wall_s;
     ++wk.tasks;
     // A task on several ranks is decided when all its members have reported: the leader's
     // values, or the first member's failure.
-    Outcome o = o_in;
     if (auto g = gangs_.find(o.idx); g != gangs_.end() && g->second.attempt == o.attempt &&
         std::find(g->second.members.begin(), g->second.members.end(), w) != g->second.members.end()) {
       Gang& gang = g->second;
       gang.wall_s = std::max(gang.wall_s, o.wall_s);
       if (w == gang.members.front()) {
-        gang.leader = o;
+        gang.leader = std::move(o);
       } else if (!o.ok) {
         if (gang.member_error.empty()) gang.member_error = o.error;
         gang.member_interrupted = gang.member_interrupted || o.interrupted;
@@ -249,8 +246,6 @@ class Coordinator {
       ++stale_;  // an attempt already given up on (timed out, or the job is stopping)
       return;
     }
-    started_.erase(o.idx);
-    started_confirmed_.erase(o.idx);
     r.finished_at = epoch_seconds();
     r.exit_code = o.exit_code;
     if (o.ok) {
@@ -326,7 +321,6 @@ class Coordinator {
         gangs_.erase(g);
       }
       for (auto idx : wk.in_flight) {
-        started_.erase(idx);
         if (idx == head) {
           fail_attempt(idx, fmt::format("rank {} did not answer within the timeout ({:.3g} s) + {:.0f} s: presumed hung or unreachable", w, timeout, kHangGraceS));
         } else {
@@ -360,15 +354,13 @@ class Coordinator {
         if (st.MPI_TAG == kTagResult) {
           Outcome o = decode_outcome(buf);
           if (o.bulk_bytes > 0) expect_bulk(w, std::move(o));
-          else on_outcome(w, o);
+          else on_outcome(w, std::move(o));
         } else if (st.MPI_TAG == kTagStarted) {
           WireReader r(buf.data(), buf.size());
           const auto idx = r.get<std::uint32_t>();
           const auto attempt = r.get<std::uint32_t>();
           if (idx < rec_.size() && rec_[idx].state == TaskState::Running && rec_[idx].rank == w &&
               static_cast<std::uint32_t>(rec_[idx].attempt) == attempt) {
-            started_[idx] = Clock::now();
-            started_confirmed_.insert(idx);
             rec_[idx].started_at = epoch_seconds();
             rec_[idx].deadline = rec_[idx].started_at + job_.tasks[idx].timeout_s;
             journal(idx);
@@ -388,7 +380,7 @@ class Coordinator {
       o.ok = false;
       o.error = fmt::format("rank {} announced {} bytes of stdout through a transport this job does not have", w, o.bulk_bytes);
       o.bulk_bytes = 0;
-      on_outcome(w, o);
+      on_outcome(w, std::move(o));
       return;
     }
     Bulk& b = bulk_.emplace_back();
@@ -425,7 +417,7 @@ class Coordinator {
                               data_->name(), it->req.done() ? it->req.error : "nothing arrived within 5 minutes");
       }
       o.bulk_bytes = 0;
-      on_outcome(it->worker, o);
+      on_outcome(it->worker, std::move(o));
       it = bulk_.erase(it);
       any = true;
     }
@@ -438,7 +430,7 @@ class Coordinator {
     if (wk.in_flight.empty()) return false;
     const std::uint32_t idx = wk.in_flight.front();
     Outcome o = self_->run(idx, static_cast<std::uint32_t>(rec_[idx].attempt));
-    on_outcome(0, o);
+    on_outcome(0, std::move(o));
     return true;
   }
 
@@ -675,9 +667,7 @@ class Coordinator {
   std::vector<std::vector<std::uint32_t>> dependents_;
   std::vector<int> missing_;
   std::priority_queue<Ready> ready_;
-  std::map<std::uint32_t, Clock::time_point> started_;
   std::map<std::uint32_t, Gang> gangs_;  // tasks on several ranks in flight, by task index
-  std::set<std::uint32_t> started_confirmed_;
   std::size_t finished_ = 0, done_ = 0, failed_ = 0, retried_ = 0, stale_ = 0, initially_done_ = 0;
   bool stopping_ = false;
   std::unique_ptr<JournalWriter> writer_;

@@ -125,7 +125,8 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
         const auto attempt = r.get<std::uint32_t>();
         const auto nm = r.get<std::uint32_t>();
         if (idx >= ex.job.tasks.size()) throw detail::WireError("task index out of range");
-        if (nm > static_cast<std::uint32_t>(std::max(ex.job.tasks[idx].ranks, 1)) || (nm != 0 && nm < 2))
+        const int ranks = ex.job.tasks[idx].ranks;
+        if (nm != static_cast<std::uint32_t>(ranks > 1 ? ranks : 0))
           throw detail::WireError("member count does not fit the task");
         Assigned a{idx, attempt, {}};
         for (std::uint32_t m = 0; m < nm; ++m) a.members.push_back(static_cast<int>(r.get<std::uint32_t>()));

@@ -30,7 +30,7 @@ if ((cores >= 2)); then
   echo "$out"
   [[ $out =~ ^[0-9]+[-,][0-9]+\ 2$ ]] || fail "a 2-thread rank should have 2 cores and OMP_NUM_THREADS=2: $out"
 else
-  echo "note: one core here; binding checks need two (the plan oversubscribes instead)"
+  fail "binding checks need two cores, this machine has $cores"
 fi
 out=$("$RF" launch -n $((cores + 1)) --dry-run -- true) || fail "dry run: $out"
 [[ $out == *"# warning: $((cores + 1)) cores wanted"* && $out == *"mpirun -n $((cores + 1)) "*"--oversubscribe"*" true" ]] ||

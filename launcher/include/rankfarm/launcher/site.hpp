@@ -66,7 +66,9 @@ struct Interface {
   int prefix = 32;      ///< netmask length
 };
 
+/// Where the ranks go: this machine, the hosts of a hostfile, or a Slurm allocation.
 enum class Where { Local, Hostfile, Slurm };
+/// "this machine", "hostfile" or "Slurm allocation" (for notes and errors).
 const char* to_string(Where w) noexcept;
 
 /// Everything plan_launch() needs to know about the machine(s).
