@@ -298,13 +298,19 @@ int main(int argc, char** argv) {
         return 0;
       }
       // Rank 0 says when the job is over and saved; mpirun stuck in teardown is then stopped.
+      // Rank 0 also says when every rank handles stop signals; a Ctrl-C before that is held.
       const std::string done_file = (std::filesystem::path(check.output_dir) / ".rankfarm-finished").string();
+      const std::string ready_file = (std::filesystem::path(check.output_dir) / ".rankfarm-ready").string();
       std::error_code ec;
       std::filesystem::remove(done_file, ec);
+      std::filesystem::remove(ready_file, ec);
       plan.env.push_back("RANKFARM_DONE_FILE=" + done_file);
-      if (!plan.argv.empty() && plan.argv[0] == "mpirun") plan.argv.insert(plan.argv.begin() + 1, {"-x", "RANKFARM_DONE_FILE"});
-      const int code = rankfarm::launcher::run_plan(plan, done_file);
+      plan.env.push_back("RANKFARM_READY_FILE=" + ready_file);
+      if (!plan.argv.empty() && plan.argv[0] == "mpirun")
+        plan.argv.insert(plan.argv.begin() + 1, {"-x", "RANKFARM_DONE_FILE", "-x", "RANKFARM_READY_FILE"});
+      const int code = rankfarm::launcher::run_plan(plan, done_file, 30, ready_file);
       std::filesystem::remove(done_file, ec);
+      std::filesystem::remove(ready_file, ec);
       return code;
     }
     if (dry_run) throw rt::InputError("command line", 0, "--dry-run", "not under mpirun/srun (nothing to plan)");

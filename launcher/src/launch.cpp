@@ -80,7 +80,7 @@ std::string render(const LaunchPlan& plan) {
   return out;
 }
 
-int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardown_s) {
+int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardown_s, const std::string& ready_file) {
   std::set<std::string> names;
   for (const auto& e : plan.env) names.insert(e.substr(0, e.find('=')));
   std::vector<std::string> env;
@@ -123,15 +123,31 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
   using Clock = std::chrono::steady_clock;
   std::optional<Clock::time_point> done_at;
   int done_code = -1;
+  const bool poll = !done_file.empty() || !ready_file.empty();
+  bool ready = ready_file.empty(), held = false;
   for (;;) {
-    pid_t r = waitpid(pid, &status, done_file.empty() ? 0 : WNOHANG);
+    pid_t r = waitpid(pid, &status, poll ? WNOHANG : 0);
     if (r == pid) break;
     if (r < 0 && errno != EINTR) break;
-    while (forwarded < g_signals) {
-      ++forwarded;
-      kill(pid, forwarded == 1 ? SIGUSR1 : forwarded == 2 ? SIGTERM : SIGKILL);
+    if (!ready && g_signals > 0) ready = access(ready_file.c_str(), F_OK) == 0;
+    if (!ready && g_signals == 1 && forwarded == 0) {
+      // A graceful stop before every rank handles it would be lost (mpirun drops a SIGUSR1
+      // it cannot deliver yet, a rank without a handler dies): hold it until the job is ready.
+      if (!held) std::fprintf(stderr, "rankfarm: stopping as soon as every rank has started (again to stop at once)\n");
+      held = true;
+    } else {
+      while (forwarded < g_signals) {
+        ++forwarded;
+        // Before the ranks are ready a second signal skips the graceful stop nobody would hear.
+        const int sig = forwarded == 1 ? SIGUSR1 : forwarded == 2 ? SIGTERM : SIGKILL;
+        if (sig == SIGUSR1 && !ready) continue;
+        kill(pid, sig);
+      }
     }
-    if (done_file.empty()) continue;
+    if (done_file.empty()) {
+      if (poll) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
     if (!done_at) {
       if (std::FILE* f = std::fopen(done_file.c_str(), "r")) {
         if (std::fscanf(f, "%d", &done_code) == 1) done_at = Clock::now();

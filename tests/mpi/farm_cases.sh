@@ -64,13 +64,37 @@ priority = 10
 TOML
 }
 
-# Starts a command in the background, sends it a signal after a delay, and prints its exit code.
-signal_after() {  # seconds signal log command...
-  local delay=$1 sig=$2 log=$3 pid rc
-  shift 3
+# Sends the signal as soon as the command has started a child (rankfarm run: mpirun is spawned,
+# the ranks are still starting).
+signal_at_spawn() {  # signal log command...
+  local sig=$1 log=$2 pid rc i
+  shift 2
   "$@" > "$log" 2>&1 &
   pid=$!
-  sleep "$delay"
+  for ((i = 0; i < 3000; i++)); do
+    pgrep -P "$pid" > /dev/null && break
+    sleep 0.01
+  done
+  kill -"$sig" "$pid"
+  wait "$pid"
+  rc=$?
+  echo "$rc"
+}
+
+# Starts a command in the background and prints its exit code; the signal goes once the journal
+# in DIR shows at least N tasks done, so that a loaded machine's start-up time does not decide
+# what the case tests. Gives up waiting after 120 s.
+signal_when_done() {  # n dir signal log command...
+  local n=$1 dir=$2 sig=$3 log=$4 pid rc i now
+  shift 4
+  "$@" > "$log" 2>&1 &
+  pid=$!
+  for ((i = 0; i < 1200; i++)); do
+    now=$(q "$dir" "SELECT count(*) FROM tasks WHERE state='done'" 2>/dev/null)
+    (( ${now:-0} >= n )) && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
   kill -"$sig" "$pid"
   wait "$pid"
   rc=$?
@@ -258,7 +282,12 @@ single_rank)
 
 sigint_resume)
   write_interrupt_job job.toml interrupt "sleep 30"
-  rc=$(signal_after 1.5 INT run1.log "$RF" run job.toml -n 3 --output out --grace 1)
+  # A Ctrl-C during start-up (before every rank handles it) is held, not lost.
+  rc=$(signal_at_spawn INT run0.log "$RF" run job.toml -n 3 --output early --grace 1)
+  expect_eq "$rc" 75 "exit code after SIGINT during start-up"
+  grep -q "SIGUSR1 received: stopping; journal flushed" run0.log || { cat run0.log; fail "early stop message"; }
+  # Then one in the middle of the job.
+  rc=$(signal_when_done 2 out INT run1.log "$RF" run job.toml -n 3 --output out --grace 1)
   expect_eq "$rc" 75 "exit code after SIGINT"
   grep -q "SIGUSR1 received: stopping; journal flushed" run1.log || { cat run1.log; fail "stop message"; }
   grep -q "Resume with: rankfarm run job.toml --resume --output out" run1.log || fail "resume hint"
@@ -279,7 +308,7 @@ sigterm_mpirun_resume)
   # A Slurm time limit or a scancel under a user's own mpirun: mpirun gets SIGTERM, sends it to
   # every rank, and SIGKILLs them 1 s later. The coordinator flushes the journal at once.
   write_interrupt_job job.toml term "sleep 3.5; echo finished"
-  rc=$(signal_after 1.6 TERM run1.log "${MPIRUN[@]}" -n 3 "$RF" run job.toml --output out)
+  rc=$(signal_when_done 2 out TERM run1.log "${MPIRUN[@]}" -n 3 "$RF" run job.toml --output out)
   [[ $rc -ne 0 ]] || fail "mpirun exited 0 after SIGTERM"
   grep -q "SIGTERM received: stopping; journal flushed" run1.log || { cat run1.log; fail "the coordinator did not see SIGTERM"; }
   done1=$(q out "SELECT count(*) FROM tasks WHERE state='done'")

@@ -47,6 +47,12 @@ std::string render(const LaunchPlan& plan);
 /// (rank 0 of `rankfarm run`, via RANKFARM_DONE_FILE). If the launcher has not exited
 /// `teardown_s` seconds after it appears (mpirun stuck on a lost node), its process group is
 /// killed and the code from the file returned, with a note on stderr.
-int run_plan(const LaunchPlan& plan, const std::string& done_file = "", double teardown_s = 30);
+///
+/// `ready_file`, when not empty, is created by the job once every rank handles stop signals
+/// (rank 0 of `rankfarm run`, via RANKFARM_READY_FILE). A first SIGINT/SIGTERM that arrives
+/// earlier is held until then, with a note on stderr, so that a stop during start-up is still
+/// graceful; a second one before then is passed on as SIGTERM at once.
+int run_plan(const LaunchPlan& plan, const std::string& done_file = "", double teardown_s = 30,
+             const std::string& ready_file = "");
 
 }  // namespace rankfarm::launcher
