@@ -133,6 +133,7 @@ const Registry& builtin_registry() {
     r.add(sleep_ms_kernel());
     r.add(spin_ms_kernel());
     r.add(flaky_kernel());
+    r.add(hang_kernel());
     return r;
   }();
   return reg;

@@ -80,4 +80,19 @@ KernelSpec flaky_kernel() {
   return k;
 }
 
+KernelSpec hang_kernel() {
+  KernelSpec k;
+  k.name = "hang";
+  k.summary = "on attempts before succeed_on_attempt, never return and never check the deadline (a kernel stuck "
+              "in an endless loop); tests hang detection";
+  k.params = {{"succeed_on_attempt", ParamType::Int, "", "first attempt that returns", 1.0, 1000.0, {}, {}}};
+  k.outputs = {{"succeeded_on", "", "the attempt that returned"}};
+  k.run = [](const Params& p, const TaskContext& ctx) {
+    // Sleeps rather than spins, so that a hung rank does not starve the others of the core.
+    while (ctx.attempt < p.get_int("succeed_on_attempt")) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return std::vector<double>{static_cast<double>(ctx.attempt)};
+  };
+  return k;
+}
+
 }  // namespace rankfarm::kernels

@@ -288,9 +288,12 @@ class Coordinator {
     }
   }
 
-  // A rank silent for longer than all the tasks it holds could take (their timeouts) + grace:
-  // hung in a task, or its node is unreachable. Its tasks are retried elsewhere and it gets no
-  // more work. Only tasks with a timeout can be judged so.
+  // A rank silent for longer than the task it is running may take (its timeout) + grace: hung in
+  // the task, or its node is unreachable. A worker runs its tasks in the order assigned and
+  // reports each one's end before it starts the next (and, for a task with a timeout, its
+  // start), so the head of its in-flight list is the one running, started no earlier than the
+  // rank was last heard. Its tasks are retried elsewhere and it gets no more work. Only a task
+  // with a timeout can be judged so.
   void check_hung() {
     const auto now = Clock::now();
     for (int w = 1; w < size_; ++w) {
@@ -298,14 +301,9 @@ class Coordinator {
       if (wk.hung || wk.in_flight.empty()) continue;
       const std::uint32_t head = wk.in_flight.front();
       if (job_.tasks[head].ranks > 1 && rec_[head].rank != w) continue;  // its leader speaks for it
-      double budget = kHangGraceS;
-      bool judged = true;
-      for (auto idx : wk.in_flight) {
-        judged = judged && job_.tasks[idx].timeout_s > 0;
-        budget += job_.tasks[idx].timeout_s;
-      }
-      if (!judged || now - wk.heard < std::chrono::duration<double>(budget)) continue;
       const double timeout = job_.tasks[head].timeout_s;
+      const double budget = timeout + kHangGraceS;
+      if (timeout <= 0 || now - wk.heard < std::chrono::duration<double>(budget)) continue;
       wk.hung = true;
       progress_->note(fmt::format("rank {} sent nothing for {:.0f} s, longer than its {} task(s) may take (task {}: timeout "
                                   "{:.3g} s): presumed hung or unreachable, giving it no more work",
