@@ -79,7 +79,8 @@ class Loader {
 
   void check_keys(const toml::table& t, const std::string& where, std::initializer_list<const char*> allowed) {
     for (const auto& [k, v] : t) {
-      bool ok = std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return k.str() == a; });
+      const std::string_view name = k.str();  // (clang 14 cannot capture a structured binding)
+      bool ok = std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return name == a; });
       if (!ok)
         throw InputError(path_, line_of(v), where.empty() ? std::string(k.str()) : where + ": " + std::string(k.str()),
                          fmt::format("unknown key (expected one of: {})", fmt::join(allowed, ", ")));
@@ -338,10 +339,22 @@ class Loader {
   std::map<std::string, std::vector<std::uint32_t>> sweeps_;
 };
 
+// A string as JSON text when it is valid UTF-8, else x"<hex of its bytes>": injective either
+// way, so that a command with other bytes (a Latin-1 file name, say) hashes like any other.
+std::string quoted(const std::string& s) {
+  try {
+    return nlohmann::json(s).dump();
+  } catch (const nlohmann::json::type_error&) {  // 316: invalid UTF-8
+    std::string out = "x\"";
+    for (unsigned char c : s) out += fmt::format("{:02x}", c);
+    return out + "\"";
+  }
+}
+
 std::string value_text(const ParamValue& v) {
   if (auto* i = std::get_if<std::int64_t>(&v)) return fmt::format("i{}", *i);
   if (auto* d = std::get_if<double>(&v)) return fmt::format("d{:a}", *d);  // exact bits
-  return "s" + nlohmann::json(std::get<std::string>(v)).dump();
+  return "s" + quoted(std::get<std::string>(v));
 }
 
 }  // namespace
@@ -394,7 +407,7 @@ std::string canonical_spec(const TaskSpec& t, const Job& job) {
     out += t.kernel + "|";
     for (const auto& [k, v] : t.params.values()) out += k + "=" + value_text(v) + ";";
   } else {
-    out += nlohmann::json(t.command).dump();
+    out += quoted(t.command);
   }
   out += "|deps:";
   for (auto d : t.deps) out += job.tasks[d].id + ",";

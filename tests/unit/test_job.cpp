@@ -125,6 +125,17 @@ TEST_F(JobFile, CommandFileSkipsCommentsAndBlanks) {
   EXPECT_DOUBLE_EQ(j.tasks[1].timeout_s, 5.0);
 }
 
+// Found by fuzzing: a command that is not valid UTF-8 (a Latin-1 file name) made the job hash
+// throw. Such bytes are the user's business; the command loads and hashes like any other.
+TEST_F(JobFile, CommandFileWithNonUtf8BytesLoadsAndHashesDistinctly) {
+  rt::Job a = rt::load_command_file(write("latin1.txt", "cat caf\xe9.txt\n"));
+  rt::Job b = rt::load_command_file(write("latin1.txt", "cat caf\xe8.txt\n"));
+  ASSERT_EQ(a.tasks.size(), 1u);
+  EXPECT_EQ(a.tasks[0].command, "cat caf\xe9.txt");
+  EXPECT_NE(a.hash, b.hash);
+  EXPECT_NE(a.tasks[0].spec_hash, rt::load_command_file(write("utf8.txt", "cat caf\xc3\xa9.txt\n")).tasks[0].spec_hash);
+}
+
 TEST_F(JobFile, CommandFileErrors) {
   EXPECT_THROW(rt::load_command_file(dir_.file("missing.txt")), rt::InputError);
   try {
