@@ -725,18 +725,24 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
     s.journal = Journal::open(jpath, false);
     std::vector<JournalRow> rows = s.journal->load_tasks();
     int reset_running = 0, reset_failed = 0;
+    std::vector<std::pair<std::uint32_t, TaskRecord>> resets;
     for (std::size_t i = 0; i < rows.size(); ++i) {
       TaskRecord r = std::move(rows[i].record);
       if (r.state == TaskState::Running) {
         r.state = TaskState::Pending;
         ++reset_running;
+        resets.emplace_back(static_cast<std::uint32_t>(i), r);
       } else if (opt.retry_failed && (r.state == TaskState::Failed || r.state == TaskState::Skipped)) {
         r.state = TaskState::Pending;
         r.failure_count = 0;
         ++reset_failed;
+        resets.emplace_back(static_cast<std::uint32_t>(i), r);
       }
       s.records[i] = std::move(r);
     }
+    // At once, in one transaction: a stop before these tasks are dispatched again must not
+    // leave them "running" in the journal (nothing runs them).
+    if (!resets.empty()) s.journal->write(resets);
     s.notes.push_back(fmt::format("resuming {}: {} of {} tasks already done, {} were running and run again{}", jpath, c.done,
                                   s.records.size(), reset_running,
                                   opt.retry_failed ? fmt::format(", {} failed/skipped run again", reset_failed) : ""));
