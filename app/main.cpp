@@ -14,6 +14,7 @@
 // checks the job file, then starts itself under `mpirun -n N` (default: one rank per core,
 // plus rank 0, the coordinator, which mostly sleeps).
 #include <limits.h>
+#include <sys/stat.h>
 #include <mpi.h>
 #include <unistd.h>
 
@@ -25,6 +26,8 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <iostream>
+#include <optional>
+#include <regex>
 
 #include "probe.hpp"
 #include "rankfarm/config.hpp"
@@ -77,6 +80,22 @@ struct SbatchOptions {
   int nodes = 1, ntasks_per_node = 0, signal_s = 120, grace_s = 60;
 };
 
+// Seconds in a Slurm time limit (sbatch(1) --time: "minutes", "minutes:seconds",
+// "hours:minutes:seconds", "days-hours", "days-hours:minutes", "days-hours:minutes:seconds"),
+// -1 for UNLIMITED/INFINITE, or nullopt when it is none of these.
+std::optional<long> slurm_time_seconds(const std::string& t) {
+  if (t == "UNLIMITED" || t == "INFINITE" || t == "unlimited" || t == "infinite") return -1;
+  static const std::regex with_days(R"(^(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?$)");
+  static const std::regex without(R"(^(\d+)(?::(\d+)(?::(\d+))?)?$)");
+  std::smatch m;
+  auto num = [&](int i) { return m[i].matched ? std::stol(m[i].str()) : 0L; };
+  if (t.size() > 20) return std::nullopt;
+  if (std::regex_match(t, m, with_days)) return ((num(1) * 24 + num(2)) * 60 + num(3)) * 60 + num(4);
+  if (!std::regex_match(t, m, without)) return std::nullopt;
+  if (m[3].matched) return (num(1) * 60 + num(2)) * 60 + num(3);  // h:m:s
+  return num(1) * 60 + num(2);                                     // m or m:s
+}
+
 std::string fill_sbatch(const SbatchOptions& o, const std::string& job_name) {
   std::istringstream in(rankfarm::app::kFarmSbatchTemplate);
   std::string out, line;
@@ -107,6 +126,10 @@ std::string fill_sbatch(const SbatchOptions& o, const std::string& job_name) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Nothing rankfarm writes (journal, results, logs, checkpoints) is ever world-writable, even
+  // under a umask of 000; the rest of the user's umask is kept (and inherited by shell tasks).
+  const mode_t mask = umask(0);
+  umask(mask | S_IWOTH);
   CLI::App app{"rankfarm: a task farm and HPC kernels over MPI", "rankfarm"};
   app.require_subcommand(1);
   app.set_version_flag("--version", fmt::format("rankfarm {} ({})", RANKFARM_VERSION, RANKFARM_GIT_REVISION));
@@ -201,6 +224,15 @@ int main(int argc, char** argv) {
     if (*sbatch) {
       // The job must load here first: a typo costs one clean line, not a queued job.
       const rt::Job job = rt::load_job_file(sb.job, kn::builtin_registry());
+      const auto limit = slurm_time_seconds(sb.time);
+      if (!limit)
+        throw rt::InputError("command line", 0, "--time",
+                             fmt::format("'{}' is not a Slurm time (minutes, minutes:seconds, hours:minutes:seconds, "
+                                         "days-hours, days-hours:minutes or days-hours:minutes:seconds)", sb.time));
+      if (*limit >= 0 && *limit <= sb.signal_s)
+        throw rt::InputError("command line", 0, "--time",
+                             fmt::format("{} ({} s) must exceed --signal ({} s): the job is warned that long before its limit",
+                                         sb.time, *limit, sb.signal_s));
       if (sb.signal_s <= sb.grace_s)
         throw rt::InputError("command line", 0, "--signal", fmt::format("{} s must exceed --grace ({} s): running tasks need time to finish before the limit", sb.signal_s, sb.grace_s));
       std::error_code ec;
@@ -269,6 +301,7 @@ int main(int argc, char** argv) {
 
     if (!rankfarm::launcher::under_mpi_launcher()) {
       // Check the input here, before any rank starts, so that a typo costs one clean line.
+      rt::check_environment();
       rt::JobCheck check = rt::check_job(opt, kn::builtin_registry());
       std::vector<std::string> program{self_exe()};
       for (int i = 1; i < argc; ++i)
@@ -287,6 +320,8 @@ int main(int argc, char** argv) {
         const int n = ranks > 0 ? ranks : rankfarm::launcher::available_cores() + 1;
         plan = rankfarm::launcher::plan_local_mpirun(n, program);
       }
+      // Tasks on several ranks must fit the ranks planned, checked before any rank starts.
+      if (plan.ranks > 0) rt::check_task_ranks(check.job, plan.ranks > 1 ? plan.ranks - 1 : 1);
       // The ranks' stderr is a pipe to mpirun; tell rank 0 whether a person is watching.
       if (std::getenv("RANKFARM_PROGRESS") == nullptr && isatty(2)) plan.env.push_back("RANKFARM_PROGRESS=bar");
       if (dry_run) {
@@ -313,7 +348,14 @@ int main(int argc, char** argv) {
       std::filesystem::remove(ready_file, ec);
       return code;
     }
-    if (dry_run) throw rt::InputError("command line", 0, "--dry-run", "not under mpirun/srun (nothing to plan)");
+    if (dry_run) {
+      // Under a launcher every rank gets here: rank 0 alone says it.
+      const char* r = std::getenv("OMPI_COMM_WORLD_RANK");
+      if (r == nullptr) r = std::getenv("PMIX_RANK");
+      if (r != nullptr && std::string(r) != "0") return rt::kExitBadInput;
+      throw rt::InputError("command line", 0, "--dry-run",
+                           "only without mpirun/srun: rankfarm run then plans the launch and prints it");
+    }
 
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <cstring>
 #include <optional>
 #include <thread>
 #include <csignal>
@@ -36,6 +38,27 @@ std::string quote(const std::string& s) {
   return out + "'";
 }
 
+// Whether any process has `parent` as its parent (from /proc/PID/stat).
+bool has_children(pid_t parent) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::FILE* f = std::fopen((e.path() / "stat").c_str(), "r");
+    if (f == nullptr) continue;
+    char buf[512];
+    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; the last ')' ends it.
+    const char* close = std::strrchr(buf, ')');
+    int ppid = 0;
+    char state = 0;
+    if (close != nullptr && std::sscanf(close + 1, " %c %d", &state, &ppid) == 2 && ppid == parent) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 bool under_mpi_launcher() {
@@ -54,6 +77,7 @@ LaunchPlan plan_local_mpirun(int ranks, const std::vector<std::string>& program)
   if (ranks < 1) throw std::invalid_argument("the number of ranks must be at least 1");
   LaunchPlan p;
   const int cores = available_cores();
+  p.ranks = ranks;
   p.argv = {"mpirun", "-n", std::to_string(ranks)};
   if (ranks > cores) {
     p.argv.push_back("--oversubscribe");
@@ -125,6 +149,12 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
   int done_code = -1;
   const bool poll = !done_file.empty() || !ready_file.empty();
   bool ready = ready_file.empty(), held = false;
+  // mpirun can hang in its own teardown after a rank is killed during start-up (seen with Open
+  // MPI 4.1 and PMIx: "PMIX ERROR: UNREACHABLE"). Once it has had processes under it (ranks, or
+  // ssh to other nodes' daemons) and has none left for teardown_s / 2, it is stopped.
+  bool had_children = false;
+  std::optional<Clock::time_point> childless_since;
+  Clock::time_point next_child_check = Clock::now();
   for (;;) {
     pid_t r = waitpid(pid, &status, poll ? WNOHANG : 0);
     if (r == pid) break;
@@ -142,6 +172,25 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
         const int sig = forwarded == 1 ? SIGUSR1 : forwarded == 2 ? SIGTERM : SIGKILL;
         if (sig == SIGUSR1 && !ready) continue;
         kill(pid, sig);
+      }
+    }
+    if (poll && Clock::now() >= next_child_check) {
+      const auto now = Clock::now();
+      next_child_check = now + std::chrono::seconds(1);
+      if (has_children(pid)) {
+        had_children = true;
+        childless_since.reset();
+      } else if (had_children && !childless_since) {
+        childless_since = now;
+      } else if (childless_since && now - *childless_since > std::chrono::duration<double>(teardown_s / 2)) {
+        std::fprintf(stderr, "rankfarm: every rank has ended but %s did not exit within %.0f s (a launcher teardown "
+                             "hang); killing it. Everything committed is in the journal: --resume continues\n",
+                     plan.argv[0].c_str(), teardown_s / 2);
+        kill(-pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        sigaction(SIGINT, &old_int, nullptr);
+        sigaction(SIGTERM, &old_term, nullptr);
+        return done_at ? done_code : 1;
       }
     }
     if (done_file.empty()) {

@@ -314,6 +314,7 @@ LaunchPlan plan_launch(const LaunchRequest& req, const Site& site) {
   int per_node = req.ranks_per_node;
   if (per_node == 0) per_node = req.ranks > 0 ? (req.ranks + nodes - 1) / nodes : std::max(1, min_slots / threads);
   const int ranks = req.ranks > 0 ? req.ranks : per_node * nodes;
+  p.ranks = ranks;
   if (ranks > per_node * nodes)
     throw LaunchInputError("", 0, "-n", std::to_string(ranks) + " ranks do not fit " + std::to_string(per_node) + " per node on " +
                                            std::to_string(nodes) + " node(s)");

@@ -705,13 +705,9 @@ std::string describe_change(const Job& job, const std::vector<JournalRow>& rows)
 
 Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int workers) {
   Setup s;
+  check_environment();
   JobCheck c = check_job(opt, registry);
-  // Tasks on several ranks need that many workers; checked before anything is written.
-  for (const auto& t : c.job.tasks)
-    if (t.ranks > workers)
-      throw InputError(c.job.source, t.line, fmt::format("task \"{}\": ranks", t.id),
-                       fmt::format("{} ranks asked for, this run has {} worker rank(s) (rank 0 coordinates: run with "
-                                   "at least {} ranks)", t.ranks, workers, t.ranks + 1));
+  check_task_ranks(c.job, workers);  // before anything is written
   s.job = std::move(c.job);
   if (opt.keep_stdout >= 0) s.job.keep_stdout = static_cast<std::uint64_t>(opt.keep_stdout);
   s.dir = c.output_dir;

@@ -1,11 +1,14 @@
 #include "rankfarm/runtime/farm.hpp"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <cerrno>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -58,12 +61,46 @@ int threads_per_rank(MPI_Comm comm) {
 
 int detail::stop_signal() { return g_stop_signal; }
 
+void check_environment() {
+  (void)detail::bulk_threshold_from_env();
+  if (const char* t = std::getenv("RANKFARM_TRANSPORT"); t != nullptr && *t != '\0' && std::string(t) != "auto") {
+    const auto have = transport::compiled_backends();
+    if (std::find(have.begin(), have.end(), t) == have.end())
+      throw InputError("environment", 0, "RANKFARM_TRANSPORT",
+                       fmt::format("'{}': expected auto or one of {}", t, fmt::join(have, ", ")));
+  }
+  if (const char* p = std::getenv("RANKFARM_PROGRESS");
+      p != nullptr && *p != '\0' && std::string(p) != "bar" && std::string(p) != "lines")
+    throw InputError("environment", 0, "RANKFARM_PROGRESS", fmt::format("'{}': expected bar or lines", p));
+}
+
+void check_task_ranks(const Job& job, int workers) {
+  for (const auto& t : job.tasks)
+    if (t.ranks > workers)
+      throw InputError(job.source, t.line, fmt::format("task \"{}\": ranks", t.id),
+                       fmt::format("{} ranks asked for, this run has {} worker rank(s) (rank 0 coordinates: run with "
+                                   "at least {} ranks)", t.ranks, workers, t.ranks + 1));
+}
+
 JobCheck check_job(const FarmOptions& opt, const kernels::Registry& registry) {
   JobCheck c;
   c.job = opt.commands ? load_command_file(opt.job_path, {opt.retries, opt.timeout_s})
                        : load_job_file(opt.job_path, registry);
   c.output_dir = opt.output_dir.empty() ? default_output_dir(c.job.output_dir, c.job.name) : opt.output_dir;
   c.journal_path = (fs::path(c.output_dir) / "journal.sqlite").string();
+  // The output directory, or the nearest ancestor that exists, must be a writable directory
+  // (checked, not created: nothing changes here).
+  {
+    fs::path p = fs::absolute(c.output_dir);
+    std::error_code ec;
+    while (!fs::exists(p, ec) && p.has_parent_path() && p != p.parent_path()) p = p.parent_path();
+    if (!fs::is_directory(p, ec))
+      throw InputError(c.output_dir, 0, "--output",
+                       fmt::format("cannot create the output directory: {} is not a directory", p.string()));
+    if (::access(p.c_str(), W_OK | X_OK) != 0)
+      throw InputError(c.output_dir, 0, "--output",
+                       fmt::format("cannot create the output directory: {}: {}", p.string(), std::strerror(errno)));
+  }
   c.resuming = fs::exists(c.journal_path);
   if (c.resuming && !opt.resume)
     throw InputError(c.journal_path, 0, "", "a journal already exists here (use --resume to continue that job, or another --output)");

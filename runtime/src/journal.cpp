@@ -147,6 +147,16 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
   if (format != kFormat)
     throw InputError(path, 0, "meta.format",
                      format.empty() ? "not a rankfarm journal" : fmt::format("unknown journal format \"{}\"", format));
+  // The tables and columns every reader uses (cheap: statements are prepared, not run).
+  for (const char* sql : {"SELECT idx, task_id, spec_hash, state, rank, attempt, failure_count, started_at, deadline, finished_at,"
+                          " exit_code, error, wall_s, result, stdout FROM tasks LIMIT 0",
+                          "SELECT run, started_at, finished_at, ranks, hosts, outcome FROM runs LIMIT 0"}) {
+    sqlite3_stmt* check = nullptr;
+    const int rc = sqlite3_prepare_v2(j->db_, sql, -1, &check, nullptr);
+    sqlite3_finalize(check);
+    if (rc != SQLITE_OK)
+      throw InputError(path, 0, "", fmt::format("not a rankfarm journal of format {} ({})", kFormat, sqlite3_errmsg(j->db_)));
+  }
   return j;
 }
 

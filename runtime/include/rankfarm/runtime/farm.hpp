@@ -73,6 +73,15 @@ struct JobCheck {
 /// is not ours or belongs to a different job. Throws InputError. Used before launching ranks.
 JobCheck check_job(const FarmOptions& options, const kernels::Registry& registry);
 
+/// Checks the environment variables a run reads (RANKFARM_TRANSPORT: auto or a backend of
+/// this build; RANKFARM_BULK_THRESHOLD: bytes; RANKFARM_PROGRESS: bar or lines). Throws
+/// InputError("environment", 0, NAME, ...) for the first bad one.
+void check_environment();
+
+/// Refuses (InputError naming the task's file and line) a task with `ranks = N` larger than
+/// `workers`, the worker ranks of the run (all ranks but rank 0; 1 when rank 0 is alone).
+void check_task_ranks(const Job& job, int workers);
+
 /// Runs a job over the ranks of `comm` (collective). Rank 0 reads the job file, checks it
 /// against `registry` and broadcasts it; errors in it are reported by rank 0 as one line and
 /// every rank returns kExitBadInput. Returns the job's exit code on every rank.

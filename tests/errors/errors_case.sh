@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Every row of docs/errors.md, run for real:  errors_case.sh BIN_DIR SOURCE_DIR
+# For each row this script makes the bad input, runs the command, and checks that standard
+# error contains the row's text literally and that the exit code is the row's. The error must
+# be one line (under mpirun: one line from rankfarm, besides mpirun's own notice). A row
+# without a case here, or a case without a row, fails. Wire-frame rows name the transport or
+# fuzz test that covers them; that test must exist.
+set -uo pipefail
+BIN=$(readlink -f "$1")
+SRC=$(readlink -f "$2")
+DOC=$SRC/docs/errors.md
+RF=$BIN/rankfarm
+WORK=$(mktemp -d /tmp/rankfarm-errors-XXXXXX)
+trap 'pkill -9 -f "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+MPI2=(mpirun --oversubscribe --stdin none -n 2)
+
+job() { printf "$@" > job.toml; }          # job FORMAT...: writes job.toml
+mtx() { printf "$@" > m.mtx; }             # mtx FORMAT...: writes m.mtx
+ok_job() { job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\n'; }
+done_out() { ok_job; "$RF" run job.toml -n 2 --output out > /dev/null 2>&1 || echo "setup run failed" >&2; }
+stencil_ck() { "${MPI2[@]}" "$BIN/rankfarm-stencil" --n 64 --steps 10 --checkpoint ck.h5 --checkpoint-every 5 > /dev/null 2>&1; }
+cg_ck() { "${MPI2[@]}" "$BIN/rankfarm-cg" --poisson27 8 --checkpoint cg.h5 --checkpoint-every 2 > /dev/null 2>&1; }
+
+# Makes the row's input in the current (empty) directory and runs the command.
+run_case() {
+  case $1 in
+  job-missing) "$RF" run job.toml ;;
+  job-syntax) job '[job]\nname = "x"\n[[task]\nid = "t"\n'; "$RF" run job.toml ;;
+  job-not-utf8) job '\xff\xfe[job]\n'; "$RF" run job.toml ;;
+  job-no-job-table) job '[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  job-bad-name) job '[job]\nname = "bad name!"\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  job-unknown-key) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\ncolour = "red"\n'; "$RF" run job.toml ;;
+  job-no-tasks) job '[job]\nname = "x"\n'; "$RF" run job.toml ;;
+  job-duplicate-id) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  job-bad-id) job '[job]\nname = "x"\n[[task]]\nid = "bad id"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  job-kernel-and-command) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "spin_ms"\ncommand = "true"\nparams = { ms = 1 }\n'; "$RF" run job.toml ;;
+  job-unknown-kernel) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "spin_msec"\nparams = { ms = 1 }\n'; "$RF" run job.toml ;;
+  job-param-missing) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "spin_ms"\n'; "$RF" run job.toml ;;
+  job-param-unknown) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "spin_ms"\nparams = { ms = 1, msec = 2 }\n'; "$RF" run job.toml ;;
+  job-param-type) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "spin_ms"\nparams = { ms = "fast" }\n'; "$RF" run job.toml ;;
+  job-param-range) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "spin_ms"\nparams = { ms = -1 }\n'; "$RF" run job.toml ;;
+  job-priority-type) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\npriority = "high"\n'; "$RF" run job.toml ;;
+  job-retries-range) job '[job]\nname = "x"\nretries = -1\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  job-timeout-range) job '[job]\nname = "x"\ntimeout_s = -5\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  job-window-range) job '[job]\nname = "x"\nwindow = 0\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  job-unknown-dependency) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\ndepends_on = ["nope"]\n'; "$RF" run job.toml ;;
+  job-cycle) job '[job]\nname = "x"\n[[task]]\nid = "a"\ncommand = "true"\ndepends_on = ["b"]\n[[task]]\nid = "b"\ncommand = "true"\ndepends_on = ["a"]\n'; "$RF" run job.toml ;;
+  job-sweep-empty-vary) job '[job]\nname = "x"\n[[sweep]]\nid = "s"\nkernel = "spin_ms"\nvary = { ms = [] }\n'; "$RF" run job.toml ;;
+  job-sweep-vary-and-param) job '[job]\nname = "x"\n[[sweep]]\nid = "s"\nkernel = "spin_ms"\nparams = { ms = 1 }\nvary = { ms = [1, 2] }\n'; "$RF" run job.toml ;;
+  job-ranks-one-rank-kernel) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "spin_ms"\nranks = 2\nparams = { ms = 1 }\n'; "$RF" run job.toml ;;
+  job-ranks-too-many) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "stencil"\nranks = 99\n'; "$RF" run job.toml -n 3 ;;
+
+  cmd-missing) "$RF" run --commands cmds.txt ;;
+  cmd-empty) printf '# nothing\n\n' > cmds.txt; "$RF" run --commands cmds.txt ;;
+  cmd-nul) printf 'echo a\necho \0b\n' > cmds.txt; "$RF" run --commands cmds.txt ;;
+
+  host-missing) "$RF" launch --hostfile hosts --dry-run -- true ;;
+  host-empty) printf '\n# only a comment\n' > hosts; "$RF" launch --hostfile hosts --dry-run -- true ;;
+  host-bad-slots) printf 'node1 slots=x\n' > hosts; "$RF" launch --hostfile hosts --dry-run -- true ;;
+  host-unknown-keyword) printf 'node1 max_slots=2 bogus=1\n' > hosts; "$RF" launch --hostfile hosts --dry-run -- true ;;
+  host-unresolvable) printf 'no-such-host.invalid slots=2\n' > hosts; "$RF" launch --hostfile hosts --dry-run -- true ;;
+
+  mm-missing) "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-banner) mtx 'hello\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-array) mtx '%%%%MatrixMarket matrix array real general\n2 2\n1\n2\n3\n4\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-complex) mtx '%%%%MatrixMarket matrix coordinate complex general\n1 1 1\n1 1 1 0\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-not-square) mtx '%%%%MatrixMarket matrix coordinate real general\n2 3 1\n1 1 1\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-bad-entry) mtx '%%%%MatrixMarket matrix coordinate real general\n3 3 1\n1 1 abc\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-out-of-range) mtx '%%%%MatrixMarket matrix coordinate real general\n3 3 1\n4 1 1\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-nan) mtx '%%%%MatrixMarket matrix coordinate real general\n3 3 1\n1 1 nan\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-truncated) mtx '%%%%MatrixMarket matrix coordinate real general\n3 3 2\n1 1 1\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-upper-in-symmetric) mtx '%%%%MatrixMarket matrix coordinate real symmetric\n3 3 1\n1 2 1\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-not-symmetric) mtx '%%%%MatrixMarket matrix coordinate real general\n3 3 3\n1 1 1\n2 2 1\n1 3 1\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+  mm-no-diagonal) mtx '%%%%MatrixMarket matrix coordinate real symmetric\n3 3 2\n1 1 1\n2 2 1\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
+
+  ck-missing) "${MPI2[@]}" "$BIN/rankfarm-stencil" --n 64 --steps 10 --restart none.h5 ;;
+  ck-not-hdf5) echo garbage > ck.h5; "${MPI2[@]}" "$BIN/rankfarm-stencil" --n 64 --steps 10 --restart ck.h5 ;;
+  ck-truncated) stencil_ck; head -c 3000 ck.h5 > cut && mv cut ck.h5; "${MPI2[@]}" "$BIN/rankfarm-stencil" --n 64 --steps 10 --restart ck.h5 ;;
+  ck-other-problem) stencil_ck; "${MPI2[@]}" "$BIN/rankfarm-stencil" --n 80 --steps 10 --restart ck.h5 ;;
+  ck-other-kernel) cg_ck; "${MPI2[@]}" "$BIN/rankfarm-stencil" --n 64 --steps 10 --restart cg.h5 ;;
+  ck-other-matrix) cg_ck; "${MPI2[@]}" "$BIN/rankfarm-cg" --poisson27 9 --restart cg.h5 ;;
+
+  journal-exists) done_out; "$RF" run job.toml -n 2 --output out ;;
+  journal-job-changed) done_out; sed -i 's/command = "true"/command = "false"/' job.toml; "$RF" run job.toml -n 2 --output out --resume ;;
+  journal-none) "$RF" status nowhere ;;
+  journal-not-sqlite) mkdir out; echo "not sqlite" > out/journal.sqlite; "$RF" status out ;;
+  journal-unknown-format) done_out; sqlite3 out/journal.sqlite "UPDATE meta SET value='99' WHERE key='format'"; "$RF" status out ;;
+  journal-missing-table) done_out; sqlite3 out/journal.sqlite "DROP TABLE tasks"; "$RF" status out ;;
+  journal-damaged) done_out; head -c 2000 out/journal.sqlite > cut; rm -f out/journal.sqlite*; mv cut out/journal.sqlite; "$RF" status out ;;
+  output-not-a-directory) ok_job; touch afile; "$RF" run job.toml -n 2 --output afile/out ;;
+  results-not-hdf5) mkdir out; echo "not hdf5" > out/results.h5; "$RF" results out tasks ;;
+  results-no-dataset) done_out; "$RF" results out nosuch ;;
+
+  env-transport) ok_job; RANKFARM_TRANSPORT=bogus "$RF" run job.toml -n 2 --output out ;;
+  env-bulk-threshold) ok_job; RANKFARM_BULK_THRESHOLD=abc "$RF" run job.toml -n 2 --output out ;;
+  env-progress) ok_job; RANKFARM_PROGRESS=x "$RF" run job.toml -n 2 --output out ;;
+  env-transport-unusable) echo "echo hi" > cmds.txt
+    RANKFARM_TCP_IF=nope0 RANKFARM_TRANSPORT=tcp "$RF" run --commands cmds.txt -n 2 --output out --keep-stdout 100000 ;;
+
+  opt-unknown) ok_job; "$RF" run job.toml --bogus ;;
+  opt-range) ok_job; "$RF" run job.toml --window 0 ;;
+  opt-job-and-commands) ok_job; "$RF" run job.toml --commands job.toml ;;
+  opt-retry-failed) ok_job; "$RF" run job.toml --retry-failed ;;
+  opt-dry-run-under-mpirun) ok_job; "${MPI2[@]}" "$RF" run job.toml --dry-run ;;
+  opt-launcher) "$RF" launch --launcher bogus --dry-run -- true ;;
+  opt-sbatch-time) ok_job; "$RF" sbatch job.toml --time xyz ;;
+  opt-sbatch-time-short) ok_job; "$RF" sbatch job.toml --time 1:30 ;;
+  opt-sbatch-signal-grace) ok_job; "$RF" sbatch job.toml --signal 30 --grace 40 ;;
+  opt-kernel-unknown) "${MPI2[@]}" "$BIN/rankfarm-stencil" --bogus ;;
+  opt-kernel-exclusive) "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix a.mtx --poisson27 4x4x4 ;;
+  opt-kernel-value) "${MPI2[@]}" "$BIN/rankfarm-cg" --poisson27 3x3 ;;
+  *) return 127 ;;
+  esac
+}
+
+failures=0 rows=0
+declare -A seen
+while IFS='|' read -r _ id what text code _; do
+  id=$(echo "$id" | xargs)
+  [[ $id =~ ^[a-z]+(-[a-z0-9]+)+$ ]] || continue
+  rows=$((rows + 1))
+  seen[$id]=1
+  text=$(echo "$text" | sed -E 's/^ *`//; s/` *$//')
+  code=$(echo "$code" | xargs)
+  if [[ $id == wire-* ]]; then
+    grep -rqF -- "$text" "$SRC/tests/transport" "$SRC/tests/fuzz" || { echo "FAIL $id: no test named $text"; failures=$((failures + 1)); }
+    continue
+  fi
+  dir="$WORK/$id"
+  mkdir -p "$dir"
+  (cd "$dir" && run_case "$id" > stdout.txt 2> stderr.txt; echo $? > rc.txt)
+  rc=$(cat "$dir/rc.txt")
+  if [[ $rc -eq 127 ]] && ! grep -q . "$dir/stderr.txt"; then
+    echo "FAIL $id: a row of docs/errors.md without a case in this test"; failures=$((failures + 1)); continue
+  fi
+  problems=""
+  [[ $rc == "$code" ]] || problems+=" exit $rc (documented: $code);"
+  grep -qF -- "$text" "$dir/stderr.txt" || problems+=" the documented text is not in stderr;"
+  # One line from rankfarm: all of stderr, or (under mpirun) the lines naming a rankfarm program.
+  if grep -q "mpirun\|^-----" "$dir/stderr.txt"; then
+    n=$(grep -cE "^rankfarm(-[a-z]+)?: " "$dir/stderr.txt")
+  else
+    n=$(grep -vc "^rankfarm: progress" "$dir/stderr.txt")
+  fi
+  [[ $n -eq 1 ]] || problems+=" $n lines of rankfarm's own on stderr, expected 1;"
+  if [[ -n $problems ]]; then
+    echo "FAIL $id:$problems"
+    sed 's/^/    | /' "$dir/stderr.txt" | head -8
+    failures=$((failures + 1))
+  else
+    echo "ok   $id (exit $rc): $(grep -m1 -F -- "$text" "$dir/stderr.txt" | cut -c1-150)"
+  fi
+done < "$DOC"
+
+# Cases without a row.
+for id in $(sed -n 's/^  \([a-z][a-z0-9-]*\)) .*/\1/p; s/^  \([a-z][a-z0-9-]*\))$/\1/p' "$0"); do
+  [[ -n ${seen[$id]:-} ]] || { echo "FAIL $id: a case without a row in docs/errors.md"; failures=$((failures + 1)); }
+done
+echo "errors: $rows rows of docs/errors.md checked, $failures failure(s)"
+((failures == 0))
