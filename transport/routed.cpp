@@ -63,7 +63,7 @@ class RoutedTransport final : public Transport {
     m.handle = next_handle_++;
     m.remote_ = {reinterpret_cast<std::uintptr_t>(addr), length, n.remote_.key, static_cast<std::uint32_t>(rank_),
                  n.remote_.addr == 0 && addr != nullptr ? kNetOffsetAddressing : 0};
-    regions_[m.handle] = {std::move(l), std::move(n)};
+    regions_[m.handle] = {l, n};
     return m;
   }
 

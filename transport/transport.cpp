@@ -72,7 +72,7 @@ Status Transport::wait(Request& req, std::chrono::milliseconds timeout) {
   return wait_all({&req}, timeout);
 }
 
-Status Transport::wait_all(std::vector<Request*> reqs, std::chrono::milliseconds timeout) {
+Status Transport::wait_all(const std::vector<Request*>& reqs, std::chrono::milliseconds timeout) {
   detail::Backoff backoff;
   const auto end = std::chrono::steady_clock::now() + timeout;
   for (;;) {

@@ -93,7 +93,7 @@ LocalMatrix localize(MPI_Comm comm, const DistCsr& A) {
     L.send_first.push_back(static_cast<std::int64_t>(L.send_index.size()));
     L.send_count.push_back(give[static_cast<std::size_t>(q)]);
     for (int k = 0; k < give[static_cast<std::size_t>(q)]; ++k)
-      L.send_index.push_back(static_cast<std::int32_t>(asked[static_cast<std::size_t>(rd[static_cast<std::size_t>(q)] + k)] - lo));
+      L.send_index.push_back(static_cast<std::int32_t>(asked[static_cast<std::size_t>(rd[static_cast<std::size_t>(q)]) + static_cast<std::size_t>(k)] - lo));
   }
   return L;
 }

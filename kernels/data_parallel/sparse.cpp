@@ -195,7 +195,7 @@ void build_csr(MPI_Comm comm, const std::vector<Entry>& sorted, DistCsr* A) {
 
 std::string entry_name(std::int64_t i, std::int64_t j) {
   char b[48];
-  std::snprintf(b, sizeof b, "(%lld, %lld)", static_cast<long long>(i + 1), static_cast<long long>(j + 1));
+  std::snprintf(b, sizeof b, "(%lld, %lld)", static_cast<long long>(i) + 1, static_cast<long long>(j) + 1);
   return b;
 }
 
@@ -231,7 +231,7 @@ DistCsr read_matrix_market(MPI_Comm comm, const std::string& path, const MatrixR
   }
   std::vector<std::int64_t> starts(static_cast<std::size_t>(size));
   MPI_Allgather(&start, 1, MPI_INT64_T, starts.data(), 1, MPI_INT64_T, comm);
-  const std::int64_t end = rank + 1 < size ? starts[static_cast<std::size_t>(rank + 1)] : h.file_size;
+  const std::int64_t end = rank + 1 < size ? starts[static_cast<std::size_t>(rank) + 1] : h.file_size;
   std::string chunk(static_cast<std::size_t>(std::max<std::int64_t>(0, end - start)), '\0');
   std::fseek(f.get(), static_cast<long>(start), SEEK_SET);
   if (!chunk.empty() && std::fread(chunk.data(), 1, chunk.size(), f.get()) != chunk.size())

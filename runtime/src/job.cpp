@@ -248,7 +248,7 @@ class Loader {
                     line_of(v), e);
       complete_params(k, s.params, e);
     }
-    add(std::move(s), std::move(e), {});
+    add(std::move(s), std::move(e));
   }
 
   void read_sweep(const toml::table& t) {
@@ -300,12 +300,12 @@ class Loader {
       complete_params(k, s.params, e);
       if (!names_.insert(s.id).second) throw InputError(path_, e.line, e.what, fmt::format("task id \"{}\" is already used", s.id));
       members.push_back(static_cast<std::uint32_t>(job_.tasks.size()));
-      add(std::move(s), e, {});
+      add(std::move(s), e);
     }
     sweeps_[base.id] = std::move(members);
   }
 
-  void add(TaskSpec s, Entry e, std::vector<std::uint32_t>) {
+  void add(TaskSpec s, Entry e) {
     entries_.push_back(std::move(e));
     job_.tasks.push_back(std::move(s));
   }

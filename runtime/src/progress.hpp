@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fmt/format.h>
@@ -51,7 +52,7 @@ class Progress {
 
  private:
   static std::string clock(double s) {
-    const long t = static_cast<long>(s + 0.5);
+    const long t = std::lround(s);
     return fmt::format("{:02}:{:02}:{:02}", t / 3600, (t / 60) % 60, t % 60);
   }
   std::size_t total_;

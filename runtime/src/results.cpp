@@ -282,7 +282,7 @@ void export_results_tsv(const std::string& path, const std::string& dataset, boo
     H5Id at(H5Aget_type(a), H5Tclose, "H5Aget_type");
     std::string text(H5Tget_size(at), '\0');
     check(H5Aread(a, at, text.data()), "H5Aread");
-    text = text.c_str();
+    text.resize(std::strlen(text.c_str()));  // a fixed-size HDF5 string: up to its first NUL
     run_cols.clear();
     for (std::size_t pos = 0; pos < text.size();) {
       std::size_t comma = text.find(',', pos);

@@ -298,7 +298,7 @@ TEST_P(TransportTest, ConnectionWithoutTheJobTokenIsRefusedAndCounted) {
   const auto lines = boot_->allgather(t_->describe());
   if (rank_ == 0) {
     std::smatch m;
-    const std::string line = lines[1 % static_cast<std::size_t>(size_)];
+    const std::string& line = lines[1 % static_cast<std::size_t>(size_)];
     ASSERT_TRUE(std::regex_search(line, m, std::regex("listening on ([0-9.]+):([0-9]+)"))) << line;
     for (int attempt = 0; attempt < 2; ++attempt) {
       int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -125,7 +125,7 @@ class Transport {
   /// request stays posted). Returns the request's final status.
   Status wait(Request& req, std::chrono::milliseconds timeout = std::chrono::minutes(5));
   /// As wait(), for several requests.
-  Status wait_all(std::vector<Request*> reqs, std::chrono::milliseconds timeout = std::chrono::minutes(5));
+  Status wait_all(const std::vector<Request*>& reqs, std::chrono::milliseconds timeout = std::chrono::minutes(5));
 };
 
 /// Every rank's RemoteRegion for `mine` (collective).
