@@ -7,6 +7,7 @@
 // in place. It asks the kernel for SIGUSR2 when its parent (the rank) dies and answers it by
 // SIGKILLing its whole process group, so no task outlives its rank, even after kill -9. It
 // ignores SIGTERM, which the rank sends to the group on a timeout: that is for the command.
+// It also ignores SIGINT, SIGUSR1 and SIGHUP (the command gets them with default handling).
 // Exit status: the command's, or 128+N when the command died of signal N; 125 when it could
 // not start the command (with the reason on stderr).
 #include <signal.h>
@@ -44,6 +45,13 @@ int main(int argc, char** argv) {
   if (getppid() != static_cast<pid_t>(rank_pid)) kill(0, SIGKILL);  // the rank died before prctl
   set_handler(SIGTERM, SIG_IGN);
   set_handler(SIGINT, SIG_IGN);
+  // Started with SIGTERM, SIGINT, SIGUSR1 and SIGHUP blocked (see run_shell): a stop signal
+  // meant for the rank that arrived before the handlers above is discarded, not fatal.
+  set_handler(SIGUSR1, SIG_IGN);
+  set_handler(SIGHUP, SIG_IGN);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
 
   const pid_t child = fork();
   if (child < 0) {
@@ -53,6 +61,8 @@ int main(int argc, char** argv) {
   if (child == 0) {
     set_handler(SIGTERM, SIG_DFL);
     set_handler(SIGINT, SIG_DFL);
+    set_handler(SIGUSR1, SIG_DFL);
+    set_handler(SIGHUP, SIG_DFL);
     set_handler(SIGUSR2, SIG_DFL);
     prctl(PR_SET_PDEATHSIG, 0);
     execv(argv[2], argv + 2);

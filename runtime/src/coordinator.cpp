@@ -272,10 +272,13 @@ class Coordinator {
     TaskRecord& r = rec_[idx];
     r.failure_count += 1;
     r.error = error;
-    if (r.failure_count <= job_.tasks[idx].retries && !stopping_) {
+    if (r.failure_count <= job_.tasks[idx].retries) {
+      // With retries left it runs again: now, or after a resume when the job is stopping.
       r.state = TaskState::Pending;
-      ready_.push({job_.tasks[idx].priority, idx});
-      ++retried_;
+      if (!stopping_) {
+        ready_.push({job_.tasks[idx].priority, idx});
+        ++retried_;
+      }
       journal(idx);
     } else {
       r.state = TaskState::Failed;

@@ -104,9 +104,14 @@ ShellOutcome run_shell(const ShellRequest& req) {
   posix_spawnattr_init(&attr);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
+  // Open MPI signals each rank's process group (SIGUSR1 for a graceful stop, SIGTERM): one that
+  // lands while the shepherd is still in the rank's group, before its own handlers are set,
+  // would stay pending across exec and kill it (found by the chaos runs). So the shepherd
+  // starts with them blocked, sets its handlers, then unblocks them.
+  sigset_t blocked, defaults;
+  sigemptyset(&blocked);
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) sigaddset(&blocked, sig);
+  posix_spawnattr_setsigmask(&attr, &blocked);
   sigemptyset(&defaults);
   for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE, SIGHUP, SIGCHLD}) sigaddset(&defaults, sig);
   posix_spawnattr_setsigdefault(&attr, &defaults);
