@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -38,8 +39,9 @@ std::string quote(const std::string& s) {
   return out + "'";
 }
 
-// Whether any process has `parent` as its parent (from /proc/PID/stat).
-bool has_children(pid_t parent) {
+// Processes whose parent is `parent` (from /proc/PID/stat).
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = e.path().filename().string();
@@ -47,16 +49,27 @@ bool has_children(pid_t parent) {
     std::FILE* f = std::fopen((e.path() / "stat").c_str(), "r");
     if (f == nullptr) continue;
     char buf[512];
-    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    const std::size_t len = std::fread(buf, 1, sizeof buf - 1, f);
     std::fclose(f);
-    buf[n] = '\0';
+    buf[len] = '\0';
     // "pid (comm) state ppid ...": comm may hold spaces and parentheses; the last ')' ends it.
     const char* close = std::strrchr(buf, ')');
     int ppid = 0;
     char state = 0;
-    if (close != nullptr && std::sscanf(close + 1, " %c %d", &state, &ppid) == 2 && ppid == parent) return true;
+    if (close != nullptr && std::sscanf(close + 1, " %c %d", &state, &ppid) == 2 && ppid == parent)
+      out.push_back(static_cast<pid_t>(std::stol(name)));
   }
-  return false;
+  return out;
+}
+
+// SIGKILL to the launcher's process group and to each of its children's (the ranks lead process
+// groups of their own, and take their shell tasks with them).
+void kill_launcher(pid_t launcher) {
+  for (pid_t c : children_of(launcher)) {
+    kill(-c, SIGKILL);
+    kill(c, SIGKILL);
+  }
+  kill(-launcher, SIGKILL);
 }
 
 }  // namespace
@@ -149,11 +162,12 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
   int done_code = -1;
   const bool poll = !done_file.empty() || !ready_file.empty();
   bool ready = ready_file.empty(), held = false;
-  // mpirun can hang in its own teardown after a rank is killed during start-up (seen with Open
-  // MPI 4.1 and PMIx: "PMIX ERROR: UNREACHABLE"). Once it has had processes under it (ranks, or
-  // ssh to other nodes' daemons) and has none left for teardown_s / 2, it is stopped.
-  bool had_children = false;
-  std::optional<Clock::time_point> childless_since;
+  // mpirun can hang after a rank is killed during start-up (seen with Open MPI 4.1 and PMIx:
+  // "PMIX ERROR: UNREACHABLE"), leaving it and the other ranks waiting for ever. Once one of the
+  // processes under it (ranks, or ssh to other nodes' daemons) has gone, it has teardown_s / 2
+  // to exit (it normally takes well under a second), or it is stopped.
+  int most_children = 0;
+  std::optional<Clock::time_point> child_lost_at;
   Clock::time_point next_child_check = Clock::now();
   for (;;) {
     pid_t r = waitpid(pid, &status, poll ? WNOHANG : 0);
@@ -177,16 +191,14 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
     if (poll && Clock::now() >= next_child_check) {
       const auto now = Clock::now();
       next_child_check = now + std::chrono::seconds(1);
-      if (has_children(pid)) {
-        had_children = true;
-        childless_since.reset();
-      } else if (had_children && !childless_since) {
-        childless_since = now;
-      } else if (childless_since && now - *childless_since > std::chrono::duration<double>(teardown_s / 2)) {
-        std::fprintf(stderr, "rankfarm: every rank has ended but %s did not exit within %.0f s (a launcher teardown "
-                             "hang); killing it. Everything committed is in the journal: --resume continues\n",
+      const int children = static_cast<int>(children_of(pid).size());
+      most_children = std::max(most_children, children);
+      if (children < most_children && !child_lost_at) child_lost_at = now;
+      if (child_lost_at && now - *child_lost_at > std::chrono::duration<double>(teardown_s / 2)) {
+        std::fprintf(stderr, "rankfarm: a rank ended but %s did not end the job within %.0f s (a launcher hang); "
+                             "killing it. Everything committed is in the journal: --resume continues\n",
                      plan.argv[0].c_str(), teardown_s / 2);
-        kill(-pid, SIGKILL);
+        kill_launcher(pid);
         waitpid(pid, &status, 0);
         sigaction(SIGINT, &old_int, nullptr);
         sigaction(SIGTERM, &old_term, nullptr);
@@ -205,7 +217,7 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
     } else if (Clock::now() - *done_at > std::chrono::duration<double>(teardown_s)) {
       std::fprintf(stderr, "rankfarm: the job ended (exit %d, everything saved) but %s did not exit within %.0f s "
                            "(a node lost?); killing it\n", done_code, plan.argv[0].c_str(), teardown_s);
-      kill(-pid, SIGKILL);
+      kill_launcher(pid);
       waitpid(pid, &status, 0);
       sigaction(SIGINT, &old_int, nullptr);
       sigaction(SIGTERM, &old_term, nullptr);

@@ -47,10 +47,10 @@ std::string render(const LaunchPlan& plan);
 /// `done_file`, when not empty, is where the job writes its exit code once everything is saved
 /// (rank 0 of `rankfarm run`, via RANKFARM_DONE_FILE). If the launcher has not exited
 /// `teardown_s` seconds after it appears (mpirun stuck on a lost node), its process group is
-/// killed and the code from the file returned, with a note on stderr. Whenever the launcher
-/// has had child processes (ranks, or ssh to other nodes) and then has none for teardown_s / 2
-/// without exiting (an Open MPI teardown hang after a rank was killed), it is killed too and 1
-/// returned (or the done file's code), with a note.
+/// killed and the code from the file returned, with a note on stderr. Whenever one of the
+/// launcher's child processes (ranks, or ssh to other nodes) has gone and the launcher has not
+/// exited teardown_s / 2 later (an Open MPI hang after a rank was killed during start-up), its
+/// process group is killed too and 1 returned (or the done file's code), with a note.
 ///
 /// `ready_file`, when not empty, is created by the job once every rank handles stop signals
 /// (rank 0 of `rankfarm run`, via RANKFARM_READY_FILE). A first SIGINT/SIGTERM that arrives
