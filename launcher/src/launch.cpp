@@ -39,7 +39,7 @@ std::string quote(const std::string& s) {
   return out + "'";
 }
 
-// Processes whose parent is `parent` (from /proc/PID/stat).
+// Live (not zombie) processes whose parent is `parent` (from /proc/PID/stat).
 std::vector<pid_t> children_of(pid_t parent) {
   std::vector<pid_t> out;
   std::error_code ec;
@@ -56,7 +56,8 @@ std::vector<pid_t> children_of(pid_t parent) {
     const char* close = std::strrchr(buf, ')');
     int ppid = 0;
     char state = 0;
-    if (close != nullptr && std::sscanf(close + 1, " %c %d", &state, &ppid) == 2 && ppid == parent)
+    // A zombie counts as gone: a launcher that hangs does not reap its dead ranks.
+    if (close != nullptr && std::sscanf(close + 1, " %c %d", &state, &ppid) == 2 && ppid == parent && state != 'Z')
       out.push_back(static_cast<pid_t>(std::stol(name)));
   }
   return out;

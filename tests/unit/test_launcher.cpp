@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <string>
 
+#include "rankfarm/launcher/launch.hpp"
 #include "rankfarm/launcher/site.hpp"
 
 namespace ln = rankfarm::launcher;
@@ -235,4 +237,20 @@ TEST(Plan, DetectsThisMachine) {
   EXPECT_GE(s.topology.cores, 1);
   EXPECT_GE(s.topology.pus, s.topology.cores);
   EXPECT_FALSE(ln::plan_launch(request(), s).argv.empty());
+}
+
+// A launcher that hangs after one of its processes died (Open MPI after a rank is killed in
+// MPI_Init): it neither exits nor reaps the dead one (a zombie). run_plan must stop it, and its
+// other processes, teardown_s / 2 after the death instead of waiting for ever.
+TEST(RunPlan, StopsALauncherThatHangsAfterOneOfItsProcessesDied) {
+  rankfarm::launcher::LaunchPlan p;
+  // bash starts two "ranks" and becomes a process that never reaps them.
+  p.argv = {"bash", "-c", "sleep 300 & sleep 1.5 & exec sleep 600"};  // checked once a second
+  const std::string done = "/nonexistent-dir/done";  // never written: the job did not finish
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rc = rankfarm::launcher::run_plan(p, done, 4.0);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(rc, 1);
+  EXPECT_LT(took, 60.0) << "waited for the hung launcher";
+  EXPECT_GT(took, 2.0) << "stopped before its teardown time";
 }
