@@ -350,9 +350,7 @@ int main(int argc, char** argv) {
     }
     if (dry_run) {
       // Under a launcher every rank gets here: rank 0 alone says it.
-      const char* r = std::getenv("OMPI_COMM_WORLD_RANK");
-      if (r == nullptr) r = std::getenv("PMIX_RANK");
-      if (r != nullptr && std::string(r) != "0") return rt::kExitBadInput;
+      if (rankfarm::launcher::launcher_rank() > 0) return rt::kExitBadInput;
       throw rt::InputError("command line", 0, "--dry-run",
                            "only without mpirun/srun: rankfarm run then plans the launch and prints it");
     }

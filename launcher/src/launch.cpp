@@ -75,11 +75,13 @@ void kill_launcher(pid_t launcher) {
 
 }  // namespace
 
-bool under_mpi_launcher() {
+int launcher_rank() {
   for (const char* v : kRankVariables)
-    if (std::getenv(v) != nullptr) return true;
-  return false;
+    if (const char* r = std::getenv(v); r != nullptr && *r != '\0') return std::atoi(r);
+  return -1;
 }
+
+bool under_mpi_launcher() { return launcher_rank() >= 0; }
 
 int available_cores() {
   cpu_set_t set;

@@ -576,16 +576,7 @@ class Coordinator {
 
   // For `rankfarm run`, which waits on mpirun: the job's code, written once everything is saved,
   // so that a launcher stuck in its own teardown (a lost node) can be stopped (see run_plan).
-  static void announce_finished(int code) {
-    const char* path = std::getenv("RANKFARM_DONE_FILE");
-    if (path == nullptr || *path == '\0') return;
-    const std::string tmp = std::string(path) + ".tmp";
-    if (std::FILE* f = std::fopen(tmp.c_str(), "w")) {
-      std::fprintf(f, "%d\n", code);
-      std::fclose(f);
-      std::rename(tmp.c_str(), path);
-    }
-  }
+  static void announce_finished(int code) { announce("RANKFARM_DONE_FILE", fmt::format("{}\n", code)); }
 
   void print_summary(int code, const std::string& h5) {
     const double wall = run_seconds();
@@ -756,6 +747,17 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
     s.first_started_at = epoch_seconds();
   }
   return s;
+}
+
+void announce(const char* var, const std::string& text) {
+  const char* path = std::getenv(var);
+  if (path == nullptr || *path == '\0') return;
+  const std::string tmp = std::string(path) + ".tmp";
+  if (std::FILE* f = std::fopen(tmp.c_str(), "w")) {
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+    std::rename(tmp.c_str(), path);
+  }
 }
 
 int coordinate(MPI_Comm comm, Setup& setup, const FarmOptions& opt, const kernels::Registry& registry,

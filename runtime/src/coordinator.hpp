@@ -30,6 +30,11 @@ std::string describe_change(const Job& job, const std::vector<JournalRow>& rows)
 /// InputError (also for a task asking for more ranks than the run's `workers`).
 Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int workers);
 
+/// For `rankfarm run` (launcher::run_plan), which watches the files named by RANKFARM_READY_FILE
+/// and RANKFARM_DONE_FILE: writes `text` to the file named by the environment variable `var`
+/// (written aside and renamed, so the watcher never reads half of it). Nothing when unset.
+void announce(const char* var, const std::string& text);
+
 /// Runs the job to its end (or a stop) from rank 0; `self` runs tasks when rank 0 is alone.
 /// Returns the job's exit code (workers get it with their stop message).
 int coordinate(MPI_Comm comm, Setup& setup, const FarmOptions& opt, const kernels::Registry& registry,

@@ -121,15 +121,6 @@ std::string default_output_dir(const std::string& job_output, const std::string&
   return job_output.empty() ? (fs::path("rankfarm-out") / job_name).string() : job_output;
 }
 
-namespace {
-// For `rankfarm run` (see launcher::run_plan): RANKFARM_READY_FILE is created once all ranks
-// handle stop signals.
-void announce_ready() {
-  const char* path = std::getenv("RANKFARM_READY_FILE");
-  if (path == nullptr || *path == '\0') return;
-  if (std::FILE* f = std::fopen(path, "w")) std::fclose(f);
-}
-}  // namespace
 
 void install_stop_handlers() {
   struct sigaction sa {};
@@ -175,7 +166,7 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   }
   // Every rank passed install_stop_handlers() before the gather above, so a stop signal now
   // reaches a handler everywhere: tell `rankfarm run`, which holds a Ctrl-C until then.
-  if (rank == 0) announce_ready();
+  if (rank == 0) detail::announce("RANKFARM_READY_FILE", "ready\n");
   std::uint64_t nbytes = wire.bytes().size();
   MPI_Bcast(&nbytes, 1, MPI_UINT64_T, 0, comm);
   if (rank != 0) wire.bytes().resize(nbytes);

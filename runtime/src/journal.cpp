@@ -17,6 +17,13 @@ namespace {
 constexpr const char* kFormat = "rankfarm-journal-1";
 
 // RAII prepared statement.
+// The readers' statements, also prepared (not run) by Journal::open to check the schema.
+constexpr const char* kLoadTasksSql =
+    "SELECT idx, task_id, spec_hash, state, rank, attempt, failure_count, started_at, deadline,"
+    " finished_at, exit_code, error, wall_s, result, stdout FROM tasks ORDER BY idx";
+constexpr const char* kLoadRunsSql =
+    "SELECT run, started_at, COALESCE(finished_at, 0), ranks, hosts, COALESCE(outcome, '') FROM runs ORDER BY run";
+
 class Stmt {
  public:
   Stmt(sqlite3* db, const char* sql) : db_(db) {
@@ -147,10 +154,8 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
   if (format != kFormat)
     throw InputError(path, 0, "meta.format",
                      format.empty() ? "not a rankfarm journal" : fmt::format("unknown journal format \"{}\"", format));
-  // The tables and columns every reader uses (cheap: statements are prepared, not run).
-  for (const char* sql : {"SELECT idx, task_id, spec_hash, state, rank, attempt, failure_count, started_at, deadline, finished_at,"
-                          " exit_code, error, wall_s, result, stdout FROM tasks LIMIT 0",
-                          "SELECT run, started_at, finished_at, ranks, hosts, outcome FROM runs LIMIT 0"}) {
+  // The tables and columns the readers use (cheap: their statements are prepared, not run).
+  for (const char* sql : {kLoadTasksSql, kLoadRunsSql}) {
     sqlite3_stmt* check = nullptr;
     const int rc = sqlite3_prepare_v2(j->db_, sql, -1, &check, nullptr);
     sqlite3_finalize(check);
@@ -174,9 +179,7 @@ void Journal::set_meta(const std::string& key, const std::string& value) {
 }
 
 std::vector<JournalRow> Journal::load_tasks() const {
-  Stmt s(db_,
-         "SELECT idx, task_id, spec_hash, state, rank, attempt, failure_count, started_at, deadline,"
-         " finished_at, exit_code, error, wall_s, result, stdout FROM tasks ORDER BY idx");
+  Stmt s(db_, kLoadTasksSql);
   std::vector<JournalRow> rows;
   while (s.step()) {
     JournalRow r;
@@ -239,7 +242,7 @@ void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& upd
 }
 
 std::vector<RunRecord> Journal::runs() const {
-  Stmt s(db_, "SELECT run, started_at, COALESCE(finished_at, 0), ranks, hosts, COALESCE(outcome, '') FROM runs ORDER BY run");
+  Stmt s(db_, kLoadRunsSql);
   std::vector<RunRecord> out;
   while (s.step())
     out.push_back({sqlite3_column_int(s.get(), 0), sqlite3_column_double(s.get(), 1), sqlite3_column_double(s.get(), 2),

@@ -1,6 +1,6 @@
 // libFuzzer target: the TOML job-file loader (load_job_file) with the built-in kernel registry,
-// as `rankfarm run JOB` calls it. Any input must either load (and then hash and order-check
-// cleanly) or be refused with InputError; anything else (another exception, a crash, undefined
+// as `rankfarm run JOB` calls it (loading also hashes every task and checks the dependencies).
+// Any input must either load or be refused with InputError; anything else (another exception, a crash, undefined
 // behaviour, a leak) is a finding.
 #include <cstdint>
 #include <cstdlib>
@@ -12,8 +12,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string& path = rankfarm::fuzz::write_input(data, size, ".toml");
   try {
-    rankfarm::runtime::Job job = rankfarm::runtime::load_job_file(path, rankfarm::kernels::builtin_registry());
-    for (const auto& t : job.tasks) (void)rankfarm::runtime::canonical_spec(t, job);
+    (void)rankfarm::runtime::load_job_file(path, rankfarm::kernels::builtin_registry());
   } catch (const rankfarm::runtime::InputError&) {
     // Refused with a message naming the file, line and field: the expected outcome.
   }

@@ -19,6 +19,10 @@ namespace rankfarm::launcher {
 /// (PMI_RANK) or MVAPICH (MV2_COMM_WORLD_RANK) is set.
 bool under_mpi_launcher();
 
+/// This process's rank as the launcher set it in the environment (Open MPI, PMIx, PMI,
+/// MVAPICH variables), or -1 when not started by an MPI launcher. Readable before MPI_Init.
+int launcher_rank();
+
 /// Cores this process may run on (sched_getaffinity), at least 1.
 int available_cores();
 
