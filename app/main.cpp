@@ -261,6 +261,7 @@ int main(int argc, char** argv) {
         std::cerr << "rankfarm launch: cannot run " << lreq.program[0] << ": " << std::strerror(errno) << "\n";
         return 127;
       }
+      lreq.dry_run = dry_run;
       const ln::Site site = ln::detect_site(lreq);
       const ln::LaunchPlan plan = ln::plan_launch(lreq, site);
       if (explain || dry_run)
@@ -315,6 +316,7 @@ int main(int argc, char** argv) {
         req.ranks = ranks;
         req.hostfile = run_hostfile;
         req.program = program;
+        req.dry_run = dry_run;
         plan = ln::plan_launch(req, ln::detect_site(req));
       } else {
         const int n = ranks > 0 ? ranks : rankfarm::launcher::available_cores() + 1;

@@ -298,10 +298,15 @@ LaunchPlan plan_launch(const LaunchRequest& req, const Site& site) {
   if (req.nodes < 0 || req.ranks < 0 || req.ranks_per_node < 0 || req.threads_per_rank < 0)
     throw LaunchInputError("", 0, "options", "-N, -n, --ranks-per-node and --threads-per-rank must not be negative");
   const std::string source = site.where == Where::Hostfile ? req.hostfile : "";
-  // Hosts that cannot be reached are an error before anything starts.
-  for (std::size_t i = 0; i < site.host_addresses.size() && i < site.hosts.size(); ++i)
-    if (site.host_addresses[i].empty())
+  // Hosts that cannot be reached are an error before anything starts; a dry run only plans,
+  // so there they are a warning (names of a cluster's nodes planned from elsewhere).
+  for (std::size_t i = 0; i < site.host_addresses.size() && i < site.hosts.size(); ++i) {
+    if (!site.host_addresses[i].empty()) continue;
+    if (!req.dry_run)
       throw LaunchInputError(source, site.hosts[i].line, "host", "cannot resolve '" + site.hosts[i].name + "'");
+    const std::string where = source.empty() ? "" : source + ":" + std::to_string(site.hosts[i].line) + ": ";
+    note("warning: " + where + "host: cannot resolve '" + site.hosts[i].name + "' here; a real launch refuses it");
+  }
   const int available = static_cast<int>(site.hosts.size());
   const int nodes = req.nodes > 0 ? req.nodes : available;
   if (nodes > available)

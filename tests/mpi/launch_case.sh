@@ -65,6 +65,11 @@ printf 'localhost slots=2\nnode2 slots=two\n' > bad1
 bad "bad1:2: slots: 'two' is not a positive integer" --hostfile bad1 -- echo x
 printf 'localhost slots=1\nno-such-host.invalid\n' > bad2
 bad "bad2:2: host: cannot resolve 'no-such-host.invalid'" --hostfile bad2 -- echo x
+# A dry run plans a cluster's names from here, and warns.
+printf 'alpha.invalid slots=4\nbeta.invalid slots=4\n' > cluster
+"$RF" launch --hostfile cluster --dry-run -- prog > out.txt 2> err.txt || fail "dry run of unresolvable hosts: exit $?: $(cat err.txt)"
+grep -q "^# warning: cluster:1: host: cannot resolve 'alpha.invalid' here; a real launch refuses it$" out.txt || fail "no warning: $(cat out.txt)"
+grep -q "mpirun -n 8 .*prog$" out.txt || fail "no plan: $(cat out.txt)"
 echo "localhost slots=1" > one
 bad "one:1: -n: 3 cores wanted on localhost, which has 1 slot(s) (more ranks than slots; add --oversubscribe to share cores)" --hostfile one -n 3 -- echo x
 bad "one: -N: 2 nodes asked for, the hostfile has 1" --hostfile one -N 2 -- echo x

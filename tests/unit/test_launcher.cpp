@@ -182,6 +182,13 @@ TEST(Plan, HostfileErrors) {
   } catch (const ln::LaunchInputError& e) {
     EXPECT_EQ(std::string(e.what()), "host: cannot resolve 'n3'");  // request names no hostfile
   }
+  // A dry run plans anyway and warns.
+  ln::LaunchRequest dry = request();
+  dry.dry_run = true;
+  ln::LaunchPlan p = ln::plan_launch(dry, unresolved);
+  EXPECT_EQ(p.ranks, 48);
+  EXPECT_NE(std::find(p.notes.begin(), p.notes.end(), "warning: host: cannot resolve 'n3' here; a real launch refuses it"),
+            p.notes.end());
 }
 
 TEST(Plan, SlurmPrefersSrunWithPmix) {

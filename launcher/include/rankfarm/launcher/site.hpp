@@ -98,6 +98,9 @@ struct LaunchRequest {
   bool oversubscribe = false;
   std::string launcher = "auto";  ///< "auto", "mpirun" or "srun"
   std::string net_if;        ///< interface for MPI's TCP traffic ("" : choose)
+  /// Planning only (--dry-run): host names that do not resolve here are a warning in the
+  /// plan's notes, not an error (a cluster's nodes planned from a laptop or a login node).
+  bool dry_run = false;
   std::vector<std::string> program;
 };
 
@@ -110,7 +113,8 @@ Site detect_site(const LaunchRequest& request);
 /// The srun or mpirun command for the request on the site, with the environment for the ranks
 /// (OMP_NUM_THREADS, OMP_PLACES, OMP_PROC_BIND) and a note for every choice. Throws
 /// LaunchInputError for an impossible request (more ranks than slots without oversubscribe,
-/// more nodes than the site has, srun outside Slurm, an unknown --net-if, ...).
+/// more nodes than the site has, srun outside Slurm, an unknown --net-if, a host name that does
+/// not resolve unless `request.dry_run`, ...).
 LaunchPlan plan_launch(const LaunchRequest& request, const Site& site);
 
 }  // namespace rankfarm::launcher
