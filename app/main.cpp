@@ -1,6 +1,6 @@
 // rankfarm — the command-line front end.
 //
-//   rankfarm run JOB.toml [-n N] [--output DIR] [--resume] [--retry-failed] [--window W]
+//   rankfarm run JOB.toml [-n N] [--output DIR] [--resume [--retry-failed] [--salvage]] [--window W]
 //   rankfarm run --commands FILE [-n N] [--retries R] [--timeout S] ...
 //   rankfarm status DIR
 //   rankfarm results DIR [DATASET] [--with-run-columns]
@@ -146,6 +146,7 @@ int main(int argc, char** argv) {
   run->add_option("-o,--output", opt.output_dir, "output directory (default: [job].output, else rankfarm-out/<job name>)");
   run->add_flag("--resume", opt.resume, "continue the job journalled in the output directory");
   run->add_flag("--retry-failed", opt.retry_failed, "with --resume: run failed and skipped tasks again");
+  run->add_flag("--salvage", opt.salvage, "with --resume: rebuild a damaged journal from its readable rows (done tasks kept, the rest run again)");
   run->add_option("--window", opt.window, "tasks in flight per worker rank (default: [job].window, else adaptive: 2 to 64)")
       ->check(CLI::Range(1, 1024));
   run->add_option("--retries", opt.retries, "command files: retries per task (default 0)")->check(CLI::Range(0, 1000));
@@ -299,6 +300,7 @@ int main(int argc, char** argv) {
       throw rt::InputError("command line", 0, "run", "missing job file (rankfarm run JOB.toml, or --commands FILE)");
     if (!commands_file.empty()) opt.job_path = commands_file, opt.commands = true;
     if (opt.retry_failed && !opt.resume) throw rt::InputError("command line", 0, "--retry-failed", "only with --resume");
+    if (opt.salvage && !opt.resume) throw rt::InputError("command line", 0, "--salvage", "only with --resume");
 
     if (!rankfarm::launcher::under_mpi_launcher()) {
       // Check the input here, before any rank starts, so that a typo costs one clean line.
@@ -319,6 +321,7 @@ int main(int argc, char** argv) {
         req.dry_run = dry_run;
         plan = ln::plan_launch(req, ln::detect_site(req));
       } else {
+        rt::check_forced_transport_here();  // the ranks run here
         const int n = ranks > 0 ? ranks : rankfarm::launcher::available_cores() + 1;
         plan = rankfarm::launcher::plan_local_mpirun(n, program);
       }
@@ -336,8 +339,13 @@ int main(int argc, char** argv) {
       }
       // Rank 0 says when the job is over and saved; mpirun stuck in teardown is then stopped.
       // Rank 0 also says when every rank handles stop signals; a Ctrl-C before that is held.
-      const std::string done_file = (std::filesystem::path(check.output_dir) / ".rankfarm-finished").string();
-      const std::string ready_file = (std::filesystem::path(check.output_dir) / ".rankfarm-ready").string();
+      // Named for this process: a second `rankfarm run` on the directory (refused by rank 0's
+      // lock if it got past the check above in a race) never touches this run's files.
+      char host[256] = {};
+      gethostname(host, sizeof host - 1);
+      const std::string me = fmt::format("{}.{}", host, getpid());
+      const std::string done_file = (std::filesystem::path(check.output_dir) / (".rankfarm-finished." + me)).string();
+      const std::string ready_file = (std::filesystem::path(check.output_dir) / (".rankfarm-ready." + me)).string();
       std::error_code ec;
       std::filesystem::remove(done_file, ec);
       std::filesystem::remove(ready_file, ec);

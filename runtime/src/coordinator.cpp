@@ -442,6 +442,10 @@ class Coordinator {
     while (finished_ < job_.tasks.size()) {
       bool busy = handle_messages();
       if (stop_signal() && !stopping_) return kExitInterrupted;
+      if (s_.lock && s_.lock->lost() && !stopping_) {
+        lock_lost_ = true;
+        return kExitInterrupted;
+      }
       if (auto err = writer_->error()) std::rethrow_exception(err);
       busy |= dispatch();
       if (size_ == 1) busy |= run_local();
@@ -538,8 +542,10 @@ class Coordinator {
       stopping_ = true;
       writer_->flush();  // first of all: what is done is durable
       const std::size_t running = in_flight_total();
-      progress_->note(fmt::format("{} received: stopping; journal flushed; waiting up to {:.0f} s for {} task(s) in flight",
-                                  sigabbrev_np(stop_signal()) ? fmt::format("SIG{}", sigabbrev_np(stop_signal())) : "signal",
+      const std::string why =
+          lock_lost_ ? fmt::format("the output directory is no longer this run's: {}", s_.lock->lost_reason())
+                     : fmt::format("{} received", sigabbrev_np(stop_signal()) ? fmt::format("SIG{}", sigabbrev_np(stop_signal())) : "signal");
+      progress_->note(fmt::format("{}: stopping; journal flushed; waiting up to {:.0f} s for {} task(s) in flight", why,
                                   opt_.grace_s, running));
       all_gone = stop_workers(code, opt_.grace_s);
       for (std::uint32_t i = 0; i < rec_.size(); ++i)
@@ -556,7 +562,9 @@ class Coordinator {
     writer_->flush();
     prov_.finished_at = epoch_seconds();
     const std::string h5 = (fs::path(s_.dir) / "results.h5").string();
-    write_results(h5, job_, rec_, prov_, registry_);
+    // results.h5 belongs to the run that holds the directory now; this one's results are in
+    // the journal, from which that run (or a resume) writes them.
+    if (!lock_lost_) write_results(h5, job_, rec_, prov_, registry_);
     s_.journal->end_run(run_id_, code == kExitInterrupted ? "interrupted" : code == kExitOk ? "complete" : "complete with failures");
     progress_->tick(finished_, done_ - initially_done_, failed_, run_seconds(), true);
     print_summary(code, h5);
@@ -661,7 +669,7 @@ class Coordinator {
   std::priority_queue<Ready> ready_;
   std::map<std::uint32_t, Gang> gangs_;  // tasks on several ranks in flight, by task index
   std::size_t finished_ = 0, done_ = 0, failed_ = 0, retried_ = 0, stale_ = 0, initially_done_ = 0;
-  bool stopping_ = false;
+  bool stopping_ = false, lock_lost_ = false;
   std::unique_ptr<JournalWriter> writer_;
   std::unique_ptr<detail::Progress> progress_;
   Provenance prov_;
@@ -670,7 +678,14 @@ class Coordinator {
 
 }  // namespace
 
-std::string describe_change(const Job& job, const std::vector<JournalRow>& rows) {
+bool salvage_matches(const Job& job, const std::string& job_hash, const std::vector<JournalRow>& rows) {
+  if (!job_hash.empty() && job_hash != job.hash) return false;
+  return std::all_of(rows.begin(), rows.end(), [&](const JournalRow& r) {
+    return r.idx < job.tasks.size() && job.tasks[r.idx].id == r.task_id && job.tasks[r.idx].spec_hash == r.spec_hash;
+  });
+}
+
+std::string describe_change(const Job& job, const std::vector<JournalRow>& rows, bool partial) {
   std::map<std::string, std::string> old_hash;
   for (const auto& r : rows) old_hash[r.task_id] = r.spec_hash;
   std::vector<std::string> changed, added;
@@ -684,6 +699,7 @@ std::string describe_change(const Job& job, const std::vector<JournalRow>& rows)
   std::vector<std::string> removed;
   for (const auto& r : rows)
     if (!now.count(r.task_id)) removed.push_back(r.task_id);
+  if (partial) added.clear();  // rows a damaged journal lost are not tasks added since
   std::vector<std::string> parts;
   auto list = [](const std::vector<std::string>& v) {
     std::string s = fmt::format("\"{}\"", v.front());
@@ -697,10 +713,65 @@ std::string describe_change(const Job& job, const std::vector<JournalRow>& rows)
   return fmt::format("{}", fmt::join(parts, "; "));
 }
 
+namespace {
+// The ready/done files of `rankfarm run` front ends that were killed (named .rankfarm-ready.HOST.PID
+// and .rankfarm-finished.HOST.PID); called once this run holds the directory, so no live run
+// of another front end uses them. This run's own (named in its environment) are kept.
+void remove_stale_announcements(const std::string& dir) {
+  std::error_code ec;
+  const char* mine[] = {std::getenv("RANKFARM_READY_FILE"), std::getenv("RANKFARM_DONE_FILE")};
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(".rankfarm-ready.", 0) != 0 && name.rfind(".rankfarm-finished.", 0) != 0) continue;
+    bool ours = false;
+    for (const char* m : mine) ours |= m != nullptr && fs::path(m).filename() == e.path().filename();
+    if (!ours) fs::remove(e.path(), ec);
+  }
+}
+
+// A new journal for `s.job` from the readable rows of the damaged one at `jpath`, which is
+// renamed aside (never deleted); fills s.records, s.first_started_at and a note.
+std::unique_ptr<Journal> salvage(const std::string& jpath, Setup& s) {
+  const Job& job = s.job;
+  Salvage sv = salvage_journal(jpath, job.tasks.size());
+  // The damaged file and its WAL are kept beside the new journal, never deleted.
+  const std::string aside = fmt::format("{}.damaged-{}", jpath, static_cast<long long>(epoch_seconds()));
+  for (const char* suffix : {"-wal", "-shm", ""}) {
+    const std::string from = jpath + suffix;
+    if (fs::exists(from) && std::rename(from.c_str(), (aside + suffix).c_str()) != 0)
+      throw std::runtime_error(fmt::format("salvage: rename {} -> {}{}: {}", from, aside, suffix, std::strerror(errno)));
+  }
+  std::vector<TaskRecord>& records = s.records;
+  std::vector<std::pair<std::uint32_t, TaskRecord>> kept;
+  std::size_t done = 0;
+  for (auto& r : sv.rows) {
+    TaskRecord t = std::move(r.record);
+    if (t.state == TaskState::Running) t.state = TaskState::Pending;
+    done += t.state == TaskState::Done;
+    records[r.idx] = t;
+    kept.emplace_back(r.idx, std::move(t));
+  }
+  auto journal = Journal::create(jpath, job);
+  s.first_started_at = epoch_seconds();
+  try {
+    if (!sv.created_at.empty()) s.first_started_at = std::stod(sv.created_at);
+  } catch (const std::exception&) {
+    // an unreadable start time: the salvage's own stands in
+  }
+  journal->set_meta("created_at", fmt::format("{:.3f}", s.first_started_at));
+  journal->set_meta("salvaged_from", aside);
+  journal->write(kept);
+  s.notes.push_back(fmt::format("salvaged the damaged journal: {} of {} task rows were readable, {} of them done and kept; "
+                              "the other tasks run again; the damaged file is kept as {}",
+                              sv.rows.size(), job.tasks.size(), done, aside));
+  return journal;
+}
+}  // namespace
+
 Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int workers) {
   Setup s;
   check_environment();
-  JobCheck c = check_job(opt, registry);
+  JobCheck c = locate_job(opt, registry);
   check_task_ranks(c.job, workers);  // before anything is written
   s.job = std::move(c.job);
   if (opt.keep_stdout >= 0) s.job.keep_stdout = static_cast<std::uint64_t>(opt.keep_stdout);
@@ -709,9 +780,19 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   fs::create_directories(fs::path(s.dir) / "logs", ec);
   if (ec) throw InputError(s.dir, 0, "--output", fmt::format("cannot create the output directory: {}", ec.message()));
   if (::access(s.dir.c_str(), W_OK) != 0) throw InputError(s.dir, 0, "--output", "the output directory is not writable");
+  // One live run per output directory, held until this run's end; before the journal is read.
+  std::string lock_note;
+  s.lock = OutputLock::acquire(s.dir, lock_lease_from_env(), &lock_note);
+  if (!lock_note.empty()) s.notes.push_back(lock_note);
+  remove_stale_announcements(s.dir);
+  c.job = std::move(s.job);  // check_journal compares the journal with the job
+  check_journal(opt, c);
+  s.job = std::move(c.job);
   const std::string& jpath = c.journal_path;
   s.records.assign(s.job.tasks.size(), TaskRecord{});
-  if (c.resuming) {
+  if (c.salvaging) {
+    s.journal = salvage(jpath, s);
+  } else if (c.resuming) {
     s.journal = Journal::open(jpath, false);
     std::vector<JournalRow> rows = s.journal->load_tasks();
     int reset_running = 0, reset_failed = 0;
@@ -746,8 +827,19 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
     s.journal = Journal::create(jpath, s.job);
     s.first_started_at = epoch_seconds();
   }
+  if (c.salvaging && opt.retry_failed) {  // --retry-failed applies to salvaged rows too
+    std::vector<std::pair<std::uint32_t, TaskRecord>> resets;
+    for (std::uint32_t i = 0; i < s.records.size(); ++i)
+      if (s.records[i].state == TaskState::Failed || s.records[i].state == TaskState::Skipped) {
+        s.records[i].state = TaskState::Pending;
+        s.records[i].failure_count = 0;
+        resets.emplace_back(i, s.records[i]);
+      }
+    if (!resets.empty()) s.journal->write(resets);
+  }
   return s;
 }
+
 
 void announce(const char* var, const std::string& text) {
   const char* path = std::getenv(var);

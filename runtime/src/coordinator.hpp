@@ -9,6 +9,7 @@
 #include "executor.hpp"
 #include "rankfarm/runtime/farm.hpp"
 #include "rankfarm/runtime/journal.hpp"
+#include "rankfarm/runtime/output_lock.hpp"
 #include "rankfarm/runtime/results.hpp"
 
 namespace rankfarm::runtime::detail {
@@ -17,6 +18,7 @@ namespace rankfarm::runtime::detail {
 struct Setup {
   Job job;
   std::string dir;
+  std::unique_ptr<OutputLock> lock;  // declared before the journal: released after it is closed
   std::unique_ptr<Journal> journal;
   std::vector<TaskRecord> records;
   double first_started_at = 0;
@@ -24,7 +26,17 @@ struct Setup {
 };
 
 /// What differs between a job and the tasks journalled for another: "1 task(s) changed: ...".
-std::string describe_change(const Job& job, const std::vector<JournalRow>& rows);
+/// `partial`: `rows` are the readable rows of a damaged journal (missing ones are not "removed").
+std::string describe_change(const Job& job, const std::vector<JournalRow>& rows, bool partial = false);
+
+/// Whether the readable rows of a damaged journal (and its job hash, when readable) belong to
+/// `job`: each row's task id and spec hash are those of the job's task at its index.
+bool salvage_matches(const Job& job, const std::string& job_hash, const std::vector<JournalRow>& rows);
+
+/// check_job's first half: loads the job and checks that its output directory can be made.
+JobCheck locate_job(const FarmOptions& opt, const kernels::Registry& registry);
+/// check_job's second half: the journal in the output directory, against the job and options.
+void check_journal(const FarmOptions& opt, JobCheck& c);
 
 /// Creates the output directory and the journal, or opens the journal to resume. Throws
 /// InputError (also for a task asking for more ranks than the run's `workers`).

@@ -21,7 +21,9 @@
 #include "executor.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/journal.hpp"
+#include "rankfarm/runtime/output_lock.hpp"
 #include "rankfarm/runtime/results.hpp"
+#include "rankfarm/transport/probe.hpp"
 #include "rankfarm/transport/transport.hpp"
 
 namespace rankfarm::runtime {
@@ -57,12 +59,92 @@ int threads_per_rank(MPI_Comm comm) {
   return std::max(1, cores / local);
 }
 
+// The variables that force a transport backend, or a setting of one: each forced backend is
+// opened on every rank at the start of a run, whether or not the run needs a transport, so
+// that a choice that cannot work is said at once (issue: a forced verbs on a machine without
+// RDMA went unnoticed when no bulk data flowed).
+std::vector<std::pair<std::string, std::string>> forced_backends() {
+  std::vector<std::pair<std::string, std::string>> out;  // backend, variable
+  if (const char* t = std::getenv("RANKFARM_TRANSPORT"); t != nullptr && *t != '\0' && std::string(t) != "auto")
+    out.emplace_back(t, "RANKFARM_TRANSPORT");
+  const std::pair<const char*, const char*> settings[] = {{"RANKFARM_VERBS_DEVICE", "verbs"}, {"RANKFARM_VERBS_ADDR", "verbs"},
+                                                          {"RANKFARM_OFI_PROVIDER", "ofi"},   {"RANKFARM_TCP_IF", "tcp"},
+                                                          {"RANKFARM_TCP_ADDR", "tcp"}};
+  for (const auto& [var, backend] : settings) {
+    const char* v = std::getenv(var);
+    if (v == nullptr || *v == '\0') continue;
+    if (std::none_of(out.begin(), out.end(), [&](auto& f) { return f.first == backend; })) out.emplace_back(backend, var);
+  }
+  return out;
+}
+
+}  // namespace
+
+void check_forced_transport_here() {
+  for (const auto& [backend, var] : forced_backends()) {
+    if (backend != "verbs") continue;  // the others are judged by opening them (collective)
+    std::string why;
+    if (transport::rdma_devices(&why).empty())
+      throw InputError("environment", 0, var, fmt::format("verbs cannot work on this host: {}", why));
+  }
+}
+
+namespace {
+
+// Every rank's problem with the run's start (its environment, its view of the output
+// directory), or "" on each; rank 0 gets the first, with the number of others. Collective.
+std::string first_problem(MPI_Comm comm, const std::string& mine, int* others) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const int len = static_cast<int>(mine.size());
+  std::vector<int> lens(static_cast<std::size_t>(size)), offs(static_cast<std::size_t>(size));
+  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, comm);
+  int total = 0;
+  for (int r = 0; r < size; ++r) offs[static_cast<std::size_t>(r)] = total, total += lens[static_cast<std::size_t>(r)];
+  std::string all(static_cast<std::size_t>(rank == 0 ? total : 0), '\0');
+  MPI_Gatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), offs.data(), MPI_CHAR, 0, comm);
+  std::string first;
+  *others = 0;
+  if (rank != 0) return first;
+  for (int r = 0; r < size; ++r) {
+    const auto n = static_cast<std::size_t>(lens[static_cast<std::size_t>(r)]);
+    if (n == 0) continue;
+    if (first.empty()) first = all.substr(static_cast<std::size_t>(offs[static_cast<std::size_t>(r)]), n);
+    else ++*others;
+  }
+  return first;
+}
+
+// This rank's problem with the start of a run, "" when none: its own environment, and whether
+// it sees the output directory that rank 0 prepared (the lock record with rank 0's token).
+std::string start_problem(int rank, const std::string& host, const std::string& dir, const std::string& token) {
+  try {
+    check_environment();
+    check_forced_transport_here();
+  } catch (const InputError& e) {
+    return fmt::format("{} (rank {} on host {})", e.what(), rank, host);
+  }
+  if (rank == 0) return {};
+  const auto rec = OutputLock::read_holder(dir);
+  if (!rec || rec->token != token)
+    return fmt::format("{}: --output: rank {} on host {} does not see the directory that rank 0 prepared ({}): the output "
+                       "directory must be on a file system that every node sees (not a node-local /tmp or scratch)",
+                       dir, rank, host,
+                       !rec ? fmt::format("no {} there", fs::path(OutputLock::holder_path(dir)).filename().string())
+                            : "its lock record belongs to another run");
+  return {};
+}
+
 }  // namespace
 
 int detail::stop_signal() { return g_stop_signal; }
 
 void check_environment() {
   (void)detail::bulk_threshold_from_env();
+  (void)lock_lease_from_env();
+  if (const char* sh = std::getenv("RANKFARM_SHEPHERD"); sh != nullptr && *sh != '\0' && ::access(sh, X_OK) != 0)
+    throw InputError("environment", 0, "RANKFARM_SHEPHERD", fmt::format("'{}': not an executable file: {}", sh, std::strerror(errno)));
   if (const char* t = std::getenv("RANKFARM_TRANSPORT"); t != nullptr && *t != '\0' && std::string(t) != "auto") {
     const auto have = transport::compiled_backends();
     if (std::find(have.begin(), have.end(), t) == have.end())
@@ -82,7 +164,7 @@ void check_task_ranks(const Job& job, int workers) {
                                    "at least {} ranks)", t.ranks, workers, t.ranks + 1));
 }
 
-JobCheck check_job(const FarmOptions& opt, const kernels::Registry& registry) {
+JobCheck detail::locate_job(const FarmOptions& opt, const kernels::Registry& registry) {
   JobCheck c;
   c.job = opt.commands ? load_command_file(opt.job_path, {opt.retries, opt.timeout_s})
                        : load_job_file(opt.job_path, registry);
@@ -90,30 +172,51 @@ JobCheck check_job(const FarmOptions& opt, const kernels::Registry& registry) {
   c.journal_path = (fs::path(c.output_dir) / "journal.sqlite").string();
   // The output directory, or the nearest ancestor that exists, must be a writable directory
   // (checked, not created: nothing changes here).
-  {
-    fs::path p = fs::absolute(c.output_dir);
-    std::error_code ec;
-    while (!fs::exists(p, ec) && p.has_parent_path() && p != p.parent_path()) p = p.parent_path();
-    if (!fs::is_directory(p, ec))
-      throw InputError(c.output_dir, 0, "--output",
-                       fmt::format("cannot create the output directory: {} is not a directory", p.string()));
-    if (::access(p.c_str(), W_OK | X_OK) != 0)
-      throw InputError(c.output_dir, 0, "--output",
-                       fmt::format("cannot create the output directory: {}: {}", p.string(), std::strerror(errno)));
-  }
+  fs::path p = fs::absolute(c.output_dir);
+  std::error_code ec;
+  while (!fs::exists(p, ec) && p.has_parent_path() && p != p.parent_path()) p = p.parent_path();
+  if (!fs::is_directory(p, ec))
+    throw InputError(c.output_dir, 0, "--output",
+                     fmt::format("cannot create the output directory: {} is not a directory", p.string()));
+  if (::access(p.c_str(), W_OK | X_OK) != 0)
+    throw InputError(c.output_dir, 0, "--output",
+                     fmt::format("cannot create the output directory: {}: {}", p.string(), std::strerror(errno)));
+  return c;
+}
+
+void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
   c.resuming = fs::exists(c.journal_path);
   if (c.resuming && !opt.resume)
     throw InputError(c.journal_path, 0, "", "a journal already exists here (use --resume to continue that job, or another --output)");
-  if (c.resuming) {
+  if (!c.resuming) return;
+  std::vector<JournalRow> rows;
+  std::string job_hash;
+  try {
     auto journal = Journal::open(c.journal_path, true);
-    std::vector<JournalRow> rows = journal->load_tasks();
-    if (journal->meta("job_hash") != c.job.hash || rows.size() != c.job.tasks.size())
-      throw InputError(opt.job_path, 0, "--resume",
-                       fmt::format("the job differs from the one journalled in {}: {}; refusing to resume "
-                                   "(run the original job, or choose another --output)",
-                                   c.journal_path, detail::describe_change(c.job, rows)));
-    c.done = static_cast<std::size_t>(std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.record.state == TaskState::Done; }));
+    rows = journal->load_tasks();
+    job_hash = journal->meta("job_hash");
+  } catch (const JournalDamaged&) {
+    if (!opt.salvage) throw;
+    Salvage sv = salvage_journal(c.journal_path, c.job.tasks.size());
+    rows = std::move(sv.rows);
+    job_hash = sv.job_hash;
+    c.salvaging = true;
   }
+  const bool differs = c.salvaging ? !detail::salvage_matches(c.job, job_hash, rows)
+                                   : job_hash != c.job.hash || rows.size() != c.job.tasks.size();
+  if (differs)
+    throw InputError(opt.job_path, 0, "--resume",
+                     fmt::format("the job differs from the one journalled in {}: {}; refusing to resume "
+                                 "(run the original job, or choose another --output)",
+                                 c.journal_path, detail::describe_change(c.job, rows, c.salvaging)));
+  c.done = static_cast<std::size_t>(std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.record.state == TaskState::Done; }));
+}
+
+JobCheck check_job(const FarmOptions& opt, const kernels::Registry& registry) {
+  JobCheck c = detail::locate_job(opt, registry);
+  // A live run on the directory is named before anything else is said of it.
+  OutputLock::check_free(c.output_dir, lock_lease_from_env());
+  detail::check_journal(opt, c);
   return c;
 }
 
@@ -150,6 +253,7 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
     try {
       setup = detail::prepare(opt, registry, size > 1 ? size - 1 : 1);
       wire.put_str(setup.dir);
+      wire.put_str(setup.lock->holder().token);
       detail::encode_job(setup.job, wire);
     } catch (const InputError& e) {
       status = kExitBadInput;
@@ -176,12 +280,28 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
 
   Job worker_job;
   std::string dir = setup.dir;
+  std::string token = rank == 0 ? setup.lock->holder().token : std::string();
   if (rank != 0) {
     WireReader r(wire.bytes().data(), wire.bytes().size());
     dir = r.get_str();
+    token = r.get_str();
     worker_job = detail::decode_job(r);
   }
   const Job& job = rank == 0 ? setup.job : worker_job;
+
+  // Every rank checks its own environment and its view of the output directory before the
+  // first task; the first problem is one line from rank 0, and every rank returns kExitBadInput.
+  {
+    int others = 0;
+    const std::string problem = first_problem(comm, start_problem(rank, host, dir, token), &others);
+    std::int32_t bad = problem.empty() ? 0 : 1;
+    MPI_Bcast(&bad, 1, MPI_INT32_T, 0, comm);
+    if (bad != 0) {
+      if (rank == 0)
+        std::cerr << "rankfarm: " << problem << (others > 0 ? fmt::format(" (and {} more rank(s))", others) : "") << "\n";
+      return kExitBadInput;
+    }
+  }
 
   detail::Executor ex{job, registry, dir, rank, host, threads_per_rank(comm), {}, 0};
   ex.comm = comm;
@@ -196,19 +316,32 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
     if (rank == 0) std::cerr << "rankfarm: " << e.what() << "\n";
     return kExitBadInput;
   }
-  if (size > 1 && job.keep_stdout > threshold) {
+  // A forced backend (or a forced setting of one) is opened on every rank now, needed or not:
+  // one that cannot work is bad input, said once, never a silent fallback.
+  const auto forced = forced_backends();
+  const bool transport_forced = !forced.empty() && forced.front().second == "RANKFARM_TRANSPORT";
+  const bool bulk = size > 1 && job.keep_stdout > threshold;
+  for (const auto& [backend, var] : forced) {
+    if (bulk && var == "RANKFARM_TRANSPORT") continue;  // opened below as the data plane
+    transport::MpiBootstrap boot(comm);
+    try {
+      (void)transport::open_transport(boot, backend);
+    } catch (const transport::TransportError& e) {
+      if (rank == 0) std::cerr << fmt::format("rankfarm: environment: {}: {}\n", var, e.what());
+      return kExitBadInput;
+    }
+  }
+  if (bulk) {
     transport::MpiBootstrap boot(comm);
     transport::Choice choice;
-    const char* forced = std::getenv("RANKFARM_TRANSPORT");
     try {
       data = transport::open_transport(boot, "", &choice);
       data_note = fmt::format("stdout above {} bytes goes through the {} transport ({})", threshold, data->name(),
                               fmt::join(choice.reasons, "; "));
     } catch (const transport::TransportError& e) {
-      if (forced != nullptr && *forced != '\0' && std::string(forced) != "auto") {
-        // A transport that was asked for and cannot work is an error, never a silent fallback.
-        if (rank == 0) std::cerr << "rankfarm: " << e.what() << "\n";
-        return kExitError;
+      if (transport_forced) {
+        if (rank == 0) std::cerr << fmt::format("rankfarm: environment: RANKFARM_TRANSPORT: {}\n", e.what());
+        return kExitBadInput;
       }
       data_note = fmt::format("no transport works here, so stdout above {} bytes goes through MPI: {}", threshold, e.what());
     }
@@ -251,7 +384,25 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
 
 int print_status(const std::string& dir, std::ostream& out) {
   const std::string path = (fs::path(dir) / "journal.sqlite").string();
-  auto j = Journal::open(path, true);
+  std::unique_ptr<Journal> j;
+  try {
+    j = Journal::open(path, true);
+  } catch (const JournalDamaged& e) {
+    // What a salvage would keep, then the one-line error (exit 2) that says how.
+    const Salvage sv = salvage_journal(path, 0);
+    std::map<TaskState, std::size_t> counts;
+    for (const auto& r : sv.rows) counts[r.record.state]++;
+    out << fmt::format("journal {} is damaged: {} task row(s) readable{}:", path, sv.rows.size(),
+                       sv.unreadable > 0 ? fmt::format(", {} unreadable", sv.unreadable) : "");
+    for (auto st : {TaskState::Done, TaskState::Failed, TaskState::Skipped, TaskState::Running, TaskState::Pending})
+      out << fmt::format(" {} {}", counts[st], to_string(st));
+    out << "\n";
+    throw;
+  }
+  const auto holder = OutputLock::probe(dir, lock_lease_from_env());
+  if (holder)
+    out << fmt::format("running now: {} (lease renewed {:.0f} s ago)\n", describe(*holder),
+                       std::max(0.0, epoch_seconds() - holder->renewed_at));
   std::vector<JournalRow> rows = j->load_tasks();
   std::map<TaskState, std::size_t> counts;
   for (const auto& r : rows) counts[r.record.state]++;
@@ -265,10 +416,13 @@ int print_status(const std::string& dir, std::ostream& out) {
     out << fmt::format("  {} ({}): {}\n", r.task_id, r.record.attempt, r.record.error);
   }
   out << "runs:\n";
-  for (const auto& r : j->runs())
+  const auto runs = j->runs();
+  for (const auto& r : runs)
     out << fmt::format("  {:>3}  {}  {:>8}  {} rank(s) on {}  {}\n", r.run, iso8601(r.started_at),
                        r.finished_at > 0 ? fmt::format("{:.1f} s", r.finished_at - r.started_at) : "-", r.ranks, r.hosts,
-                       r.outcome.empty() ? "did not finish (killed?)" : r.outcome);
+                       !r.outcome.empty()                      ? r.outcome
+                       : holder && r.run == runs.back().run    ? "running"
+                                                               : "did not finish (killed?)");
   if (counts[TaskState::Running] > 0)
     out << "tasks marked running: the job is running, or was killed; they run again on --resume\n";
   return kExitOk;

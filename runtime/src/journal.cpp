@@ -4,8 +4,10 @@
 #include <sqlite3.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 #include "rankfarm/config.hpp"
@@ -18,9 +20,13 @@ constexpr const char* kFormat = "rankfarm-journal-1";
 
 // RAII prepared statement.
 // The readers' statements, also prepared (not run) by Journal::open to check the schema.
-constexpr const char* kLoadTasksSql =
-    "SELECT idx, task_id, spec_hash, state, rank, attempt, failure_count, started_at, deadline,"
-    " finished_at, exit_code, error, wall_s, result, stdout FROM tasks ORDER BY idx";
+#define RANKFARM_TASK_COLUMNS                                                                    \
+  "SELECT idx, task_id, spec_hash, state, rank, attempt, failure_count, started_at, deadline," \
+  " finished_at, exit_code, error, wall_s, result, stdout FROM tasks "
+constexpr const char* kLoadTasksSql = RANKFARM_TASK_COLUMNS "ORDER BY idx";
+constexpr const char* kTasksFromSql = RANKFARM_TASK_COLUMNS "WHERE idx >= ? ORDER BY idx";
+constexpr const char* kTaskAtSql = RANKFARM_TASK_COLUMNS "WHERE idx = ?";
+#undef RANKFARM_TASK_COLUMNS
 constexpr const char* kLoadRunsSql =
     "SELECT run, started_at, COALESCE(finished_at, 0), ranks, hosts, COALESCE(outcome, '') FROM runs ORDER BY run";
 
@@ -54,6 +60,56 @@ class Stmt {
   sqlite3* db_;
   sqlite3_stmt* s_ = nullptr;
 };
+
+// One row of kLoadTasksSql's columns; false when it is malformed (bad state or result size).
+bool read_row(sqlite3_stmt* s, JournalRow& r) {
+  auto text = [&](int c) {
+    auto* p = sqlite3_column_text(s, c);
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s, c))) : std::string();
+  };
+  r.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s, 0));
+  r.task_id = text(1);
+  r.spec_hash = text(2);
+  auto st = parse_task_state(text(3));
+  if (!st) return false;
+  TaskRecord& t = r.record;
+  t.state = *st;
+  t.rank = sqlite3_column_int(s, 4);
+  t.attempt = sqlite3_column_int(s, 5);
+  t.failure_count = sqlite3_column_int(s, 6);
+  t.started_at = sqlite3_column_double(s, 7);
+  t.deadline = sqlite3_column_double(s, 8);
+  t.finished_at = sqlite3_column_double(s, 9);
+  t.exit_code = sqlite3_column_int(s, 10);
+  t.error = text(11);
+  t.wall_s = sqlite3_column_double(s, 12);
+  const int nbytes = sqlite3_column_bytes(s, 13);
+  if (nbytes % static_cast<int>(sizeof(double)) != 0) return false;
+  t.values.resize(static_cast<std::size_t>(nbytes) / sizeof(double));
+  if (nbytes > 0) std::memcpy(t.values.data(), sqlite3_column_blob(s, 13), static_cast<std::size_t>(nbytes));
+  t.stdout_text = text(14);
+  return true;
+}
+
+bool has_sqlite_header(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char h[16] = {};
+  in.read(h, sizeof h);
+  return in.gcount() == 16 && std::memcmp(h, "SQLite format 3", 16) == 0;
+}
+
+// SQLite's codes for a database file that cannot be read whole.
+bool is_damage(int code) {
+  const int primary = code & 0xff;
+  return primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB || primary == SQLITE_IOERR;
+}
+
+[[noreturn]] void throw_damaged(const std::string& path, const std::string& why) {
+  throw JournalDamaged(path, 0, "",
+                       fmt::format("the journal is damaged ({}); nothing in it was changed: add --salvage to --resume to "
+                                   "keep every readable task and run the rest again (rankfarm status shows what is readable)",
+                                   why));
+}
 
 }  // namespace
 
@@ -139,16 +195,22 @@ std::unique_ptr<Journal> Journal::create(const std::string& path, const Job& job
 
 std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) {
   if (!std::filesystem::is_regular_file(path)) throw InputError(path, 0, "", "no journal here (nothing to resume)");
+  std::error_code size_ec;
+  if (std::filesystem::file_size(path, size_ec) == 0 && !size_ec) throw_damaged(path, "the file is empty");
+  const bool sqlite_file = has_sqlite_header(path);
   std::unique_ptr<Journal> j(new Journal(path));
   int flags = read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
-  if (sqlite3_open_v2(path.c_str(), &j->db_, flags, nullptr) != SQLITE_OK)
+  if (sqlite3_open_v2(path.c_str(), &j->db_, flags, nullptr) != SQLITE_OK) {
+    if (sqlite_file && is_damage(sqlite3_extended_errcode(j->db_))) throw_damaged(path, sqlite3_errmsg(j->db_));
     throw InputError(path, 0, "", fmt::format("cannot open journal: {}", sqlite3_errmsg(j->db_)));
+  }
   sqlite3_busy_timeout(j->db_, 5000);
   std::string format;
   try {
     if (!read_only) j->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
     format = j->meta("format");
   } catch (const std::exception& e) {
+    if (sqlite_file && is_damage(sqlite3_extended_errcode(j->db_))) throw_damaged(path, sqlite3_errmsg(j->db_));
     throw InputError(path, 0, "", fmt::format("not a rankfarm journal ({})", e.what()));
   }
   if (format != kFormat)
@@ -162,7 +224,94 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
     if (rc != SQLITE_OK)
       throw InputError(path, 0, "", fmt::format("not a rankfarm journal of format {} ({})", kFormat, sqlite3_errmsg(j->db_)));
   }
+  // Damage that the few pages read so far do not show (a truncated tail, overwritten pages):
+  // quick_check walks every b-tree page, O(size of the file), without the index cross-checks.
+  {
+    sqlite3_stmt* qc = nullptr;
+    std::string verdict;
+    int rc = sqlite3_prepare_v2(j->db_, "PRAGMA quick_check(1)", -1, &qc, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_step(qc);
+    if (rc == SQLITE_ROW && sqlite3_column_text(qc, 0) != nullptr) verdict = reinterpret_cast<const char*>(sqlite3_column_text(qc, 0));
+    else verdict = sqlite3_errmsg(j->db_);
+    sqlite3_finalize(qc);
+    if (verdict != "ok") throw_damaged(path, fmt::format("quick_check: {}", verdict));
+  }
   return j;
+}
+
+Salvage salvage_journal(const std::string& path, std::size_t limit) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    std::string msg = sqlite3_errmsg(db);
+    sqlite3_close(db);
+    throw InputError(path, 0, "", fmt::format("cannot open journal: {}", msg));
+  }
+  // A file cut short is refused whole unless the schema is "writable": then SQLite takes the
+  // file's real size instead of the page count in its header (btree.c, lockBtree), and the
+  // pages that are there read. Nothing is written through this read-only connection.
+  sqlite3_exec(db, "PRAGMA writable_schema=ON", nullptr, nullptr, nullptr);
+  Salvage out;
+  auto meta = [&](const char* key) {
+    std::string v;
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key=?", -1, &st, nullptr) == SQLITE_OK) {
+      sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+      if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != nullptr)
+        v = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    return v;
+  };
+  out.job_hash = meta("job_hash");
+  out.created_at = meta("created_at");
+  if (limit == 0) {
+    // No job to say how many tasks there are: the task-id index (a b-tree of its own, often
+    // whole when the table's pages are not), else the largest index the table still gives.
+    for (const char* sql : {"SELECT count(*) FROM tasks INDEXED BY sqlite_autoindex_tasks_1", "SELECT max(idx) + 1 FROM tasks"}) {
+      sqlite3_stmt* st = nullptr;
+      if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        limit = static_cast<std::size_t>(std::max<sqlite3_int64>(0, sqlite3_column_int64(st, 0)));
+      sqlite3_finalize(st);
+      if (limit > 0) break;
+    }
+  }
+  // A scan in index order while pages read; after the first error, one lookup per index (a
+  // damaged page costs the rows on it, not the rows after it).
+  std::int64_t next = 0;
+  sqlite3_stmt* scan = nullptr;
+  if (sqlite3_prepare_v2(db, kTasksFromSql, -1, &scan, nullptr) == SQLITE_OK) {
+    sqlite3_bind_int64(scan, 1, 0);
+    for (;;) {
+      JournalRow r;
+      if (sqlite3_step(scan) != SQLITE_ROW) break;
+      if (read_row(scan, r) && (limit == 0 || r.idx < limit)) out.rows.push_back(std::move(r));
+      next = static_cast<std::int64_t>(sqlite3_column_int64(scan, 0)) + 1;
+    }
+  }
+  sqlite3_finalize(scan);
+  // Without a count (limit 0), lookups go on until 65,536 indexes in a row give nothing.
+  constexpr std::size_t kMissesToGiveUp = 65536;
+  const bool counted = limit > 0;
+  sqlite3_stmt* at = nullptr;
+  if (sqlite3_prepare_v2(db, kTaskAtSql, -1, &at, nullptr) == SQLITE_OK) {
+    std::size_t misses = 0;
+    for (auto i = static_cast<std::size_t>(next); counted ? i < limit : misses < kMissesToGiveUp; ++i) {
+      sqlite3_reset(at);
+      sqlite3_bind_int64(at, 1, static_cast<std::int64_t>(i));
+      JournalRow r;
+      if (sqlite3_step(at) == SQLITE_ROW && read_row(at, r)) {
+        out.rows.push_back(std::move(r));
+        misses = 0;
+      } else {
+        ++misses;
+      }
+    }
+  }
+  if (!counted && !out.rows.empty()) limit = out.rows.back().idx + 1u;
+  sqlite3_finalize(at);
+  sqlite3_close(db);
+  out.unreadable = limit > out.rows.size() ? limit - out.rows.size() : 0;
+  return out;
 }
 
 std::string Journal::meta(const std::string& key) const {
@@ -183,29 +332,8 @@ std::vector<JournalRow> Journal::load_tasks() const {
   std::vector<JournalRow> rows;
   while (s.step()) {
     JournalRow r;
-    r.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0));
-    r.task_id = s.text(1);
-    r.spec_hash = s.text(2);
-    auto st = parse_task_state(s.text(3));
-    if (!st || r.idx != rows.size())
-      throw InputError(path_, 0, fmt::format("tasks row {}", r.idx), "corrupt journal row (bad state or index)");
-    TaskRecord& t = r.record;
-    t.state = *st;
-    t.rank = sqlite3_column_int(s.get(), 4);
-    t.attempt = sqlite3_column_int(s.get(), 5);
-    t.failure_count = sqlite3_column_int(s.get(), 6);
-    t.started_at = sqlite3_column_double(s.get(), 7);
-    t.deadline = sqlite3_column_double(s.get(), 8);
-    t.finished_at = sqlite3_column_double(s.get(), 9);
-    t.exit_code = sqlite3_column_int(s.get(), 10);
-    t.error = s.text(11);
-    t.wall_s = sqlite3_column_double(s.get(), 12);
-    const int nbytes = sqlite3_column_bytes(s.get(), 13);
-    if (nbytes % sizeof(double) != 0)
-      throw InputError(path_, 0, fmt::format("tasks row {} result", r.idx), "corrupt result blob");
-    t.values.resize(static_cast<std::size_t>(nbytes) / sizeof(double));
-    if (nbytes > 0) std::memcpy(t.values.data(), sqlite3_column_blob(s.get(), 13), static_cast<std::size_t>(nbytes));
-    t.stdout_text = s.text(14);
+    if (!read_row(s.get(), r) || r.idx != rows.size())
+      throw InputError(path_, 0, fmt::format("tasks row {}", r.idx), "corrupt journal row (bad state, index or result blob)");
     rows.push_back(std::move(r));
   }
   return rows;

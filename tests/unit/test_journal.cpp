@@ -180,7 +180,7 @@ TEST_F(JournalTest, CorruptRowIsReportedWithItsIndex) {
     j->load_tasks();
     FAIL();
   } catch (const rt::InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("tasks row 1 result: corrupt result blob"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tasks row 1: corrupt journal row (bad state, index or result blob)"), std::string::npos) << e.what();
   }
 }
 

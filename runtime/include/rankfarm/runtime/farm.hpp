@@ -49,6 +49,7 @@ struct FarmOptions {
   std::string output_dir;        ///< "" = [job].output, else ./rankfarm-out/<job name>
   bool resume = false;           ///< continue the job in output_dir (a fresh start if none)
   bool retry_failed = false;     ///< with resume: failed and skipped tasks run again
+  bool salvage = false;          ///< with resume: a damaged journal is rebuilt from its readable rows
   int window = 0;                ///< tasks in flight per worker; 0 = [job].window, else adaptive
   int retries = 0;               ///< command files: retries per task
   double timeout_s = 0;          ///< command files: timeout per attempt (0 = none)
@@ -65,18 +66,29 @@ struct JobCheck {
   std::string output_dir;
   std::string journal_path;
   bool resuming = false;  ///< a journal exists (and --resume was given)
-  std::size_t done = 0;   ///< tasks the journal has done
+  bool salvaging = false; ///< the journal is damaged and --salvage was given: its readable rows are used
+  std::size_t done = 0;   ///< tasks the journal has done (readable ones, when salvaging)
 };
 
 /// Every check run_farm makes before it changes anything, without changing anything: loads the
-/// job, refuses an existing journal without --resume, and with --resume refuses a journal that
-/// is not ours or belongs to a different job. Throws InputError. Used before launching ranks.
+/// job, refuses an output directory that a live run holds (output_lock.hpp), refuses an
+/// existing journal without --resume, and with --resume refuses a journal that is not ours,
+/// belongs to a different job, or is damaged (JournalDamaged, unless options.salvage). Throws
+/// InputError. Used before launching ranks.
 JobCheck check_job(const FarmOptions& options, const kernels::Registry& registry);
 
 /// Checks the environment variables a run reads (RANKFARM_TRANSPORT: auto or a backend of
-/// this build; RANKFARM_BULK_THRESHOLD: bytes; RANKFARM_PROGRESS: bar or lines). Throws
+/// this build; RANKFARM_BULK_THRESHOLD: bytes; RANKFARM_PROGRESS: bar or lines;
+/// RANKFARM_LOCK_LEASE: seconds; RANKFARM_SHEPHERD: an executable). Throws
 /// InputError("environment", 0, NAME, ...) for the first bad one.
 void check_environment();
+
+/// Checks, on this host alone, that the backends forced by RANKFARM_TRANSPORT or a backend's
+/// own variables (RANKFARM_VERBS_DEVICE, ...) can work here: verbs needs an RDMA device. Throws
+/// InputError("environment", 0, VARIABLE, ...). run_farm also checks on every rank, and opens
+/// every forced backend on every rank before the first task (a forced setting is never
+/// silently unused). `rankfarm run` calls it before launching ranks on this machine.
+void check_forced_transport_here();
 
 /// Refuses (InputError naming the task's file and line) a task with `ranks = N` larger than
 /// `workers`, the worker ranks of the run (all ranks but rank 0; 1 when rank 0 is alone).

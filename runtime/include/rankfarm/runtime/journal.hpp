@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/job.hpp"
 
 struct sqlite3;
@@ -71,6 +72,28 @@ struct JournalRow {
   TaskRecord record;
 };
 
+/// Journal::open's error for a file that is an SQLite database but cannot be read whole
+/// (truncated or overwritten by a crash of the storage): SQLite reports corruption, or
+/// `PRAGMA quick_check` finds damage. The message says how to salvage it.
+class JournalDamaged : public InputError {
+ public:
+  using InputError::InputError;
+};
+
+/// What could be read of a damaged journal (salvage_journal).
+struct Salvage {
+  std::vector<JournalRow> rows;  ///< readable, well-formed task rows, in index order (gaps where unreadable)
+  std::string job_hash;          ///< meta.job_hash, "" when unreadable
+  std::string created_at;        ///< meta.created_at, "" when unreadable
+  std::size_t unreadable = 0;    ///< task indexes below the limit with no readable row
+};
+
+/// Reads every task row of the journal at `path` that SQLite can still return, tolerating
+/// damage: a scan in index order, then (after the first error) one lookup per index up to
+/// `limit` (the job's task count; 0: the count the task-id index gives). Never writes. Throws InputError only when the file cannot
+/// be opened at all.
+Salvage salvage_journal(const std::string& path, std::size_t limit);
+
 class Journal {
  public:
   /// Creates the journal for a new job at `path`, atomically: it is built as "<path>.tmp" and
@@ -78,8 +101,9 @@ class Journal {
   /// InputError if a journal exists there (the caller offers --resume), std::runtime_error on
   /// SQLite or file-system errors.
   static std::unique_ptr<Journal> create(const std::string& path, const Job& job);
-  /// Opens an existing journal. Throws InputError if the file is missing, is not an SQLite
-  /// database, or is not a rankfarm journal of a known format.
+  /// Opens an existing journal and checks it with `PRAGMA quick_check`. Throws InputError if
+  /// the file is missing, is not an SQLite database, or is not a rankfarm journal of a known
+  /// format; JournalDamaged if it is one (or an SQLite file) that is damaged.
   static std::unique_ptr<Journal> open(const std::string& path, bool read_only);
   ~Journal();
   Journal(const Journal&) = delete;
