@@ -84,8 +84,16 @@ void check_forced_transport_here() {
   for (const auto& [backend, var] : forced_backends()) {
     if (backend != "verbs") continue;  // the others are judged by opening them (collective)
     std::string why;
-    if (transport::rdma_devices(&why).empty())
-      throw InputError("environment", 0, var, fmt::format("verbs cannot work on this host: {}", why));
+    const auto devices = transport::rdma_devices(&why);
+    if (devices.empty()) throw InputError("environment", 0, var, fmt::format("verbs cannot work on this host: {}", why));
+    if (const char* want = std::getenv("RANKFARM_VERBS_DEVICE"); want != nullptr && *want != '\0') {
+      std::vector<std::string> names;
+      for (const auto& d : devices) names.push_back(d.name);
+      if (std::find(names.begin(), names.end(), want) == names.end())
+        throw InputError("environment", 0, var,
+                         fmt::format("verbs cannot work on this host: no RDMA device '{}' (RANKFARM_VERBS_DEVICE; this host has {})",
+                                     want, fmt::join(names, ", ")));
+    }
   }
 }
 

@@ -60,7 +60,7 @@ run_case() {
   host-empty) printf '\n# only a comment\n' > hosts; "$RF" launch --hostfile hosts --dry-run -- true ;;
   host-bad-slots) printf 'node1 slots=x\n' > hosts; "$RF" launch --hostfile hosts --dry-run -- true ;;
   host-unknown-keyword) printf 'node1 max_slots=2 bogus=1\n' > hosts; "$RF" launch --hostfile hosts --dry-run -- true ;;
-  host-unresolvable) printf 'no-such-host.invalid slots=2\n' > hosts; "$RF" launch --hostfile hosts --dry-run -- true ;;
+  host-unresolvable) printf 'no-such-host.invalid slots=2\n' > hosts; "$RF" launch --hostfile hosts -- true ;;
 
   mm-missing) "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
   mm-banner) mtx 'hello\n'; "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix m.mtx ;;
@@ -89,6 +89,18 @@ run_case() {
   journal-unknown-format) done_out; sqlite3 out/journal.sqlite "UPDATE meta SET value='99' WHERE key='format'"; "$RF" status out ;;
   journal-missing-table) done_out; sqlite3 out/journal.sqlite "DROP TABLE tasks"; "$RF" status out ;;
   journal-damaged) done_out; head -c 2000 out/journal.sqlite > cut; rm -f out/journal.sqlite*; mv cut out/journal.sqlite; "$RF" status out ;;
+  journal-salvage-needs-resume) ok_job; "$RF" run job.toml --salvage ;;
+  output-locked) printf 'sleep 60\n' > cmds.txt
+    "$RF" run --commands cmds.txt -n 2 --output out --grace 0 > /dev/null 2>&1 &
+    local first=$!
+    for _ in $(seq 300); do [[ -s out/.rankfarm.lock.holder ]] && break; sleep 0.1; done
+    "$RF" run --commands cmds.txt -n 2 --output out --resume; local rc=$?
+    kill -TERM $first; wait $first; return $rc ;;
+  output-not-shared) ok_job; mkdir -p out elsewhere
+    # Rank 1 sees another directory at ./out (its own mount namespace), as a node would whose
+    # scratch is not the one rank 0 writes to.
+    printf '%s\n' '[ "$OMPI_COMM_WORLD_RANK" = 1 ] && exec unshare -m --propagation private sh -c '"'"'mount --bind elsewhere out && exec "$@"'"'"' sh "$@"' 'exec "$@"' > view.sh
+    "${MPI2[@]}" sh view.sh "$RF" run job.toml --output out ;;
   output-not-a-directory) ok_job; touch afile; "$RF" run job.toml -n 2 --output afile/out ;;
   results-not-hdf5) mkdir out; echo "not hdf5" > out/results.h5; "$RF" results out tasks ;;
   results-no-dataset) done_out; "$RF" results out nosuch ;;
@@ -98,6 +110,12 @@ run_case() {
   env-progress) ok_job; RANKFARM_PROGRESS=x "$RF" run job.toml -n 2 --output out ;;
   env-transport-unusable) echo "echo hi" > cmds.txt
     RANKFARM_TCP_IF=nope0 RANKFARM_TRANSPORT=tcp "$RF" run --commands cmds.txt -n 2 --output out --keep-stdout 100000 ;;
+  env-transport-unused-unusable) echo "echo hi" > cmds.txt
+    RANKFARM_TCP_IF=nope0 "$RF" run --commands cmds.txt -n 2 --output out ;;
+  env-verbs-no-device) echo "true" > cmds.txt
+    RANKFARM_TRANSPORT=verbs RANKFARM_VERBS_DEVICE=no-such-hca0 "$RF" run --commands cmds.txt -n 2 --output out ;;
+  env-lock-lease) ok_job; RANKFARM_LOCK_LEASE=abc "$RF" run job.toml -n 2 --output out ;;
+  env-shepherd) ok_job; RANKFARM_SHEPHERD=/nonexistent/rankfarm-shepherd "$RF" run job.toml -n 2 --output out ;;
 
   opt-unknown) ok_job; "$RF" run job.toml --bogus ;;
   opt-range) ok_job; "$RF" run job.toml --window 0 ;;

@@ -439,7 +439,13 @@ bulk_results)
   if ! ibv_devices 2>/dev/null | tail -n +3 | grep -q .; then
     RANKFARM_TRANSPORT=verbs "${MPIRUN[@]}" -n 2 "$RF" run --commands cmds.txt --keep-stdout 100000 --output out-verbs > verbs.log 2>&1 &&
       fail "verbs forced without a device must fail"
-    grep -q "transport verbs was asked for but cannot be used" verbs.log || { cat verbs.log; fail "forced verbs message"; }
+    grep -q "^rankfarm: environment: RANKFARM_TRANSPORT: verbs cannot work on this host: " verbs.log || { cat verbs.log; fail "forced verbs message"; }
+    # Also when the run needs no transport at all (no bulk data): a forced setting is never unused.
+    RANKFARM_TRANSPORT=verbs "${MPIRUN[@]}" -n 2 "$RF" run --commands cmds.txt --output out-verbs2 > verbs2.log 2>&1
+    rc=$?
+    [[ $rc -eq 2 ]] || { cat verbs2.log; fail "forced verbs without bulk data: exit $rc, expected 2"; }
+    grep -q "^rankfarm: environment: RANKFARM_TRANSPORT: verbs cannot work on this host: " verbs2.log || { cat verbs2.log; fail "forced verbs message without bulk data"; }
+    [[ ! -e out-verbs2/logs/cmd1.out ]] || fail "a task ran although the forced transport cannot work"
   fi
   ;;
 

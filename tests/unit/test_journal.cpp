@@ -184,6 +184,65 @@ TEST_F(JournalTest, CorruptRowIsReportedWithItsIndex) {
   }
 }
 
+rt::Job many_tasks(int n) {
+  rt::Job job;
+  job.name = "many";
+  job.source = "cmds.txt";
+  for (int i = 0; i < n; ++i) {
+    rt::TaskSpec t;
+    t.id = "cmd" + std::to_string(i + 1);
+    t.kind = rt::TaskKind::Shell;
+    t.command = "echo " + std::to_string(i);
+    job.tasks.push_back(t);
+  }
+  rt::hash_job(job);
+  return job;
+}
+
+TEST_F(JournalTest, TruncatedJournalIsDamagedNotForeignAndItsReadableRowsAreSalvaged) {
+  const rt::Job job = many_tasks(2000);
+  {
+    auto j = rt::Journal::create(path_, job);
+    std::vector<std::pair<std::uint32_t, rt::TaskRecord>> done;
+    for (std::uint32_t i = 0; i < 2000; ++i) {
+      rt::TaskRecord r;
+      r.state = rt::TaskState::Done;
+      r.stdout_text = std::string(40, 'x') + std::to_string(i);
+      done.emplace_back(i, r);
+    }
+    j->write(done);
+  }
+  // A crash of the storage: the file cut to 60 % (the WAL was checkpointed at close).
+  const auto size = fs::file_size(path_);
+  fs::resize_file(path_, size * 6 / 10);
+  try {
+    rt::Journal::open(path_, false);
+    FAIL() << "a truncated journal opened";
+  } catch (const rt::JournalDamaged& e) {
+    EXPECT_NE(std::string(e.what()).find("journal.sqlite: the journal is damaged ("), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("add --salvage to --resume"), std::string::npos) << e.what();
+  }
+  const rt::Salvage sv = rt::salvage_journal(path_, job.tasks.size());
+  EXPECT_EQ(sv.job_hash, job.hash);
+  EXPECT_GT(sv.rows.size(), 100u);
+  EXPECT_LT(sv.rows.size(), 2000u);
+  EXPECT_EQ(sv.rows.size() + sv.unreadable, 2000u);
+  for (const auto& r : sv.rows) {
+    EXPECT_EQ(r.task_id, job.tasks[r.idx].id);
+    EXPECT_EQ(r.record.state, rt::TaskState::Done);
+    EXPECT_EQ(r.record.stdout_text, std::string(40, 'x') + std::to_string(r.idx));
+  }
+  // Without the job's count, the same rows.
+  EXPECT_EQ(rt::salvage_journal(path_, 0).rows.size(), sv.rows.size());
+  // Salvage only reads.
+  EXPECT_EQ(fs::file_size(path_), size * 6 / 10);
+}
+
+TEST_F(JournalTest, EmptyJournalFileIsDamaged) {
+  dir_.write("journal.sqlite", "");
+  EXPECT_THROW(rt::Journal::open(path_, true), rt::JournalDamaged);
+}
+
 TEST_F(JournalTest, RunsAreRecorded) {
   auto j = rt::Journal::create(path_, three_tasks());
   const int first = j->begin_run(4, "n1,n2");
