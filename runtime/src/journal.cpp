@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 
 #include "rankfarm/config.hpp"
@@ -277,6 +278,8 @@ Salvage salvage_journal(const std::string& path, std::size_t limit) {
   }
   // A scan in index order while pages read; after the first error, one lookup per index (a
   // damaged page costs the rows on it, not the rows after it).
+  // A damaged b-tree can hand a row out twice, or out of order: each index is kept once.
+  std::set<std::uint32_t> seen;
   std::int64_t next = 0;
   sqlite3_stmt* scan = nullptr;
   if (sqlite3_prepare_v2(db, kTasksFromSql, -1, &scan, nullptr) == SQLITE_OK) {
@@ -284,8 +287,10 @@ Salvage salvage_journal(const std::string& path, std::size_t limit) {
     for (;;) {
       JournalRow r;
       if (sqlite3_step(scan) != SQLITE_ROW) break;
-      if (read_row(scan, r) && (limit == 0 || r.idx < limit)) out.rows.push_back(std::move(r));
-      next = static_cast<std::int64_t>(sqlite3_column_int64(scan, 0)) + 1;
+      const std::int64_t idx = sqlite3_column_int64(scan, 0);
+      if (idx < next) break;  // out of order: the scan is lost; lookups take over from here
+      if (read_row(scan, r) && (limit == 0 || r.idx < limit) && seen.insert(r.idx).second) out.rows.push_back(std::move(r));
+      next = idx + 1;
     }
   }
   sqlite3_finalize(scan);
@@ -299,8 +304,8 @@ Salvage salvage_journal(const std::string& path, std::size_t limit) {
       sqlite3_reset(at);
       sqlite3_bind_int64(at, 1, static_cast<std::int64_t>(i));
       JournalRow r;
-      if (sqlite3_step(at) == SQLITE_ROW && read_row(at, r)) {
-        out.rows.push_back(std::move(r));
+      if (sqlite3_step(at) == SQLITE_ROW && read_row(at, r) && r.idx == i) {
+        if (seen.insert(r.idx).second) out.rows.push_back(std::move(r));
         misses = 0;
       } else {
         ++misses;

@@ -89,6 +89,10 @@ std::string write_aside(const std::string& dir, const LockHolder& h) {
 
 enum class Verdict { Free, Stale, Held };
 
+// How long a live holder is waited for before a refusal: a run killed a moment ago (kill -9,
+// then at once --resume) may not have exited, and its flock goes only with its exit.
+constexpr double kHeldPatienceS = 3.0;
+
 // Whether the holder in `rec` is alive. `why` says why a stale one is stale.
 Verdict judge(const std::optional<LockHolder>& rec, double lease_s, std::string* why) {
   if (!rec) return Verdict::Free;
@@ -176,7 +180,14 @@ std::optional<LockHolder> OutputLock::read_holder(const std::string& dir) {
 }
 
 void OutputLock::check_free(const std::string& dir, double lease_s) {
-  if (auto h = probe(dir, lease_s)) throw held_by(dir, h->pid > 0 ? h : std::nullopt);
+  // A holder killed a moment ago may not have exited yet (its flock goes with its exit).
+  const double until = epoch_seconds() + kHeldPatienceS;
+  for (;;) {
+    auto h = probe(dir, lease_s);
+    if (!h) return;
+    if (epoch_seconds() > until) throw held_by(dir, h->pid > 0 ? h : std::nullopt);
+    ::usleep(50000);
+  }
 }
 
 std::optional<LockHolder> OutputLock::probe(const std::string& dir, double lease_s) {
@@ -196,6 +207,19 @@ std::optional<LockHolder> OutputLock::probe(const std::string& dir, double lease
 }
 
 std::unique_ptr<OutputLock> OutputLock::acquire(const std::string& dir, double lease_s, std::string* note) {
+  // A holder killed a moment ago may not have exited yet (its flock goes with its exit).
+  const double until = epoch_seconds() + kHeldPatienceS;
+  for (;;) {
+    try {
+      return acquire_once(dir, lease_s, note);
+    } catch (const InputError&) {
+      if (epoch_seconds() > until) throw;
+    }
+    ::usleep(50000);
+  }
+}
+
+std::unique_ptr<OutputLock> OutputLock::acquire_once(const std::string& dir, double lease_s, std::string* note) {
   std::string said;
   const std::string path = lock_path(dir);
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -204,13 +228,7 @@ std::unique_ptr<OutputLock> OutputLock::acquire(const std::string& dir, double l
     const int err = errno;
     if (err == EWOULDBLOCK) {
       ::close(fd);
-      // The holder writes its record right after taking the flock: give it a moment to.
-      auto rec = read_holder(dir);
-      for (int i = 0; i < 20 && !rec; ++i) {
-        ::usleep(50000);
-        rec = read_holder(dir);
-      }
-      throw held_by(dir, rec);
+      throw held_by(dir, read_holder(dir));
     }
     if (err != ENOLCK && err != ENOSYS && err != EOPNOTSUPP && err != EINVAL) {
       ::close(fd);

@@ -6,7 +6,8 @@
 #  - shell tasks whose stdout is large cross nodes through rankfarm's TCP transport, byte for
 #    byte;
 #  - the stencil across 3 nodes, halo by transport puts over TCP, is bit-identical to one node;
-#  - a node's link taken down mid-job: the job ends (no hang) and resumes with nothing lost.
+#  - a node's link taken down mid-job: the job ends (no hang) and resumes with nothing lost;
+#  - the output directory's lock is honoured between nodes.
 # The namespaces are removed at the end, also on failure. Needs root and ip netns: when they are
 # missing, the test fails and says why.
 #   netns_case.sh PATH/TO/bin SOURCE_DIR
@@ -80,4 +81,25 @@ done_n=$(sqlite3 -readonly -batch -noheader linkdown/journal.sqlite "SELECT coun
 [[ $done_n -eq 60 ]] || fail "after resume: $done_n of 60 tasks done"
 [[ $("$RF" results linkdown spin_ms | tail -n +2 | wc -l) -eq 60 ]] || fail "after resume: results.h5 should hold 60 rows"
 echo "link down, then resume: 60 of 60 tasks done, each recorded once"
+
+# 5. One live run per output directory across nodes: a job whose rank 0 is on n1 holds the
+#    directory; a second run started from n2 (by hand, and under its own mpirun on n2 and n3)
+#    is refused naming host n1; no command runs twice.
+for i in $(seq 1 40); do echo "sleep 1; echo \$RANKFARM_TASK_ID >> $work/ran.txt"; done > lock.txt
+on3 -n 4 "$RF" run --commands lock.txt --output lockdir > lock1.log 2>&1 &
+first=$!
+for _ in $(seq 300); do [[ -s lockdir/.rankfarm.lock.holder ]] && break; sleep 0.1; done
+grep -q "^host=$n1$" lockdir/.rankfarm.lock.holder || fail "lock: the holder record does not name $n1: $(cat lockdir/.rankfarm.lock.holder)"
+"$cluster" run "$n2" "$RF" run --commands lock.txt --output "$work/lockdir" --resume > lock2.log 2>&1
+rc=$?
+[[ $rc -eq 2 ]] || { cat lock2.log; fail "lock: a second run from $n2 exited $rc, expected 2"; }
+grep -q "another run holds this output directory: host $n1, pid " lock2.log || { cat lock2.log; fail "lock: the refusal does not name $n1"; }
+timeout 120 "$cluster" mpirun "$n2:2" "$n3:2" -- --stdin none -n 3 "$RF" run --commands lock.txt --output "$work/lockdir" --resume > lock3.log 2>&1
+rc=$?
+[[ $rc -eq 2 ]] || { cat lock3.log; fail "lock: a second run under mpirun on $n2/$n3 exited $rc, expected 2"; }
+grep -q "^rankfarm: .*another run holds this output directory: host $n1, pid " lock3.log || { cat lock3.log; fail "lock: mpirun refusal"; }
+wait $first || { cat lock1.log; fail "lock: the first run failed"; }
+[[ $(wc -l < ran.txt) -eq 40 && $(sort ran.txt | uniq -d | wc -l) -eq 0 ]] || fail "lock: $(wc -l < ran.txt) executions of 40 commands"
+[[ ! -e lockdir/.rankfarm.lock.holder ]] || fail "lock: the record outlived the run"
+echo "lock across nodes: second runs from $n2 (by hand and under mpirun) refused naming $n1; 40 commands ran once each"
 echo "PASS [netns]"

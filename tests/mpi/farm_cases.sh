@@ -365,6 +365,96 @@ kill9_resume)
   echo "kill -9 trials: 3, kills: $total_kills, lost: 0, doubled: 0"
   ;;
 
+output_lock_race)
+  # Two runs started on one output directory at once or nearly (a second sbatch of the same job,
+  # a requeue that starts before the old allocation is gone), at random offsets: one runs, the
+  # other is refused naming the holder, and no command runs twice.
+  # The job (60 x 0.1 s on one worker) outlasts the largest offset plus the 3 s for which a
+  # live holder is waited for before the refusal.
+  for i in $(seq 1 60); do echo "sleep 0.1; echo \$RANKFARM_TASK_ID >> $WORK/ran.txt"; done > cmds.txt
+  for trial in 1 2 3 4; do
+    out="$WORK/race$trial"
+    rm -f ran.txt
+    offset=$(awk -v r=$RANDOM -v t=$trial 'BEGIN { printf "%.2f", t == 1 ? 0 : (r % 150) / 100 }')
+    "$RF" run --commands cmds.txt -n 2 --output "$out" --resume > "a$trial.log" 2>&1 &
+    a=$!
+    sleep "$offset"
+    "$RF" run --commands cmds.txt -n 2 --output "$out" --resume > "b$trial.log" 2>&1 &
+    b=$!
+    if [[ $trial -eq 2 ]]; then
+      # While a run holds the directory, status reads it and names the holder.
+      for _ in $(seq 100); do [[ -s "$out/.rankfarm.lock.holder" ]] && break; sleep 0.1; done
+      "$RF" status "$out" > status.txt 2>&1 || { cat status.txt; fail "status while a run holds the directory: exit $?"; }
+      grep -q "^running now: host $(hostname), pid " status.txt || { cat status.txt; fail "status does not name the running holder"; }
+    fi
+    wait $a; ra=$?
+    wait $b; rb=$?
+    if [[ $ra -eq 0 && $rb -eq 2 ]]; then refused=b$trial.log; elif [[ $ra -eq 2 && $rb -eq 0 ]]; then refused=a$trial.log
+    else cat "a$trial.log" "b$trial.log"; fail "trial $trial (offset $offset s): exit codes $ra and $rb, expected one 0 and one 2"; fi
+    grep -q "^rankfarm: .*--output: another run holds this output directory: host $(hostname), pid [0-9]*, started " "$refused" ||
+      { cat "$refused"; fail "trial $trial: the refusal does not name the holder"; }
+    expect_eq "$(wc -l < ran.txt)" 60 "trial $trial (offset $offset s): executions of 60 commands"
+    expect_eq "$(sort ran.txt | uniq -d | wc -l)" 0 "trial $trial: commands run twice"
+    expect_eq "$(q "$out" "SELECT count(*) FROM tasks WHERE state='done'")" 60 "trial $trial: done tasks"
+    [[ ! -e "$out/.rankfarm.lock.holder" ]] || fail "trial $trial: the lock record outlived the run"
+    echo "trial $trial: second run $offset s after the first; $refused refused; 60 commands ran once each"
+  done
+  ;;
+
+output_lock_stale)
+  # kill -9 of everything leaves the lock record; the next run sees that its process is gone,
+  # takes the directory over and finishes the job.
+  for i in $(seq 1 40); do echo "sleep 0.1; echo \$RANKFARM_TASK_ID >> $WORK/ran.txt"; done > cmds.txt
+  out="$WORK/stale"
+  "$RF" run --commands cmds.txt -n 2 --output "$out" > first.log 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do [[ -s ran.txt ]] && break; sleep 0.1; done
+  holder=$(sed -n 's/^pid=//p' "$out/.rankfarm.lock.holder")
+  [[ -n $holder ]] || fail "no lock record while the run runs"
+  pkill -9 -f -- "--output $out"
+  wait $pid 2>/dev/null
+  [[ -s "$out/.rankfarm.lock.holder" ]] || fail "kill -9 should leave the lock record behind"
+  "$RF" run --commands cmds.txt -n 2 --output "$out" --resume > second.log 2>&1 || { cat second.log; fail "resume after kill -9: exit $?"; }
+  grep -q "^rankfarm: took over the output directory from a run that ended without releasing it (host $(hostname), pid $holder, started .*: its process is gone)$" second.log ||
+    { cat second.log; fail "the takeover is not said"; }
+  expect_eq "$(q "$out" "SELECT count(*) FROM tasks WHERE state='done'")" 40 "done after the takeover"
+  [[ ! -e "$out/.rankfarm.lock.holder" ]] || fail "the lock record outlived the run"
+  ls -a "$out" | grep -q '^\.rankfarm-ready\.' && fail "the killed front end's ready file was not cleaned up"
+  echo "stale lock of pid $holder taken over; 40 of 40 done"
+  ;;
+
+journal_salvage)
+  # A journal cut short by a crash of the storage is reported as damaged (not as foreign);
+  # --resume --salvage keeps every readable done task and runs only the rest.
+  for i in $(seq 1 300); do echo "echo \$RANKFARM_TASK_ID >> $WORK/ran.txt; echo out-$i"; done > cmds.txt
+  "$RF" run --commands cmds.txt -n 3 --output out > first.log 2>&1 || { cat first.log; fail "first run"; }
+  rm -f out/journal.sqlite-wal out/journal.sqlite-shm
+  size=$(stat -c %s out/journal.sqlite)
+  truncate -s $((size * 6 / 10)) out/journal.sqlite
+  "$RF" status out > status.txt 2> status.err
+  rc=$?
+  expect_eq "$rc" 2 "status of a damaged journal: exit code"
+  grep -q "^rankfarm: out/journal.sqlite: the journal is damaged (" status.err || { cat status.err; fail "status: damage not named"; }
+  grep -q "not a rankfarm journal" status.err && fail "a damaged journal called foreign"
+  readable=$(sed -n 's/^journal out\/journal.sqlite is damaged: \([0-9]*\) task row(s) readable.*/\1/p' status.txt)
+  [[ -n $readable ]] || { cat status.txt; fail "status does not say what is readable"; }
+  "$RF" run --commands cmds.txt -n 3 --output out --resume > plain.log 2>&1
+  expect_eq "$?" 2 "resume without --salvage: exit code"
+  grep -q "add --salvage to --resume" plain.log || { cat plain.log; fail "resume does not say how to salvage"; }
+  : > ran.txt
+  "$RF" run --commands cmds.txt -n 3 --output out --resume --salvage > salvage.log 2>&1 || { cat salvage.log; fail "salvage: exit $?"; }
+  kept=$(sed -n 's/^rankfarm: salvaged the damaged journal: \([0-9]*\) of 300 task rows were readable, \([0-9]*\) of them done and kept.*/\2/p' salvage.log)
+  [[ -n $kept ]] || { cat salvage.log; fail "no salvage note"; }
+  (( kept > 0 && kept < 300 )) || fail "salvage kept $kept of 300 rows of a journal cut to 60 %"
+  expect_eq "$(wc -l < ran.txt)" $((300 - kept)) "commands run again after salvaging $kept"
+  expect_eq "$(q out "SELECT count(*) FROM tasks WHERE state='done'")" 300 "done after salvage"
+  # Every task's output, salvaged or run again, is in the results.
+  expect_eq "$("$RF" results out commands | awk -F'\t' 'NR > 1 { s = $4; sub(/[ \n]+$/, "", s); n += s == "out-" substr($1, 4) } END { print n }')" 300 \
+    "stdout of every task in results.h5"
+  ls out/journal.sqlite.damaged-* > /dev/null 2>&1 || fail "the damaged journal was not kept"
+  echo "journal cut to 60 %: status named the damage ($readable rows readable); salvage kept $kept done, ran $((300 - kept)) again"
+  ;;
+
 resume_refuses_changed_job)
   write_mixed_job job.toml change 3
   "$RF" run job.toml -n 2 --output out > run.log 2>&1 || fail "first run"

@@ -227,6 +227,7 @@ TEST_F(JournalTest, TruncatedJournalIsDamagedNotForeignAndItsReadableRowsAreSalv
   EXPECT_GT(sv.rows.size(), 100u);
   EXPECT_LT(sv.rows.size(), 2000u);
   EXPECT_EQ(sv.rows.size() + sv.unreadable, 2000u);
+  for (std::size_t k = 1; k < sv.rows.size(); ++k) EXPECT_LT(sv.rows[k - 1].idx, sv.rows[k].idx) << "each row once, in order";
   for (const auto& r : sv.rows) {
     EXPECT_EQ(r.task_id, job.tasks[r.idx].id);
     EXPECT_EQ(r.record.state, rt::TaskState::Done);

@@ -108,7 +108,7 @@ TEST(OutputLock, LiveLeaseOfAnotherHostIsHonouredEvenWithTheFlockFree) {
   } catch (const rt::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("another run holds this output directory: host node-elsewhere, pid 4242"), std::string::npos)
         << e.what();
-    EXPECT_NE(std::string(e.what()).find("Slurm job 77 (lease renewed 5 s ago)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(", Slurm job 77 (lease renewed "), std::string::npos) << e.what();
   }
   // Nothing was changed by the refusal.
   EXPECT_EQ(rt::OutputLock::read_holder(dir.path().string())->host, "node-elsewhere");

@@ -30,7 +30,10 @@
 // printed in the summary. If no transport can be opened, such results go through MPI, and the
 // summary says why.
 // Output directory: journal.sqlite, results.h5, logs/<task id>.out|.err (shell tasks). It must
-// be on a file system that every node sees (as the job file is).
+// be on a file system that every node sees (as the job file is): every rank checks that it
+// sees rank 0's lock record there before the first task. Rank 0 holds the directory's lock
+// (output_lock.hpp) for the whole run: a second run on it is refused as bad input. Forced
+// transport settings are opened on every rank before the first task, needed or not.
 #pragma once
 
 #include <chrono>

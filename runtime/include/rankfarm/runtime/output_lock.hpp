@@ -58,15 +58,17 @@ double lock_lease_from_env();
 class OutputLock {
  public:
   /// Takes the lock of the existing directory `dir` for this process and starts renewing its
-  /// lease every lease_s / 4. Throws InputError(dir, 0, "--output", "another run holds ...")
+  /// lease every lease_s / 4. A live holder is waited for up to 3 s (one killed a moment ago
+  /// may not have exited yet) before the refusal. Throws InputError(dir, 0, "--output", "another run holds ...")
   /// naming the holder when a live run holds it, std::runtime_error for file-system errors.
   /// `note` (may be null) is set to a sentence when a stale lock was taken over or when flock
   /// is not supported here, else cleared.
   static std::unique_ptr<OutputLock> acquire(const std::string& dir, double lease_s, std::string* note);
   /// Who holds `dir` now, changing nothing: nullopt when a run could take it (no record, or
-  /// a stale one). For checks before launch.
+  /// a stale one). For `rankfarm status`.
   static std::optional<LockHolder> probe(const std::string& dir, double lease_s);
-  /// Throws the InputError of acquire() when probe() finds a live holder.
+  /// Throws the InputError of acquire() when probe() finds a live holder, after waiting for it
+  /// up to 3 s as acquire() does. For checks before launch.
   static void check_free(const std::string& dir, double lease_s);
   /// The holder record of `dir` as written, live or stale; nullopt when there is none.
   static std::optional<LockHolder> read_holder(const std::string& dir);
@@ -86,6 +88,7 @@ class OutputLock {
 
  private:
   OutputLock(std::string dir, int fd, double lease_s, LockHolder me);
+  static std::unique_ptr<OutputLock> acquire_once(const std::string& dir, double lease_s, std::string* note);
   void renew_loop();
   std::string dir_;
   int fd_ = -1;
