@@ -70,10 +70,11 @@ std::vector<std::pair<std::string, std::string>> forced_backends() {
   const std::pair<const char*, const char*> settings[] = {{"RANKFARM_VERBS_DEVICE", "verbs"}, {"RANKFARM_VERBS_ADDR", "verbs"},
                                                           {"RANKFARM_OFI_PROVIDER", "ofi"},   {"RANKFARM_TCP_IF", "tcp"},
                                                           {"RANKFARM_TCP_ADDR", "tcp"}};
-  for (const auto& [var, backend] : settings) {
-    const char* v = std::getenv(var);
+  for (const auto& setting : settings) {
+    const char* v = std::getenv(setting.first);
     if (v == nullptr || *v == '\0') continue;
-    if (std::none_of(out.begin(), out.end(), [&](auto& f) { return f.first == backend; })) out.emplace_back(backend, var);
+    const std::string backend = setting.second;
+    if (std::none_of(out.begin(), out.end(), [&](auto& f) { return f.first == backend; })) out.emplace_back(backend, setting.first);
   }
   return out;
 }
