@@ -79,7 +79,7 @@ std::string encode(const LockHolder& h) {
 
 // Writes the record to a file of this process's own beside the holder record; returns its path.
 std::string write_aside(const std::string& dir, const LockHolder& h) {
-  const std::string tmp = fmt::format("{}.{}.{}.tmp", OutputLock::holder_path(dir), h.host, h.pid);
+  std::string tmp = fmt::format("{}.{}.{}.tmp", OutputLock::holder_path(dir), h.host, h.pid);
   std::ofstream out(tmp, std::ios::trunc);
   out << encode(h);
   out.close();
