@@ -3,6 +3,7 @@
 //   rankfarm run JOB.toml [-n N] [--output DIR] [--resume [--retry-failed] [--salvage]] [--window W]
 //   rankfarm run --commands FILE [-n N] [--retries R] [--timeout S] ...
 //   rankfarm status DIR
+//   rankfarm log DIR TASK [--attempt N] [--stderr] | rankfarm log DIR --failed
 //   rankfarm results DIR [DATASET] [--with-run-columns]
 //   rankfarm kernels
 //   rankfarm probe [-n N]
@@ -38,6 +39,7 @@
 #include "rankfarm/runtime/farm.hpp"
 #include "rankfarm/runtime/job.hpp"
 #include "rankfarm/runtime/results.hpp"
+#include "rankfarm/runtime/task_output.hpp"
 #include "rankfarm/sbatch_template.hpp"
 
 namespace rt = rankfarm::runtime;
@@ -161,6 +163,11 @@ int main(int argc, char** argv) {
   run->add_option("--keep-stdout", opt.keep_stdout, "bytes of each shell task's stdout kept with its result (default: [job].keep_stdout, else 4096)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{64} << 20));
   run->add_flag("--dry-run", dry_run, "check the job and print the launch command without running");
+  std::string task_output = "streams";
+  run->add_option("--task-output", task_output,
+                  "shell tasks' stdout/stderr: streams (a few framed files per run, read with rankfarm log) or files "
+                  "(logs/<task id>.out|.err)")
+      ->check(CLI::IsMember({"streams", "files"}));
   std::string run_hostfile;
   run->add_option("--hostfile", run_hostfile, "run on these hosts (Open MPI hostfile); inside Slurm the allocation is used");
 
@@ -172,6 +179,15 @@ int main(int argc, char** argv) {
   results->add_option("dir", dir, "output directory of the job (or a results.h5 file)")->required();
   results->add_option("dataset", dataset, "dataset (a kernel name, commands or tasks); none: list them");
   results->add_flag("--with-run-columns", run_columns, "include wall_s, rank and attempt");
+  std::string log_task;
+  int log_attempt = 0;
+  bool log_stderr = false, log_failed = false;
+  auto* log = app.add_subcommand("log", "print a shell task's output (stdout, or --stderr), or every failed task's (--failed)");
+  log->add_option("dir", dir, "output directory of the job")->required();
+  log->add_option("task", log_task, "task id");
+  log->add_option("--attempt", log_attempt, "the attempt (default: the latest with output)")->check(CLI::Range(1, 1 << 30));
+  log->add_flag("--stderr", log_stderr, "standard error instead of standard output");
+  log->add_flag("--failed", log_failed, "the output of every failed task, each after a header line");
   auto* kernels = app.add_subcommand("kernels", "list the registered kernels and their parameters");
   int probe_ranks = 2;
   auto* probe = app.add_subcommand("probe", "report RDMA devices, libfabric providers, MPI's transport and the transport rankfarm chooses");
@@ -283,6 +299,16 @@ int main(int argc, char** argv) {
       return code;
     }
     if (*status) return rt::print_status(dir, std::cout);
+    if (*log) {
+      if (log_failed == !log_task.empty())
+        throw rt::InputError("command line", 0, "log", "give a task id or --failed (rankfarm log DIR TASK, rankfarm log DIR --failed)");
+      if (log_failed) {
+        rt::print_failed_output(dir, std::cout);
+        return 0;
+      }
+      rt::print_task_output(dir, log_task, log_attempt, log_stderr, std::cout);
+      return 0;
+    }
     if (*results) {
       std::string file = std::filesystem::is_directory(dir) ? (std::filesystem::path(dir) / "results.h5").string() : dir;
       if (dataset.empty()) {
@@ -299,6 +325,7 @@ int main(int argc, char** argv) {
     if (commands_file.empty() && opt.job_path.empty())
       throw rt::InputError("command line", 0, "run", "missing job file (rankfarm run JOB.toml, or --commands FILE)");
     if (!commands_file.empty()) opt.job_path = commands_file, opt.commands = true;
+    opt.task_output = task_output == "files" ? rt::TaskOutputLayout::Files : rt::TaskOutputLayout::Streams;
     if (opt.retry_failed && !opt.resume) throw rt::InputError("command line", 0, "--retry-failed", "only with --resume");
     if (opt.salvage && !opt.resume) throw rt::InputError("command line", 0, "--salvage", "only with --resume");
 

@@ -1,17 +1,30 @@
-// rankfarm-shepherd — the supervisor of one shell task (the term is Grid Engine's).
+// rankfarm-shepherd — the supervisor of a rank's shell tasks (the term is Grid Engine's).
 //
-//   rankfarm-shepherd RANK_PID /bin/sh -c COMMAND
+//   rankfarm-shepherd RANK_PID SOCKET_FD
 //
-// Started by a worker rank with posix_spawn (cheap, unlike fork() of a large MPI process), in a
-// new process group that it leads, with the task's stdin/stdout/stderr and environment already
-// in place. It asks the kernel for SIGUSR2 when its parent (the rank) dies and answers it by
-// SIGKILLing its whole process group, so no task outlives its rank, even after kill -9. It
-// ignores SIGTERM, which the rank sends to the group on a timeout: that is for the command.
-// It also ignores SIGINT, SIGUSR1 and SIGHUP (the command gets them with default handling).
-// Exit status: the command's, or 128+N when the command died of signal N; 125 when it could
-// not start the command (with the reason on stderr).
+// Started once per rank (posix_spawn, in a process group of its own) with a SOCK_SEQPACKET
+// socket to the rank on SOCKET_FD; it serves one task at a time until the socket closes. The
+// messages (shell_protocol.hpp, shared with the rank):
+//   rank -> shepherd  RUN: the command and the task's variables, with the task's stdin, stdout
+//                     and stderr as file descriptors (SCM_RIGHTS)
+//                     SIGNAL N: send signal N to the running task's process group
+//   shepherd -> rank  DONE: the command's wait status
+// Each command runs as `/bin/sh -c COMMAND`, started with posix_spawn (vfork-like: nothing of
+// this small process is copied) as the leader of a new process group, with default signal
+// handling and nothing blocked. When the command ends, whatever it left in its group is
+// SIGKILLed before the command is reaped (so the group id cannot be reused meanwhile), as a
+// batch system ends a job step. When the rank dies (kill -9, node teardown) the socket closes
+// and the kernel sends SIGUSR2 (PR_SET_PDEATHSIG): either way the running task's group is
+// SIGKILLed and the shepherd exits, so no task outlives its rank. The shepherd itself ignores
+// SIGTERM, SIGINT, SIGUSR1 and SIGHUP (Open MPI signals a rank's process group; those are for
+// the rank). Exit status: 0 when the rank closed the socket, 125 on a protocol error.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,10 +32,23 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <vector>
+
+#include "../src/shell_protocol.hpp"
+
+extern char** environ;
 
 namespace {
 
-void on_parent_death(int) { kill(0, SIGKILL); }
+namespace sp = rankfarm::runtime::shell_protocol;
+
+volatile sig_atomic_t g_task_group = 0;  // the running task's process group, 0 when none
+
+void on_parent_death(int) {
+  if (g_task_group > 0) kill(-g_task_group, SIGKILL);
+  _exit(0);
+}
 
 void set_handler(int sig, void (*handler)(int)) {
   struct sigaction sa {};
@@ -31,46 +57,127 @@ void set_handler(int sig, void (*handler)(int)) {
   sigaction(sig, &sa, nullptr);
 }
 
+void send_done(int sock, int wait_status, int spawn_errno) {
+  sp::Done d{sp::kDone, 0, wait_status, spawn_errno};
+  while (send(sock, &d, sizeof d, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  }
+}
+
+// Runs one RUN message's command to its end, serving SIGNAL messages meanwhile. Returns false
+// when the rank is gone (the task's group has been killed then).
+bool run_task(int sock, const std::vector<char>& msg, const int fds[3]) {
+  std::vector<std::string> fields;
+  if (!sp::decode_strings(msg.data() + sizeof(sp::kRun), msg.size() - sizeof(sp::kRun), &fields) || fields.empty()) {
+    send_done(sock, 0, EPROTO);
+    return true;
+  }
+  // The environment: ours (inherited from the rank at start), with the task's variables added
+  // or replaced.
+  std::vector<char*> env;
+  for (char** p = environ; *p != nullptr; ++p) {
+    const char* eq = std::strchr(*p, '=');
+    const std::size_t n = eq ? static_cast<std::size_t>(eq - *p) + 1 : std::strlen(*p);
+    bool replaced = false;
+    for (std::size_t i = 1; i < fields.size() && !replaced; ++i) replaced = fields[i].compare(0, n, *p, n) == 0;
+    if (!replaced) env.push_back(*p);
+  }
+  for (std::size_t i = 1; i < fields.size(); ++i) env.push_back(fields[i].data());
+  env.push_back(nullptr);
+  char sh[] = "/bin/sh", dash_c[] = "-c";
+  char* argv[] = {sh, dash_c, fields[0].data(), nullptr};
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  for (int i = 0; i < 3; ++i) posix_spawn_file_actions_adddup2(&fa, fds[i], i);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigemptyset(&defaults);
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE, SIGHUP, SIGCHLD}) sigaddset(&defaults, sig);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, sh, &fa, &attr, argv, env.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    send_done(sock, 0, rc);
+    return true;
+  }
+  g_task_group = pid;
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  bool rank_gone = false;
+  for (;;) {
+    struct pollfd p[2] = {{sock, POLLIN, 0}, {pidfd, POLLIN, 0}};
+    const int n = poll(p, pidfd >= 0 ? 2 : 1, pidfd >= 0 ? -1 : 20);
+    if (n < 0 && errno != EINTR) break;
+    if (p[0].revents & POLLIN) {
+      sp::Signal s{};
+      const ssize_t got = recv(sock, &s, sizeof s, 0);
+      if (got == 0) rank_gone = true;
+      else if (got == static_cast<ssize_t>(sizeof s) && s.op == sp::kSignal) kill(-pid, s.signal);
+    } else if (p[0].revents & (POLLHUP | POLLERR)) {
+      rank_gone = true;
+    }
+    if (rank_gone) {
+      kill(-pid, SIGKILL);
+      break;
+    }
+    siginfo_t info{};
+    if (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid) break;
+  }
+  // The command has ended (or the rank is gone): end what it left in its group, then reap.
+  kill(-pid, SIGKILL);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  g_task_group = 0;
+  if (pidfd >= 0) close(pidfd);
+  if (rank_gone) return false;
+  send_done(sock, status, 0);
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: rankfarm-shepherd RANK_PID PROGRAM [ARGS...]\n");
+  if (argc != 3) {
+    std::fprintf(stderr, "usage: rankfarm-shepherd RANK_PID SOCKET_FD (started by a rankfarm rank)\n");
     return 125;
   }
   const long rank_pid = std::strtol(argv[1], nullptr, 10);
-  if (getpgrp() != getpid()) setpgid(0, 0);
+  const int sock = static_cast<int>(std::strtol(argv[2], nullptr, 10));
   set_handler(SIGUSR2, on_parent_death);
   prctl(PR_SET_PDEATHSIG, SIGUSR2);
-  if (getppid() != static_cast<pid_t>(rank_pid)) kill(0, SIGKILL);  // the rank died before prctl
-  set_handler(SIGTERM, SIG_IGN);
-  set_handler(SIGINT, SIG_IGN);
-  // Started with SIGTERM, SIGINT, SIGUSR1 and SIGHUP blocked (see run_shell): a stop signal
-  // meant for the rank that arrived before the handlers above is discarded, not fatal.
-  set_handler(SIGUSR1, SIG_IGN);
-  set_handler(SIGHUP, SIG_IGN);
+  if (getppid() != static_cast<pid_t>(rank_pid)) return 0;  // the rank died before prctl
+  // Started with these blocked (see the rank's side): ignore them, then unblock.
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP, SIGPIPE}) set_handler(sig, SIG_IGN);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
 
-  const pid_t child = fork();
-  if (child < 0) {
-    std::fprintf(stderr, "rankfarm-shepherd: fork: %s\n", std::strerror(errno));
-    return 125;
+  std::vector<char> msg(sp::kMaxMessage);
+  for (;;) {
+    int fds[3] = {-1, -1, -1};
+    const ssize_t n = sp::recv_with_fds(sock, msg.data(), msg.size(), fds, 3);
+    if (n == 0) return 0;  // the rank closed the socket (or died)
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return 125;
+    }
+    std::vector<char> m(msg.begin(), msg.begin() + n);
+    bool alive = true;
+    if (static_cast<std::size_t>(n) >= sizeof(sp::kRun) && std::memcmp(m.data(), &sp::kRun, sizeof sp::kRun) == 0 &&
+        fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0) {
+      alive = run_task(sock, m, fds);
+    } else if (static_cast<std::size_t>(n) != sizeof(sp::Signal)) {  // a late SIGNAL is dropped
+      send_done(sock, 0, EPROTO);
+    }
+    for (int fd : fds)
+      if (fd >= 0) close(fd);
+    if (!alive) return 0;
   }
-  if (child == 0) {
-    set_handler(SIGTERM, SIG_DFL);
-    set_handler(SIGINT, SIG_DFL);
-    set_handler(SIGUSR1, SIG_DFL);
-    set_handler(SIGHUP, SIG_DFL);
-    set_handler(SIGUSR2, SIG_DFL);
-    prctl(PR_SET_PDEATHSIG, 0);
-    execv(argv[2], argv + 2);
-    std::fprintf(stderr, "rankfarm-shepherd: cannot run %s: %s\n", argv[2], std::strerror(errno));
-    _exit(125);
-  }
-  int status = 0;
-  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

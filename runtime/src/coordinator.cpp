@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fmt/format.h>
 #include <iostream>
@@ -205,6 +206,8 @@ class Coordinator {
   }
 
   void on_outcome(int w, Outcome o) {
+    // Every attempt's output is indexed, also of attempts given up on: it was written.
+    if (!o.output.file.empty()) writer_->push_output({o.idx, o.attempt, w, std::move(o.output)});
     Worker& wk = workers_[static_cast<std::size_t>(w)];
     auto it = std::find(wk.in_flight.begin(), wk.in_flight.end(), o.idx);
     if (it != wk.in_flight.end()) wk.in_flight.erase(it);
@@ -777,7 +780,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   if (opt.keep_stdout >= 0) s.job.keep_stdout = static_cast<std::uint64_t>(opt.keep_stdout);
   s.dir = c.output_dir;
   std::error_code ec;
-  fs::create_directories(fs::path(s.dir) / "logs", ec);
+  fs::create_directories(opt.task_output == TaskOutputLayout::Files ? fs::path(s.dir) / "logs" : fs::path(s.dir), ec);
   if (ec) throw InputError(s.dir, 0, "--output", fmt::format("cannot create the output directory: {}", ec.message()));
   if (::access(s.dir.c_str(), W_OK) != 0) throw InputError(s.dir, 0, "--output", "the output directory is not writable");
   // One live run per output directory, held until this run's end; before the journal is read.
@@ -785,6 +788,14 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   s.lock = OutputLock::acquire(s.dir, lock_lease_from_env(), &lock_note);
   if (!lock_note.empty()) s.notes.push_back(lock_note);
   remove_stale_announcements(s.dir);
+  {
+    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    std::tm utc{};
+    gmtime_r(&now, &utc);
+    char when[32];
+    std::strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", &utc);
+    s.run_tag = fmt::format("{}-{}", when, s.lock->holder().token.substr(0, 6));
+  }
   c.job = std::move(s.job);  // check_journal compares the journal with the job
   check_journal(opt, c);
   s.job = std::move(c.job);

@@ -22,6 +22,7 @@ struct Setup {
   std::unique_ptr<Journal> journal;
   std::vector<TaskRecord> records;
   double first_started_at = 0;
+  std::string run_tag;  // names this run's output streams: "<UTC start>-<6 hex>"
   std::vector<std::string> notes;  // printed before the run starts
 };
 

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <deque>
+#include <tuple>
 #include <iostream>
 #include <filesystem>
 #include <fmt/format.h>
@@ -72,9 +73,13 @@ Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt, const std::vecto
     } else {
       ShellRequest req;
       req.command = t.command;
-      const std::string base = (fs::path(output_dir) / "logs" / t.id).string();
-      req.stdout_path = base + ".out";
-      req.stderr_path = base + ".err";
+      if (streams != nullptr) {
+        std::tie(req.stdout_fd, req.stderr_fd) = streams->begin_task();
+      } else {
+        const std::string base = (fs::path(output_dir) / "logs" / t.id).string();
+        req.stdout_path = base + ".out";
+        req.stderr_path = base + ".err";
+      }
       req.env = {"RANKFARM_TASK_ID=" + t.id, fmt::format("RANKFARM_RANK={}", rank),
                  fmt::format("RANKFARM_ATTEMPT={}", attempt), "RANKFARM_OUTPUT_DIR=" + output_dir};
       if (std::getenv("OMP_NUM_THREADS") == nullptr) req.env.push_back(fmt::format("OMP_NUM_THREADS={}", threads));
@@ -82,11 +87,22 @@ Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt, const std::vecto
       req.should_stop = should_stop;
       ShellOutcome so = run_shell(req);
       o.exit_code = so.exit_code;
-      o.stdout_text = tail_of_file(req.stdout_path, static_cast<std::size_t>(job.keep_stdout));
+      o.stdout_text = streams != nullptr ? streams->tail(1, static_cast<std::size_t>(job.keep_stdout))
+                                         : tail_of_file(req.stdout_path, static_cast<std::size_t>(job.keep_stdout));
       o.ok = so.exit_code == 0 && !so.timed_out && !so.stopped;
       o.interrupted = so.stopped;
+      if (streams != nullptr) {
+        try {
+          o.output = streams->end_task(idx, t.id, attempt);
+        } catch (const std::exception& e) {
+          // The command ran, but its output could not be kept: the attempt fails (and is
+          // retried, or run again on resume once there is space).
+          so.error = so.error.empty() ? e.what() : so.error + "; " + e.what();
+          o.ok = false;
+        }
+      }
       if (!o.ok) {
-        std::string err_tail = tail_of_file(req.stderr_path, 200);
+        std::string err_tail = streams != nullptr ? streams->tail(2, 200) : tail_of_file(req.stderr_path, 200);
         while (!err_tail.empty() && (err_tail.back() == '\n' || err_tail.back() == '\r')) err_tail.pop_back();
         if (auto nl = err_tail.rfind('\n'); nl != std::string::npos) err_tail = err_tail.substr(nl + 1);
         o.error = so.error + (err_tail.empty() ? "" : ": " + err_tail);

@@ -25,6 +25,9 @@ struct Executor {
   transport::Transport* data = nullptr;
   std::size_t bulk_threshold = 16384;
   MPI_Comm comm = MPI_COMM_NULL;  // the farm's communicator (sub-communicators of tasks on several ranks)
+  // Shell tasks' output: this rank's stream files (task_output.hpp), or null for
+  // logs/<task id>.out|.err (--task-output files).
+  OutputStreams* streams = nullptr;
 
   /// Runs one attempt of task `idx`; never throws (failures are in the Outcome). A tightly
   /// coupled kernel runs on a communicator of `members` (ranks of `comm`, this one among them,

@@ -14,6 +14,7 @@
 #include <fmt/ranges.h>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -263,6 +264,8 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
       setup = detail::prepare(opt, registry, size > 1 ? size - 1 : 1);
       wire.put_str(setup.dir);
       wire.put_str(setup.lock->holder().token);
+      wire.put_str(setup.run_tag);
+      wire.put<std::uint8_t>(static_cast<std::uint8_t>(opt.task_output));
       detail::encode_job(setup.job, wire);
     } catch (const InputError& e) {
       status = kExitBadInput;
@@ -290,10 +293,14 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   Job worker_job;
   std::string dir = setup.dir;
   std::string token = rank == 0 ? setup.lock->holder().token : std::string();
+  std::string run_tag = setup.run_tag;
+  TaskOutputLayout layout = opt.task_output;
   if (rank != 0) {
     WireReader r(wire.bytes().data(), wire.bytes().size());
     dir = r.get_str();
     token = r.get_str();
+    run_tag = r.get_str();
+    layout = static_cast<TaskOutputLayout>(r.get<std::uint8_t>() == 1 ? 1 : 0);
     worker_job = detail::decode_job(r);
   }
   const Job& job = rank == 0 ? setup.job : worker_job;
@@ -314,6 +321,8 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
 
   detail::Executor ex{job, registry, dir, rank, host, threads_per_rank(comm), {}, 0};
   ex.comm = comm;
+  std::optional<OutputStreams> streams;
+  if (layout == TaskOutputLayout::Streams) ex.streams = &streams.emplace(dir, run_tag, rank);
 
   // The data plane for bulk results, opened (collectively) only when results can be large.
   std::unique_ptr<transport::Transport> data;

@@ -28,6 +28,10 @@ constexpr const char* kLoadTasksSql = RANKFARM_TASK_COLUMNS "ORDER BY idx";
 constexpr const char* kTasksFromSql = RANKFARM_TASK_COLUMNS "WHERE idx >= ? ORDER BY idx";
 constexpr const char* kTaskAtSql = RANKFARM_TASK_COLUMNS "WHERE idx = ?";
 #undef RANKFARM_TASK_COLUMNS
+constexpr const char* kCreateOutputsSql =
+    "CREATE TABLE IF NOT EXISTS outputs(idx INTEGER NOT NULL, attempt INTEGER NOT NULL, rank INTEGER NOT NULL,"
+    " file TEXT NOT NULL, out_off INTEGER NOT NULL, out_len INTEGER NOT NULL, err_off INTEGER NOT NULL,"
+    " err_len INTEGER NOT NULL, PRIMARY KEY(idx, attempt));";
 constexpr const char* kLoadRunsSql =
     "SELECT run, started_at, COALESCE(finished_at, 0), ranks, hosts, COALESCE(outcome, '') FROM runs ORDER BY run";
 
@@ -169,6 +173,7 @@ std::unique_ptr<Journal> Journal::create(const std::string& path, const Job& job
       " exit_code INTEGER NOT NULL, error TEXT NOT NULL, wall_s REAL NOT NULL, result BLOB, stdout TEXT NOT NULL);"
       "CREATE TABLE runs(run INTEGER PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,"
       " ranks INTEGER NOT NULL, hosts TEXT NOT NULL, outcome TEXT);");
+  j->exec(kCreateOutputsSql);
   j->set_meta("format", kFormat);
   j->set_meta("job_name", job.name);
   j->set_meta("job_hash", job.hash);
@@ -224,6 +229,15 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
     sqlite3_finalize(check);
     if (rc != SQLITE_OK)
       throw InputError(path, 0, "", fmt::format("not a rankfarm journal of format {} ({})", kFormat, sqlite3_errmsg(j->db_)));
+  }
+  // Journals of the release before stream files lack the output index: added (a new, empty
+  // table changes nothing else), so that they resume.
+  if (!read_only) {
+    try {
+      j->exec(kCreateOutputsSql);
+    } catch (const std::exception& e) {
+      throw InputError(path, 0, "outputs", fmt::format("cannot add the output index: {}", e.what()));
+    }
   }
   // Damage that the few pages read so far do not show (a truncated tail, overwritten pages):
   // quick_check walks every b-tree page, O(size of the file), without the index cross-checks.
@@ -344,9 +358,24 @@ std::vector<JournalRow> Journal::load_tasks() const {
   return rows;
 }
 
-void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates) {
+void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs) {
   exec("BEGIN IMMEDIATE;");
   try {
+    if (!outputs.empty()) {
+      Stmt o(db_, "INSERT OR REPLACE INTO outputs VALUES(?,?,?,?,?,?,?,?)");
+      for (const auto& row : outputs) {
+        o.bind(1, static_cast<std::int64_t>(row.idx));
+        o.bind(2, static_cast<std::int64_t>(row.attempt));
+        o.bind(3, static_cast<std::int64_t>(row.rank));
+        o.bind(4, row.ref.file);
+        o.bind(5, row.ref.out_off);
+        o.bind(6, static_cast<std::int64_t>(row.ref.out_len));
+        o.bind(7, row.ref.err_off);
+        o.bind(8, static_cast<std::int64_t>(row.ref.err_len));
+        o.step();
+        o.reset();
+      }
+    }
     Stmt s(db_,
            "UPDATE tasks SET state=?, rank=?, attempt=?, failure_count=?, started_at=?, deadline=?,"
            " finished_at=?, exit_code=?, error=?, wall_s=?, result=?, stdout=? WHERE idx=?");
@@ -372,6 +401,38 @@ void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& upd
     sqlite3_exec(db_, "ROLLBACK;", nullptr, nullptr, nullptr);
     throw;
   }
+}
+
+std::optional<std::pair<std::uint32_t, int>> Journal::find_task(const std::string& task_id) const {
+  Stmt s(db_, "SELECT idx, attempt FROM tasks WHERE task_id=?");
+  s.bind(1, task_id);
+  if (!s.step()) return std::nullopt;
+  return std::make_pair(static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0)), sqlite3_column_int(s.get(), 1));
+}
+
+bool Journal::has_outputs() const {
+  Stmt s(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='outputs'");
+  return s.step();
+}
+
+std::optional<OutputRow> Journal::output(std::uint32_t idx, int attempt) const {
+  if (!has_outputs()) return std::nullopt;
+  Stmt s(db_, attempt > 0 ? "SELECT attempt, rank, file, out_off, out_len, err_off, err_len FROM outputs WHERE idx=? AND attempt=?"
+                          : "SELECT attempt, rank, file, out_off, out_len, err_off, err_len FROM outputs WHERE idx=?"
+                            " ORDER BY attempt DESC LIMIT 1");
+  s.bind(1, static_cast<std::int64_t>(idx));
+  if (attempt > 0) s.bind(2, static_cast<std::int64_t>(attempt));
+  if (!s.step()) return std::nullopt;
+  OutputRow r;
+  r.idx = idx;
+  r.attempt = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0));
+  r.rank = sqlite3_column_int(s.get(), 1);
+  r.ref.file = s.text(2);
+  r.ref.out_off = sqlite3_column_int64(s.get(), 3);
+  r.ref.out_len = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 4));
+  r.ref.err_off = sqlite3_column_int64(s.get(), 5);
+  r.ref.err_len = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 6));
+  return r;
 }
 
 std::vector<RunRecord> Journal::runs() const {
@@ -419,6 +480,11 @@ void JournalWriter::push(std::uint32_t idx, const TaskRecord& record) {
   if (queue_.size() >= 4096) cv_.notify_all();
 }
 
+void JournalWriter::push_output(OutputRow row) {
+  std::lock_guard lk(mu_);
+  outputs_.push_back(std::move(row));
+}
+
 void JournalWriter::flush() {
   std::unique_lock lk(mu_);
   const std::uint64_t target = pushed_;
@@ -440,30 +506,34 @@ std::uint64_t JournalWriter::commits() const {
 
 void JournalWriter::loop() {
   std::vector<std::pair<std::uint32_t, TaskRecord>> batch;
+  std::vector<OutputRow> outputs;
   std::unique_lock lk(mu_);
   for (;;) {
     cv_.wait_for(lk, interval_, [&] { return stop_ || flush_requested_ || queue_.size() >= 4096; });
     flush_requested_ = false;
     const bool stopping = stop_;
-    if (!queue_.empty() && !error_) {
+    if ((!queue_.empty() || !outputs_.empty()) && !error_) {
       batch.swap(queue_);
+      outputs.swap(outputs_);
       const std::uint64_t n = batch.size();
       lk.unlock();
       std::exception_ptr err;
       try {
-        journal_.write(batch);
+        journal_.write(batch, outputs);
       } catch (...) {
         err = std::current_exception();
       }
       batch.clear();
+      outputs.clear();
       lk.lock();
       if (err) error_ = err;
       else committed_ += n, ++commits_;
     } else if (error_) {
       queue_.clear();
+      outputs_.clear();
     }
     done_cv_.notify_all();
-    if (stopping && queue_.empty()) return;
+    if (stopping && queue_.empty() && outputs_.empty()) return;
   }
 }
 

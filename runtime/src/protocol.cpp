@@ -81,6 +81,11 @@ void encode_outcome(const Outcome& o, WireWriter& w) {
   w.put_str(o.stdout_text);
   w.put<std::uint64_t>(o.bulk_bytes);
   w.put<std::uint64_t>(o.bulk_tag);
+  w.put_str(o.output.file);
+  w.put<std::int64_t>(o.output.out_off);
+  w.put<std::uint64_t>(o.output.out_len);
+  w.put<std::int64_t>(o.output.err_off);
+  w.put<std::uint64_t>(o.output.err_len);
 }
 
 Outcome decode_outcome(const std::vector<char>& buf) {
@@ -102,6 +107,13 @@ Outcome decode_outcome(const std::vector<char>& buf) {
   o.bulk_bytes = r.get<std::uint64_t>();
   o.bulk_tag = r.get<std::uint64_t>();
   if (o.bulk_bytes > (std::uint64_t{64} << 20)) throw detail::WireError("bulk result above 64 MiB");
+  o.output.file = r.get_str();
+  o.output.out_off = r.get<std::int64_t>();
+  o.output.out_len = r.get<std::uint64_t>();
+  o.output.err_off = r.get<std::int64_t>();
+  o.output.err_len = r.get<std::uint64_t>();
+  if (o.output.file.find('/') != std::string::npos || o.output.file.rfind("..", 0) == 0)
+    throw detail::WireError("output stream name is not a file name");
   return o;
 }
 

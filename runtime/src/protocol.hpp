@@ -3,8 +3,9 @@
 //   coordinator -> worker  kTagAssign  u32 n, n x (u32 task index, u32 attempt)
 //                          kTagStop    i32 exit code, u8 kill (1: kill the running task)
 //   worker -> coordinator  kTagStarted u32 task index, u32 attempt (tasks with a timeout)
-//                          kTagResult  an Outcome (encode_outcome); a shell task's stdout
-//                                      above the bulk threshold follows through the transport
+//                          kTagResult  an Outcome (encode_outcome), with where a shell task's
+//                                      output records are; a shell task's stdout above the
+//                                      bulk threshold follows through the transport
 //                          kTagBye     u8 0: the worker stops and will send nothing more
 // The job itself is broadcast once (encode_job); later messages name tasks by index.
 #pragma once
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "rankfarm/runtime/job.hpp"
+#include "rankfarm/runtime/task_output.hpp"
 #include "wire.hpp"
 
 namespace rankfarm::runtime::detail {
@@ -62,6 +64,8 @@ struct Outcome {
   // Large results travel through the data transport, not in this message: `bulk_bytes` of
   // standard output follow as a transport message from the worker with tag `bulk_tag`.
   std::uint64_t bulk_bytes = 0, bulk_tag = 0;
+  // Shell tasks with stream output: where this attempt's stdout and stderr are (file "" : none).
+  OutputRef output;
 };
 
 void mpi_send(const WireWriter& w, int dest, int tag, MPI_Comm comm);

@@ -1,11 +1,14 @@
 #include "rankfarm/runtime/shell.hpp"
 
+#include "shell_protocol.hpp"
+
 #include <fcntl.h>
 #include <limits.h>
 #include <spawn.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +18,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <system_error>
 #include <thread>
@@ -49,18 +53,6 @@ int open_for_task(const std::string& path, int flags) {
   return fd;
 }
 
-std::vector<std::string> merged_environment(const std::vector<std::string>& extra) {
-  std::set<std::string> names;
-  for (const auto& e : extra) names.insert(e.substr(0, e.find('=')));
-  std::vector<std::string> env;
-  for (char** p = environ; *p != nullptr; ++p) {
-    std::string e(*p);
-    if (!names.count(e.substr(0, e.find('=')))) env.push_back(std::move(e));
-  }
-  env.insert(env.end(), extra.begin(), extra.end());
-  return env;
-}
-
 std::string exe_dir() {
   char buf[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -81,90 +73,163 @@ std::string shepherd_path() {
                            " (set RANKFARM_SHEPHERD)");
 }
 
-ShellOutcome run_shell(const ShellRequest& req) {
-  static const std::string shepherd = shepherd_path();
-  Fd in(open_for_task("/dev/null", O_RDONLY));
-  Fd out(open_for_task(req.stdout_path, O_WRONLY | O_CREAT | O_TRUNC));
-  Fd err(open_for_task(req.stderr_path, O_WRONLY | O_CREAT | O_TRUNC));
-  std::vector<std::string> env = merged_environment(req.env);
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::string exe = shepherd, rank_pid = std::to_string(getpid()), sh = "/bin/sh", dash_c = "-c", cmd = req.command;
-  char* argv[] = {exe.data(), rank_pid.data(), sh.data(), dash_c.data(), cmd.data(), nullptr};
+namespace {
 
-  // posix_spawn, not fork(): forking a rank copies its page tables (milliseconds for a large
-  // MPI process); the shepherd is small, and it forks the shell.
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in.get(), 0);
-  posix_spawn_file_actions_adddup2(&fa, out.get(), 1);
-  posix_spawn_file_actions_adddup2(&fa, err.get(), 2);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  // Open MPI signals each rank's process group (SIGUSR1 for a graceful stop, SIGTERM): one that
-  // lands while the shepherd is still in the rank's group, before its own handlers are set,
-  // would stay pending across exec and kill it (found by the chaos runs). So the shepherd
-  // starts with them blocked, sets its handlers, then unblocks them.
-  sigset_t blocked, defaults;
-  sigemptyset(&blocked);
-  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) sigaddset(&blocked, sig);
-  posix_spawnattr_setsigmask(&attr, &blocked);
-  sigemptyset(&defaults);
-  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE, SIGHUP, SIGCHLD}) sigaddset(&defaults, sig);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
+namespace sp = shell_protocol;
+
+// This process's rankfarm-shepherd: started on first use and again if it died, talked to over
+// a SOCK_SEQPACKET socket (shell_protocol.hpp). One task at a time.
+class Shepherd {
+ public:
+  ~Shepherd() { stop(); }
+
+  int socket() {
+    if (sock_ >= 0 && alive()) return sock_;
+    stop();
+    start();
+    return sock_;
+  }
+  // After an error on the socket: the next socket() starts a new shepherd.
+  void stop() {
+    if (sock_ >= 0) ::close(sock_);
+    sock_ = -1;
+    if (pid_ > 0) {
+      int status = 0;
+      while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    pid_ = -1;
+  }
+
+ private:
+  bool alive() {
+    int status = 0;
+    const pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) pid_ = -1;
+    return r == 0;
+  }
+
+  void start() {
+    static const std::string exe = shepherd_path();
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) throw_errno("socketpair for rankfarm-shepherd");
+    std::string rank_pid = std::to_string(getpid()), fd = "3";
+    std::vector<char*> argv{const_cast<char*>(exe.c_str()), rank_pid.data(), fd.data(), nullptr};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pair[1], 3);  // dup2 clears close-on-exec
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    // Its own process group: Open MPI signals each rank's group (SIGUSR1 for a graceful stop,
+    // SIGTERM), and those are for the rank. It starts with them blocked, so that one landing
+    // before its handlers are set stays pending instead of killing it (found by the chaos runs
+    // when the shepherd still shared the rank's group), then ignores and unblocks them.
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&attr, 0);
+    sigset_t blocked, defaults;
+    sigemptyset(&blocked);
+    for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGHUP}) sigaddset(&blocked, sig);
+    posix_spawnattr_setsigmask(&attr, &blocked);
+    sigemptyset(&defaults);
+    for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE, SIGHUP, SIGCHLD}) sigaddset(&defaults, sig);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    const int rc = posix_spawn(&pid_, exe.c_str(), &fa, &attr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    ::close(pair[1]);
+    if (rc != 0) {
+      ::close(pair[0]);
+      pid_ = -1;
+      throw std::system_error(rc, std::generic_category(), "cannot start " + exe);
+    }
+    sock_ = pair[0];
+  }
+
+  int sock_ = -1;
+  pid_t pid_ = -1;
+};
+
+Shepherd& shepherd() {
+  static Shepherd s;
+  return s;
+}
+
+int dev_null() {
+  static const int fd = open_for_task("/dev/null", O_RDONLY);
+  return fd;
+}
+
+}  // namespace
+
+ShellOutcome run_shell(const ShellRequest& req) {
+  // The task's files: given (a rank's spools), or opened here (--task-output files, tests).
+  std::optional<Fd> out_file, err_file;
+  int out = req.stdout_fd, err = req.stderr_fd;
+  if (out < 0) out = out_file.emplace(open_for_task(req.stdout_path, O_WRONLY | O_CREAT | O_TRUNC)).get();
+  if (err < 0) err = err_file.emplace(open_for_task(req.stderr_path, O_WRONLY | O_CREAT | O_TRUNC)).get();
+  std::vector<char> msg(sizeof sp::kRun);
+  std::memcpy(msg.data(), &sp::kRun, sizeof sp::kRun);
+  sp::encode_string(req.command, &msg);
+  for (const auto& e : req.env) sp::encode_string(e, &msg);
+  if (msg.size() > sp::kMaxMessage)
+    throw std::runtime_error(fmt::format("the command and its variables take {} bytes, more than the {} a task may have",
+                                         msg.size(), sp::kMaxMessage));
+  const int fds[3] = {dev_null(), out, err};
 
   const auto t0 = Clock::now();
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, exe.c_str(), &fa, &attr, argv, envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) throw std::system_error(rc, std::generic_category(), "cannot start " + exe);
-
-  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  Shepherd& sh = shepherd();
+  int sock = sh.socket();
+  if (sp::send_with_fds(sock, msg.data(), msg.size(), fds, 3) < 0) {
+    sh.stop();  // it died since the last task: once more with a new one
+    sock = sh.socket();
+    if (sp::send_with_fds(sock, msg.data(), msg.size(), fds, 3) < 0) throw_errno("cannot hand the task to rankfarm-shepherd");
+  }
+  out_file.reset();
+  err_file.reset();
   ShellOutcome o;
   Clock::time_point term_sent{};
   bool term = false, killed = false;
+  sp::Done done{};
   for (;;) {
-    if (pidfd >= 0) {
-      struct pollfd p {pidfd, POLLIN, 0};
-      if (poll(&p, 1, 50) > 0) break;
-    } else {
-      siginfo_t info{};
-      if (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    struct pollfd p {sock, POLLIN, 0};
+    const int n = poll(&p, 1, 50);
+    if (n > 0) {
+      const ssize_t got = recv(sock, &done, sizeof done, 0);
+      if (got == static_cast<ssize_t>(sizeof done) && done.op == sp::kDone) break;
+      sh.stop();
+      throw std::runtime_error(got == 0 ? "rankfarm-shepherd ended while the task ran"
+                                        : fmt::format("rankfarm-shepherd: unexpected answer ({} bytes)", got));
     }
     const auto now = Clock::now();
+    auto signal_group = [&](int sig) {
+      const sp::Signal s{sp::kSignal, sig};
+      if (sp::send_with_fds(sock, &s, sizeof s, nullptr, 0) < 0) throw_errno("cannot signal the task through rankfarm-shepherd");
+    };
     if (!term) {
       if (now >= req.deadline) o.timed_out = true;
       else if (req.should_stop && req.should_stop()) o.stopped = true;
       if (o.timed_out || o.stopped) {
-        kill(-pid, SIGTERM);
+        signal_group(SIGTERM);
         term = true;
         term_sent = now;
       }
     } else if (!killed && now - term_sent >= std::chrono::duration<double>(req.kill_grace_s)) {
-      kill(-pid, SIGKILL);
+      signal_group(SIGKILL);
       killed = true;
     }
   }
-  if (pidfd >= 0) ::close(pidfd);
-  // The supervisor has exited but is not reaped, so its pid (the group id) cannot be reused:
-  // kill whatever the command left behind in the group, then reap.
-  kill(-pid, SIGKILL);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
   o.wall_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (done.spawn_errno != 0) {
+    o.exit_code = 125;
+    o.error = fmt::format("exit status 125 (rankfarm-shepherd could not start /bin/sh: {})", std::strerror(done.spawn_errno));
+    return o;
+  }
+  const int status = done.wait_status;
   o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   if (o.timed_out)
     o.error = fmt::format("timed out after {:.3g} s (process group killed)", o.wall_s);
   else if (o.stopped)
     o.error = "stopped: the job is shutting down";
-  else if (o.exit_code == 125)
-    o.error = "exit status 125 (the shepherd could not start /bin/sh)";
   else if (o.exit_code == 127)
     o.error = "exit status 127 (command not found?)";
   else if (o.exit_code > 128 && o.exit_code < 128 + 65)

@@ -29,7 +29,9 @@
 // the transport is opened once per job when keep_stdout exceeds the threshold, and its choice is
 // printed in the summary. If no transport can be opened, such results go through MPI, and the
 // summary says why.
-// Output directory: journal.sqlite, results.h5, logs/<task id>.out|.err (shell tasks). It must
+// Output directory: journal.sqlite, results.h5, output/<run tag>.rank<R> (shell tasks' stdout
+// and stderr as framed records, indexed in the journal: task_output.hpp; with --task-output
+// files: logs/<task id>.out|.err instead). It must
 // be on a file system that every node sees (as the job file is): every rank checks that it
 // sees rank 0's lock record there before the first task. Rank 0 holds the directory's lock
 // (output_lock.hpp) for the whole run: a second run on it is refused as bad input. Forced
@@ -43,6 +45,7 @@
 
 #include "rankfarm/kernels/registry.hpp"
 #include "rankfarm/runtime/job.hpp"
+#include "rankfarm/runtime/task_output.hpp"
 
 namespace rankfarm::runtime {
 
@@ -61,6 +64,8 @@ struct FarmOptions {
   double snapshot_s = 60;        ///< results.h5 is rewritten at most this often while running
   std::int64_t keep_stdout = -1; ///< bytes of each shell task's stdout kept; -1 = [job].keep_stdout
   std::chrono::milliseconds commit_interval{100};  ///< journal group-commit interval
+  /// Shell tasks' stdout/stderr: stream files per rank (default) or a file per task.
+  TaskOutputLayout task_output = TaskOutputLayout::Streams;
 };
 
 /// What check_job found: the loaded job, where it writes, and whether it resumes a journal.

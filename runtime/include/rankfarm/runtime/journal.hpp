@@ -11,6 +11,10 @@
 //   tasks(idx PRIMARY KEY, task_id UNIQUE, spec_hash, state, rank, attempt, failure_count,
 //         started_at, deadline, finished_at, exit_code, error, wall_s, result BLOB, stdout)
 //   runs(run PRIMARY KEY, started_at, finished_at, ranks, hosts, outcome)
+//   outputs(idx, attempt, rank, file, out_off, out_len, err_off, err_len; PRIMARY KEY(idx, attempt))
+//                                           where each attempt's output is (task_output.hpp);
+//                                           added to journals of earlier releases when opened
+//                                           for writing
 // Times are seconds since the Unix epoch (UTC). `result` holds the kernel's output values as
 // little-endian binary64. A task's state and its result change in one transaction, so a task
 // is never seen done without its result. Durability: a commit survives kill -9 and power loss;
@@ -31,6 +35,7 @@
 
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/job.hpp"
+#include "rankfarm/runtime/task_output.hpp"
 
 struct sqlite3;
 
@@ -63,6 +68,14 @@ struct RunRecord {
   int ranks = 0;
   std::string hosts;
   std::string outcome;  ///< "complete", "complete with failures", "interrupted", "" if killed
+};
+
+/// One row of `outputs`: where an attempt of task `idx` put its output.
+struct OutputRow {
+  std::uint32_t idx = 0;
+  std::uint32_t attempt = 0;
+  int rank = 0;
+  OutputRef ref;
 };
 
 struct JournalRow {
@@ -117,7 +130,15 @@ class Journal {
   std::vector<JournalRow> load_tasks() const;
   /// Writes the given task records in one transaction. Throws std::runtime_error (with the
   /// SQLite message, e.g. "database or disk is full") and rolls back on failure.
-  void write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates);
+  void write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs = {});
+  /// The task with this id: its index and the attempts dispatched so far; nullopt if none.
+  std::optional<std::pair<std::uint32_t, int>> find_task(const std::string& task_id) const;
+  /// Where attempt `attempt` of task `idx` put its output (`attempt` <= 0: the latest attempt
+  /// that has a row); nullopt when there is none, or the journal has no `outputs` table.
+  std::optional<OutputRow> output(std::uint32_t idx, int attempt) const;
+  /// Whether the journal has the `outputs` table (journals of earlier releases opened only
+  /// for reading do not).
+  bool has_outputs() const;
   /// Every run so far, oldest first.
   std::vector<RunRecord> runs() const;
   /// Records the start of a run (first run or a resume) and returns its number.
@@ -141,6 +162,9 @@ class JournalWriter {
   JournalWriter& operator=(const JournalWriter&) = delete;
 
   void push(std::uint32_t idx, const TaskRecord& record);
+  /// Queues an `outputs` row; committed in the same transaction as the task updates pushed
+  /// with it.
+  void push_output(OutputRow row);
   /// Blocks until everything pushed before the call is committed; rethrows a commit error.
   void flush();
   /// The first commit error, if any (the coordinator checks it each round and stops).
@@ -155,6 +179,7 @@ class JournalWriter {
   mutable std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   std::vector<std::pair<std::uint32_t, TaskRecord>> queue_;
+  std::vector<OutputRow> outputs_;
   std::uint64_t pushed_ = 0, committed_ = 0, commits_ = 0;
   bool stop_ = false, flush_requested_ = false;
   std::exception_ptr error_;

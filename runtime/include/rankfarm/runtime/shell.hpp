@@ -6,14 +6,17 @@
 //   r.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
 //   ShellOutcome o = run_shell(r);   // o.exit_code, o.timed_out, o.wall_s
 //
-// How: the rank posix_spawns `rankfarm-shepherd` (see shepherd/shepherd.cpp), a small
-// supervisor that leads a new process group, asks the kernel for a signal when the rank dies
-// (PR_SET_PDEATHSIG) and forks `/bin/sh -c COMMAND` into that group with stdin from /dev/null.
-// (posix_spawn because fork() of a large MPI process copies its page tables: ~11 ms for a
-// 200 MB process on a 2-core VM, against ~2 ms.) On timeout or stop the rank sends SIGTERM to the group, waits
-// `kill_grace_s`, then SIGKILL. If the rank itself is killed (kill -9, node teardown), the
-// supervisor SIGKILLs the group, so no task outlives its rank. Processes a command leaves in
-// the background are killed when the command ends, as a batch system ends a job step.
+// How: the rank posix_spawns `rankfarm-shepherd` once (see shepherd/shepherd.cpp), a small
+// supervisor in a process group of its own that asks the kernel for a signal when the rank
+// dies (PR_SET_PDEATHSIG). For each task the rank hands it the command, the task's variables and
+// its stdin (/dev/null), stdout and stderr as descriptors over a socket; the shepherd
+// posix_spawns `/bin/sh -c COMMAND` as the leader of a new process group and answers with its
+// wait status. One /bin/sh start per task, as `xargs -P` pays; no fork() of the rank (which
+// copies its page tables: ~11 ms for a 200 MB process on a 2-core VM), no process started per
+// task but the shell. On timeout or stop the rank has the shepherd send SIGTERM to the group,
+// waits `kill_grace_s`, then SIGKILL. If the rank itself is killed (kill -9, node teardown),
+// the shepherd SIGKILLs the group and exits, so no task outlives its rank. Processes a command
+// leaves in the background are killed when the command ends, as a batch system ends a job step.
 #pragma once
 
 #include <chrono>
@@ -25,8 +28,10 @@ namespace rankfarm::runtime {
 
 struct ShellRequest {
   std::string command;       ///< passed verbatim to /bin/sh -c
-  std::string stdout_path;   ///< truncated and written by the command
+  std::string stdout_path;   ///< truncated and written by the command (unless stdout_fd is set)
   std::string stderr_path;
+  int stdout_fd = -1;        ///< the command's standard output, when set (a rank's spool); not closed
+  int stderr_fd = -1;
   std::vector<std::string> env;  ///< "NAME=value" entries added to (or replacing in) environ
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::function<bool()> should_stop;  ///< polled every 50 ms; true kills the task
