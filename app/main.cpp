@@ -179,12 +179,12 @@ int main(int argc, char** argv) {
   results->add_option("dir", dir, "output directory of the job (or a results.h5 file)")->required();
   results->add_option("dataset", dataset, "dataset (a kernel name, commands or tasks); none: list them");
   results->add_flag("--with-run-columns", run_columns, "include wall_s, rank and attempt");
-  std::string log_task;
+  std::vector<std::string> log_tasks;
   int log_attempt = 0;
   bool log_stderr = false, log_failed = false;
   auto* log = app.add_subcommand("log", "print a shell task's output (stdout, or --stderr), or every failed task's (--failed)");
   log->add_option("dir", dir, "output directory of the job")->required();
-  log->add_option("task", log_task, "task id");
+  log->add_option("task", log_tasks, "task id(s): their outputs one after the other");
   log->add_option("--attempt", log_attempt, "the attempt (default: the latest with output)")->check(CLI::Range(1, 1 << 30));
   log->add_flag("--stderr", log_stderr, "standard error instead of standard output");
   log->add_flag("--failed", log_failed, "the output of every failed task, each after a header line");
@@ -300,13 +300,13 @@ int main(int argc, char** argv) {
     }
     if (*status) return rt::print_status(dir, std::cout);
     if (*log) {
-      if (log_failed == !log_task.empty())
-        throw rt::InputError("command line", 0, "log", "give a task id or --failed (rankfarm log DIR TASK, rankfarm log DIR --failed)");
+      if (log_failed == !log_tasks.empty())
+        throw rt::InputError("command line", 0, "log", "give task ids or --failed (rankfarm log DIR TASK..., rankfarm log DIR --failed)");
       if (log_failed) {
         rt::print_failed_output(dir, std::cout);
         return 0;
       }
-      rt::print_task_output(dir, log_task, log_attempt, log_stderr, std::cout);
+      for (const auto& t : log_tasks) rt::print_task_output(dir, t, log_attempt, log_stderr, std::cout);
       return 0;
     }
     if (*results) {

@@ -90,6 +90,11 @@ run_case() {
   journal-missing-table) done_out; sqlite3 out/journal.sqlite "DROP TABLE tasks"; "$RF" status out ;;
   journal-damaged) done_out; head -c 2000 out/journal.sqlite > cut; rm -f out/journal.sqlite*; mv cut out/journal.sqlite; "$RF" status out ;;
   journal-salvage-needs-resume) ok_job; "$RF" run job.toml --salvage ;;
+  log-unknown-task) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" log out nosuch ;;
+  log-no-attempt) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" log out cmd1 --attempt 5 ;;
+  log-damaged-record) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1
+    truncate -s 37 out/output/*.rank1; "$RF" log out cmd1 ;;
+  log-needs-task) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" log out ;;
   output-locked) printf 'sleep 60\n' > cmds.txt
     "$RF" run --commands cmds.txt -n 2 --output out --grace 0 > /dev/null 2>&1 &
     local first=$!

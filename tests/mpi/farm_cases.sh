@@ -455,6 +455,93 @@ journal_salvage)
   echo "journal cut to 60 %: status named the damage ($readable rows readable); salvage kept $kept done, ran $((300 - kept)) again"
   ;;
 
+shell_output_streams)
+  # 1000 shell tasks on 3 worker ranks writing at once: each task's stdout and stderr read back
+  # with `rankfarm log`, byte for byte; a few files in all; failed attempts and --failed; the
+  # per-task file layout still works.
+  for i in $(seq 1 1000); do
+    if ((i % 250 == 0)); then echo "seq 1 $i; echo oops-$i >&2; test -e $WORK/second-$i || { touch $WORK/second-$i; exit 4; }"
+    else echo "seq 1 $i; echo e-$i >&2"; fi
+  done > cmds.txt
+  "$RF" run --commands cmds.txt -n 4 --retries 1 --output out > run.log 2>&1 || { cat run.log; fail "run: exit $?"; }
+  files=$(find out | wc -l)
+  ((files <= 10 + 4 * 4)) || { find out; fail "$files files and directories in the output directory (at most 26 for 4 ranks)"; }
+  [[ ! -e out/logs ]] || fail "a logs/ directory with the default layout"
+  # Each task's records are read on their own (by the journal's index), one after the other.
+  ids=$(seq -f 'cmd%g' 1 1000)
+  # shellcheck disable=SC2086
+  cmp <("$RF" log out $ids) <(for i in $(seq 1 1000); do seq 1 "$i"; done) || fail "stdout read back differs"
+  # shellcheck disable=SC2086
+  cmp <("$RF" log out $ids --stderr) <(for i in $(seq 1 1000); do ((i % 250 == 0)) && echo "oops-$i" || echo "e-$i"; done) ||
+    fail "stderr read back differs"
+  # The first attempt of a task that failed once, and its second.
+  [[ $("$RF" log out cmd500 --attempt 1 --stderr) == "oops-500" ]] || fail "--attempt 1"
+  expect_eq "$(q out "SELECT attempt FROM tasks WHERE task_id='cmd500'")" 2 "attempts of cmd500"
+  cmp -s <("$RF" log out cmd500 --attempt 2) <(seq 1 500) || fail "--attempt 2"
+  # Every record of every stream file is whole, and each stream is one rank's.
+  for f in out/output/*; do
+    [[ $(basename "$f") =~ \.rank[1-3]$ ]] || fail "unexpected file $f"
+  done
+  echo "1000 tasks: stdout and stderr read back exactly; $files files and directories; --attempt works"
+  # --failed, with a task that fails for good.
+  printf 'echo fine\necho bad-out; echo bad-err >&2; exit 9\n' > two.txt
+  "$RF" run --commands two.txt -n 2 --output out2 > two.log 2>&1
+  expect_eq "$?" 3 "a job with a failed task: exit code"
+  "$RF" log out2 --failed > failed.txt || fail "log --failed: exit $?"
+  expect_eq "$(cat failed.txt)" "$(printf '==> cmd2 (attempt 1, rank 1): rank 1 on %s: exit status 9: bad-err <==\nbad-out\nbad-err' "$(hostname)")" "log --failed"
+  # The per-task file layout, as before.
+  "$RF" run --commands two.txt -n 2 --output out3 --task-output files > three.log 2>&1
+  [[ $(cat out3/logs/cmd1.out) == fine && $(cat out3/logs/cmd2.err) == bad-err ]] || fail "--task-output files: logs/ files"
+  [[ ! -e out3/output ]] || fail "--task-output files wrote stream files"
+  [[ $("$RF" log out3 cmd2 --stderr) == bad-err ]] || fail "rankfarm log reads the files layout"
+  echo "--failed and --task-output files work"
+  ;;
+
+shell_output_kill9)
+  # kill -9 of the whole job while tasks write heavily, then --resume: every done task's output
+  # is readable and whole; a torn tail is only ever at the end of a killed run's stream.
+  for i in $(seq 1 200); do echo "head -c $((100000 + i * 101)) /dev/zero | tr '\\0' x; echo; echo end-$i"; done > heavy.txt
+  out="$WORK/heavy"
+  "$RF" run --commands heavy.txt -n 3 --output "$out" > first.log 2>&1 &
+  pid=$!
+  for _ in $(seq 200); do
+    n=$(q "$out" "SELECT count(*) FROM tasks WHERE state='done'" 2>/dev/null)
+    [[ ${n:-0} -ge 40 ]] && break
+    sleep 0.05
+  done
+  pkill -9 -f -- "--output $out"
+  wait $pid 2>/dev/null
+  before=$(q "$out" "SELECT count(*) FROM tasks WHERE state='done'")
+  ((before > 0 && before < 200)) || fail "the kill came at $before of 200 done"
+  "$RF" run --commands heavy.txt -n 3 --output "$out" --resume > second.log 2>&1 || { cat second.log; fail "resume: exit $?"; }
+  expect_eq "$(q "$out" "SELECT count(*) FROM tasks WHERE state='done'")" 200 "done after the resume"
+  # shellcheck disable=SC2086
+  "$RF" log "$out" $(seq -f 'cmd%g' 1 200) > all.txt || fail "rankfarm log after the resume: exit $?"
+  cmp all.txt <(for i in $(seq 1 200); do head -c $((100000 + i * 101)) /dev/zero | tr '\0' x; echo; echo "end-$i"; done) ||
+    fail "done tasks' output not whole after kill -9 and resume"
+  streams=$(ls "$out/output" | wc -l)
+  expect_eq "$(ls "$out/output" | sed 's/\.rank[0-9]*$//' | sort -u | wc -l)" 2 "runs with stream files (the killed one and the resume)"
+  echo "kill -9 at $before of 200 done, resumed: all 200 outputs whole ($streams stream files)"
+  ;;
+
+shell_output_disk_full)
+  # The disk under the stream files fills up (a 2 MiB tmpfs over DIR/output, in a private mount
+  # namespace): attempts fail with a line naming the file and the errno text, the journal
+  # stays intact, and --resume --retry-failed finishes once there is space.
+  for i in $(seq 1 30); do echo "head -c 300000 /dev/zero | tr '\\0' y; echo; echo t-$i"; done > big.txt
+  mkdir -p out/output
+  unshare -m bash -c "mount -t tmpfs -o size=2m tmpfs out/output && \"$RF\" run --commands big.txt -n 2 --output out > full.log 2>&1; echo \$? > rc.txt
+    mount -o remount,size=64m out/output && \"$RF\" run --commands big.txt -n 2 --output out --resume --retry-failed > resume.log 2>&1; echo \$? > rc2.txt
+    for i in \$(seq 1 30); do \"$RF\" log out cmd\$i | tail -n 1; done > logs.txt"
+  expect_eq "$(cat rc.txt)" 3 "disk full: exit code (tasks failed)"
+  grep -q "cannot write the task's output to out/output/[^ ]*\.rank1: No space left on device" full.log || { cat full.log; fail "disk full: no line naming the file and the errno text"; }
+  [[ $(q out "PRAGMA integrity_check") == ok ]] || fail "disk full: journal integrity"
+  failed=$(q out "SELECT count(*) FROM tasks WHERE state='failed'")
+  expect_eq "$(cat rc2.txt)" 0 "resume with space: exit code"
+  expect_eq "$(cat logs.txt | tr '\n' ' ')" "$(for i in $(seq 1 30); do printf 't-%d ' "$i"; done)" "every task's output after the resume"
+  echo "disk full: $failed attempts failed with the file named; resume with space: 30/30 done, outputs readable"
+  ;;
+
 resume_refuses_changed_job)
   write_mixed_job job.toml change 3
   "$RF" run job.toml -n 2 --output out > run.log 2>&1 || fail "first run"
