@@ -14,7 +14,7 @@
 
 #include "rankfarm/config.hpp"
 #if RANKFARM_HAVE_OFI
-#include <rdma/fabric.h>
+#include "ofi/fabric_dl.hpp"
 #endif
 
 extern char** environ;
@@ -106,6 +106,10 @@ std::vector<FabricProvider> fabric_providers(std::string* why) {
 #if RANKFARM_HAVE_OFI
   std::set<std::pair<std::string, std::string>> seen, capable;
   // Everything the library offers, then what meets the ofi backend's needs.
+  if (const std::string e = detail::fabric_load_error(); !e.empty()) {
+    if (why) *why = fmt::format("libfabric cannot be loaded: {}", e);
+    return out;
+  }
   fi_info* all = nullptr;
   if (int rc = fi_getinfo(FI_VERSION(1, 9), nullptr, nullptr, 0, nullptr, &all); rc != 0) {
     if (why) *why = fmt::format("fi_getinfo: {}", fi_strerror(-rc));

@@ -6,7 +6,7 @@
 // provider asks for: FI_MR_LOCAL (local buffers registered, per operation if need be),
 // FI_MR_VIRT_ADDR (RMA addresses are virtual, else offsets), FI_MR_PROV_KEY, FI_MR_ENDPOINT.
 // See fi_getinfo(3), fi_tagged(3), fi_rma(3), fi_mr(3).
-#include <rdma/fabric.h>
+#include "fabric_dl.hpp"
 #include <rdma/fi_cm.h>
 #include <rdma/fi_domain.h>
 #include <rdma/fi_endpoint.h>
@@ -56,6 +56,7 @@ class OfiTransport final : public Backend {
  public:
   OfiTransport(Bootstrap& boot, const Topology& topo) : rank_(boot.rank()), size_(boot.size()) {
     if (size_ >= (1 << (64 - kTagBits))) throw TransportError("ofi: too many ranks for the tag layout");
+    if (const std::string e = fabric_load_error(); !e.empty()) throw TransportError("ofi: libfabric cannot be loaded: " + e);
     fi_info* hints = fi_allocinfo();
     hints->ep_attr->type = FI_EP_RDM;
     hints->caps = FI_TAGGED | FI_RMA | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
