@@ -9,9 +9,9 @@
 //                     and stderr as file descriptors (SCM_RIGHTS)
 //                     SIGNAL N: send signal N to the running task's process group
 //   shepherd -> rank  DONE: the command's wait status
-// Each command runs as `/bin/sh -c COMMAND`, started with posix_spawn (vfork-like: nothing of
-// this small process is copied) as the leader of a new process group, with default signal
-// handling and nothing blocked. When the command ends, whatever it left in its group is
+// Each command runs as `/bin/sh -c COMMAND`, started with vfork + execve (nothing of this
+// small process is copied) as the leader of a new process group, with default signal handling
+// and nothing blocked. When the command ends, whatever it left in its group is
 // SIGKILLed before the command is reaped (so the group id cannot be reused meanwhile), as a
 // batch system ends a job step. When the rank dies (kill -9, node teardown) the socket closes
 // and the kernel sends SIGUSR2 (PR_SET_PDEATHSIG): either way the running task's group is
@@ -21,7 +21,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -86,25 +85,43 @@ bool run_task(int sock, const std::vector<char>& msg, const int fds[3]) {
   char sh[] = "/bin/sh", dash_c[] = "-c";
   char* argv[] = {sh, dash_c, fields[0].data(), nullptr};
 
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  for (int i = 0; i < 3; ++i) posix_spawn_file_actions_adddup2(&fa, fds[i], i);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, defaults;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  sigemptyset(&defaults);
-  for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE, SIGHUP, SIGCHLD}) sigaddset(&defaults, sig);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, sh, &fa, &attr, argv, env.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    send_done(sock, 0, rc);
+  // vfork, as xargs' fork but without copying even this small process: the child borrows our
+  // memory until it execs. Everything is blocked meanwhile, so no handler of ours runs in the
+  // child; it puts back the default handling of the signals we changed (7 calls, where
+  // posix_spawn asks about all 64 signals), leads a new process group, takes the task's stdio
+  // and unblocks everything as it execs. A failed exec leaves its errno here (shared memory).
+  sigset_t all, old;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, &old);
+  volatile int exec_errno = 0;
+  const pid_t pid = vfork();
+  if (pid == 0) {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE, SIGHUP, SIGCHLD}) sigaction(sig, &dfl, nullptr);
+    setpgid(0, 0);
+    for (int i = 0; i < 3; ++i)
+      if (dup2(fds[i], i) < 0) {
+        exec_errno = errno;
+        _exit(125);
+      }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execve(sh, argv, env.data());
+    exec_errno = errno;
+    _exit(125);
+  }
+  const int fork_errno = errno;
+  sigprocmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0 || exec_errno != 0) {
+    if (pid > 0) {
+      int st = 0;
+      while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      }
+    }
+    send_done(sock, 0, pid < 0 ? fork_errno : exec_errno);
     return true;
   }
   g_task_group = pid;

@@ -466,8 +466,18 @@ class Coordinator {
         last_snapshot = Clock::now();
       }
       progress_->tick(finished_, done_ - initially_done_, failed_, run_seconds(), false);
-      if (busy) backoff.reset();
-      else backoff.idle();
+      if (busy) {
+        backoff.reset();
+      } else if (size_ > 1 && mean_task_s_ > 0 && in_flight_total() > 0) {
+        // Workers hold about 2 ms of queued work (window()): sleeping a quarter of it between
+        // looks never starves them, and wakes rank 0 about once per result instead of a dozen
+        // times (a yield, then sleeps doubling from 10 us): each wake-up takes a busy core from
+        // a task (measured: 20,000 `true` commands on 2 cores, 0.88x to 0.9x of xargs -P2).
+        const double queued = static_cast<double>(window() - 1) * mean_task_s_;
+        std::this_thread::sleep_for(std::chrono::duration<double>(std::clamp(0.25 * queued, 20e-6, 1e-3)));
+      } else {
+        backoff.idle();
+      }
     }
     return failed_ + skipped_count() > 0 ? kExitTasksFailed : kExitOk;
   }
