@@ -82,10 +82,12 @@ void print_record(const std::string& dir, const std::string& task_id, const Outp
   std::uint64_t at = static_cast<std::uint64_t>(off) + sizeof h + h.id_len, left = len;
   while (left > 0) {
     const ssize_t r = ::pread(fd, buf.data(), std::min<std::uint64_t>(left, buf.size()), static_cast<off_t>(at));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) damaged(fmt::format("the file ends after {} of its {} bytes", len - left, len));
-    out.write(buf.data(), r);
-    at += static_cast<std::uint64_t>(r), left -= static_cast<std::uint64_t>(r);
+    if (r > 0) {
+      out.write(buf.data(), r);
+      at += static_cast<std::uint64_t>(r), left -= static_cast<std::uint64_t>(r);
+    } else if (r == 0 || errno != EINTR) {
+      damaged(fmt::format("the file ends after {} of its {} bytes", len - left, len));
+    }
   }
   ::close(fd);
 }
