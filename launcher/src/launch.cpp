@@ -1,7 +1,9 @@
 #include "rankfarm/launcher/launch.hpp"
 
 #include <sched.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -172,6 +174,23 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
   int most_children = 0;
   std::optional<Clock::time_point> child_lost_at;
   Clock::time_point next_child_check = Clock::now();
+  // Waits of 50 ms between looks, cut short when mpirun exits (a pidfd is readable then), so
+  // that the command returns as soon as the job has ended.
+  const int pidfd = poll ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1;
+  auto pause = [&] {
+    if (pidfd >= 0) {
+      struct pollfd p {pidfd, POLLIN, 0};
+      ::poll(&p, 1, 50);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  };
+  struct PidfdCloser {
+    int fd;
+    ~PidfdCloser() {
+      if (fd >= 0) ::close(fd);
+    }
+  } closer{pidfd};
   for (;;) {
     pid_t r = waitpid(pid, &status, poll ? WNOHANG : 0);
     if (r == pid) break;
@@ -209,7 +228,7 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
       }
     }
     if (done_file.empty()) {
-      if (poll) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (poll) pause();
       continue;
     }
     if (!done_at) {
@@ -226,7 +245,7 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
       sigaction(SIGTERM, &old_term, nullptr);
       return done_code;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    pause();
   }
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
