@@ -188,6 +188,8 @@ int main(int argc, char** argv) {
   log->add_option("--attempt", log_attempt, "the attempt (default: the latest with output)")->check(CLI::Range(1, 1 << 30));
   log->add_flag("--stderr", log_stderr, "standard error instead of standard output");
   log->add_flag("--failed", log_failed, "the output of every failed task, each after a header line");
+  bool log_verify = false;
+  log->add_flag("--verify", log_verify, "check every stream file against the journal's index (torn tails of killed runs are said)");
   auto* kernels = app.add_subcommand("kernels", "list the registered kernels and their parameters");
   int probe_ranks = 2;
   auto* probe = app.add_subcommand("probe", "report RDMA devices, libfabric providers, MPI's transport and the transport rankfarm chooses");
@@ -300,6 +302,13 @@ int main(int argc, char** argv) {
     }
     if (*status) return rt::print_status(dir, std::cout);
     if (*log) {
+      if (log_verify) {
+        const std::size_t bad = rt::verify_output(dir, std::cout);
+        if (bad > 0)
+          throw rt::InputError(dir, 0, "output", fmt::format("{} indexed output record(s) are not whole (see above)", bad));
+        std::cout << "every indexed output record is whole\n";
+        return 0;
+      }
       if (log_failed == !log_tasks.empty())
         throw rt::InputError("command line", 0, "log", "give task ids or --failed (rankfarm log DIR TASK..., rankfarm log DIR --failed)");
       if (log_failed) {

@@ -415,6 +415,25 @@ bool Journal::has_outputs() const {
   return s.step();
 }
 
+std::vector<OutputRow> Journal::outputs() const {
+  std::vector<OutputRow> rows;
+  if (!has_outputs()) return rows;
+  Stmt s(db_, "SELECT idx, attempt, rank, file, out_off, out_len, err_off, err_len FROM outputs ORDER BY file, out_off");
+  while (s.step()) {
+    OutputRow r;
+    r.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0));
+    r.attempt = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 1));
+    r.rank = sqlite3_column_int(s.get(), 2);
+    r.ref.file = s.text(3);
+    r.ref.out_off = sqlite3_column_int64(s.get(), 4);
+    r.ref.out_len = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 5));
+    r.ref.err_off = sqlite3_column_int64(s.get(), 6);
+    r.ref.err_len = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 7));
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
 std::optional<OutputRow> Journal::output(std::uint32_t idx, int attempt) const {
   if (!has_outputs()) return std::nullopt;
   Stmt s(db_, attempt > 0 ? "SELECT attempt, rank, file, out_off, out_len, err_off, err_len FROM outputs WHERE idx=? AND attempt=?"

@@ -6,7 +6,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <fmt/format.h>
 #include <fstream>
 #include <stdexcept>
@@ -227,6 +229,49 @@ std::size_t print_failed_output(const std::string& dir, std::ostream& out) {
     print_record(dir, r.task_id, *row, 2, out);
   }
   return n;
+}
+
+std::size_t verify_output(const std::string& dir, std::ostream& out) {
+  auto j = Journal::open(journal_path(dir), true);
+  // Whole records per file: (offset of the header, task, attempt, stream, length).
+  struct Whole {
+    std::uint32_t idx, attempt;
+    std::uint8_t stream;
+    std::uint64_t length;
+  };
+  std::map<std::string, std::map<std::uint64_t, Whole>> whole;
+  const fs::path streams = fs::path(dir) / "output";
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(streams, ec))
+    if (e.is_regular_file() && e.path().filename().string().front() != '.') names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) {
+    auto& recs = whole[name];
+    std::uint64_t bytes = 0;
+    const std::string torn = scan_stream((streams / name).string(), [&](const RecordHeader& h, const std::string&, std::uint64_t data) {
+      recs[data - sizeof h - h.id_len] = Whole{h.task_idx, h.attempt, h.stream, h.length};
+      bytes += h.length;
+    });
+    out << fmt::format("{}: {} record(s), {} byte(s) of output{}\n", name, recs.size(), bytes, torn.empty() ? "" : "; " + torn);
+  }
+  std::size_t bad = 0;
+  for (const auto& row : j->outputs())
+    for (int stream = 1; stream <= 2; ++stream) {
+      const std::int64_t off = stream == 1 ? row.ref.out_off : row.ref.err_off;
+      const std::uint64_t len = stream == 1 ? row.ref.out_len : row.ref.err_len;
+      if (off < 0) continue;
+      bool ok = false;
+      if (const auto f = whole.find(row.ref.file); f != whole.end())
+        if (const auto r = f->second.find(static_cast<std::uint64_t>(off)); r != f->second.end())
+          ok = r->second.idx == row.idx && r->second.attempt == row.attempt && r->second.stream == stream && r->second.length == len;
+      if (!ok) {
+        ++bad;
+        out << fmt::format("task index {} attempt {} {}: the index points at {} byte {}, where there is no whole record of it\n",
+                           row.idx, row.attempt, stream == 1 ? "stdout" : "stderr", row.ref.file, off);
+      }
+    }
+  return bad;
 }
 
 std::string scan_stream(const std::string& path,

@@ -94,6 +94,8 @@ run_case() {
   log-no-attempt) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" log out cmd1 --attempt 5 ;;
   log-damaged-record) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1
     truncate -s 37 out/output/*.rank1; "$RF" log out cmd1 ;;
+  log-verify-damaged) printf 'echo a\necho b\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1
+    truncate -s 40 out/output/*.rank1; "$RF" log out --verify ;;
   log-needs-task) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" log out ;;
   output-locked) printf 'sleep 60\n' > cmds.txt
     "$RF" run --commands cmds.txt -n 2 --output out --grace 0 > /dev/null 2>&1 &

@@ -519,9 +519,12 @@ shell_output_kill9)
   "$RF" log "$out" $(seq -f 'cmd%g' 1 200) > all.txt || fail "rankfarm log after the resume: exit $?"
   cmp all.txt <(for i in $(seq 1 200); do head -c $((100000 + i * 101)) /dev/zero | tr '\0' x; echo; echo "end-$i"; done) ||
     fail "done tasks' output not whole after kill -9 and resume"
+  "$RF" log "$out" --verify > verify.txt || { cat verify.txt; fail "log --verify after kill -9 and resume: exit $?"; }
+  grep -q "^every indexed output record is whole$" verify.txt || fail "log --verify"
   streams=$(ls "$out/output" | wc -l)
   expect_eq "$(ls "$out/output" | sed 's/\.rank[0-9]*$//' | sort -u | wc -l)" 2 "runs with stream files (the killed one and the resume)"
   echo "kill -9 at $before of 200 done, resumed: all 200 outputs whole ($streams stream files)"
+  grep "torn" verify.txt || echo "(the kill left no torn record this time)"
   ;;
 
 shell_output_disk_full)

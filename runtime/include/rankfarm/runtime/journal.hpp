@@ -136,6 +136,8 @@ class Journal {
   /// Where attempt `attempt` of task `idx` put its output (`attempt` <= 0: the latest attempt
   /// that has a row); nullopt when there is none, or the journal has no `outputs` table.
   std::optional<OutputRow> output(std::uint32_t idx, int attempt) const;
+  /// Every row of `outputs` (nothing when the table is missing).
+  std::vector<OutputRow> outputs() const;
   /// Whether the journal has the `outputs` table (journals of earlier releases opened only
   /// for reading do not).
   bool has_outputs() const;

@@ -105,6 +105,13 @@ void print_task_output(const std::string& dir, const std::string& task_id, int a
 /// Returns the number of failed tasks.
 std::size_t print_failed_output(const std::string& dir, std::ostream& out);
 
+/// `rankfarm log DIR --verify`: scans every stream file of DIR/output (headers only: one read
+/// per record) and checks every row of the journal's index against what is there. Writes one
+/// line per stream file ("FILE: N records, B bytes", and the torn tail a killed run left, which
+/// is skipped: it is never indexed) and one per indexed record that is not whole. Returns the
+/// number of indexed records that are not whole (0: every indexed output is readable).
+std::size_t verify_output(const std::string& dir, std::ostream& out);
+
 /// Every whole record of a stream file in order, for checks and salvage: calls `each` with
 /// the header, the task id and the data's offset. Stops at the first torn or foreign record
 /// and returns a description of it ("" when the file ends cleanly).
