@@ -415,43 +415,39 @@ bool Journal::has_outputs() const {
   return s.step();
 }
 
+namespace {
+// One `outputs` row, from a statement selecting kOutputColumns.
+constexpr const char* kOutputColumns = "SELECT idx, attempt, rank, file, out_off, out_len, err_off, err_len FROM outputs ";
+OutputRow read_output_row(sqlite3_stmt* s) {
+  OutputRow r;
+  r.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s, 0));
+  r.attempt = static_cast<std::uint32_t>(sqlite3_column_int64(s, 1));
+  r.rank = sqlite3_column_int(s, 2);
+  const auto* file = sqlite3_column_text(s, 3);
+  r.ref.file = file != nullptr ? reinterpret_cast<const char*>(file) : "";
+  r.ref.out_off = sqlite3_column_int64(s, 4);
+  r.ref.out_len = static_cast<std::uint64_t>(sqlite3_column_int64(s, 5));
+  r.ref.err_off = sqlite3_column_int64(s, 6);
+  r.ref.err_len = static_cast<std::uint64_t>(sqlite3_column_int64(s, 7));
+  return r;
+}
+}  // namespace
+
 std::vector<OutputRow> Journal::outputs() const {
   std::vector<OutputRow> rows;
   if (!has_outputs()) return rows;
-  Stmt s(db_, "SELECT idx, attempt, rank, file, out_off, out_len, err_off, err_len FROM outputs ORDER BY file, out_off");
-  while (s.step()) {
-    OutputRow r;
-    r.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0));
-    r.attempt = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 1));
-    r.rank = sqlite3_column_int(s.get(), 2);
-    r.ref.file = s.text(3);
-    r.ref.out_off = sqlite3_column_int64(s.get(), 4);
-    r.ref.out_len = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 5));
-    r.ref.err_off = sqlite3_column_int64(s.get(), 6);
-    r.ref.err_len = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 7));
-    rows.push_back(std::move(r));
-  }
+  Stmt s(db_, (std::string(kOutputColumns) + "ORDER BY file, out_off").c_str());
+  while (s.step()) rows.push_back(read_output_row(s.get()));
   return rows;
 }
 
 std::optional<OutputRow> Journal::output(std::uint32_t idx, int attempt) const {
   if (!has_outputs()) return std::nullopt;
-  Stmt s(db_, attempt > 0 ? "SELECT attempt, rank, file, out_off, out_len, err_off, err_len FROM outputs WHERE idx=? AND attempt=?"
-                          : "SELECT attempt, rank, file, out_off, out_len, err_off, err_len FROM outputs WHERE idx=?"
-                            " ORDER BY attempt DESC LIMIT 1");
+  Stmt s(db_, (std::string(kOutputColumns) + (attempt > 0 ? "WHERE idx=? AND attempt=?" : "WHERE idx=? ORDER BY attempt DESC LIMIT 1")).c_str());
   s.bind(1, static_cast<std::int64_t>(idx));
   if (attempt > 0) s.bind(2, static_cast<std::int64_t>(attempt));
   if (!s.step()) return std::nullopt;
-  OutputRow r;
-  r.idx = idx;
-  r.attempt = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0));
-  r.rank = sqlite3_column_int(s.get(), 1);
-  r.ref.file = s.text(2);
-  r.ref.out_off = sqlite3_column_int64(s.get(), 3);
-  r.ref.out_len = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 4));
-  r.ref.err_off = sqlite3_column_int64(s.get(), 5);
-  r.ref.err_len = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 6));
-  return r;
+  return read_output_row(s.get());
 }
 
 std::vector<RunRecord> Journal::runs() const {
