@@ -64,9 +64,9 @@ void send_done(int sock, int wait_status, int spawn_errno) {
 
 // Runs one RUN message's command to its end, serving SIGNAL messages meanwhile. Returns false
 // when the rank is gone (the task's group has been killed then).
-bool run_task(int sock, const std::vector<char>& msg, const int fds[3]) {
+bool run_task(int sock, const char* msg, std::size_t size, const int fds[3]) {
   std::vector<std::string> fields;
-  if (!sp::decode_strings(msg.data() + sizeof(sp::kRun), msg.size() - sizeof(sp::kRun), &fields) || fields.empty()) {
+  if (!sp::decode_strings(msg + sizeof(sp::kRun), size - sizeof(sp::kRun), &fields) || fields.empty()) {
     send_done(sock, 0, EPROTO);
     return true;
   }
@@ -185,11 +185,10 @@ int main(int argc, char** argv) {
       if (errno == EINTR) continue;
       return 125;
     }
-    std::vector<char> m(msg.begin(), msg.begin() + n);
     bool alive = true;
-    if (static_cast<std::size_t>(n) >= sizeof(sp::kRun) && std::memcmp(m.data(), &sp::kRun, sizeof sp::kRun) == 0 &&
+    if (static_cast<std::size_t>(n) >= sizeof(sp::kRun) && std::memcmp(msg.data(), &sp::kRun, sizeof sp::kRun) == 0 &&
         fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0) {
-      alive = run_task(sock, m, fds);
+      alive = run_task(sock, msg.data(), static_cast<std::size_t>(n), fds);
     } else if (static_cast<std::size_t>(n) != sizeof(sp::Signal)) {  // a late SIGNAL is dropped
       send_done(sock, 0, EPROTO);
     }

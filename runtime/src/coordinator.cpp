@@ -743,10 +743,10 @@ void remove_stale_announcements(const std::string& dir) {
 }
 
 // A new journal for `s.job` from the readable rows of the damaged one at `jpath`, which is
-// renamed aside (never deleted); fills s.records, s.first_started_at and a note.
-std::unique_ptr<Journal> salvage(const std::string& jpath, Setup& s) {
+// renamed aside (never deleted), given what check_journal read of it (`sv`); fills s.records,
+// s.first_started_at and a note.
+std::unique_ptr<Journal> salvage(const std::string& jpath, Salvage& sv, Setup& s) {
   const Job& job = s.job;
-  Salvage sv = salvage_journal(jpath, job.tasks.size());
   // The damaged file and its WAL are kept beside the new journal, never deleted.
   const std::string aside = fmt::format("{}.damaged-{}", jpath, static_cast<long long>(epoch_seconds()));
   for (const char* suffix : {"-wal", "-shm", ""}) {
@@ -786,8 +786,6 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   check_environment();
   JobCheck c = locate_job(opt, registry);
   check_task_ranks(c.job, workers);  // before anything is written
-  s.job = std::move(c.job);
-  if (opt.keep_stdout >= 0) s.job.keep_stdout = static_cast<std::uint64_t>(opt.keep_stdout);
   s.dir = c.output_dir;
   std::error_code ec;
   fs::create_directories(opt.task_output == TaskOutputLayout::Files ? fs::path(s.dir) / "logs" : fs::path(s.dir), ec);
@@ -806,13 +804,13 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
     std::strftime(when, sizeof when, "%Y%m%dT%H%M%SZ", &utc);
     s.run_tag = fmt::format("{}-{}", when, s.lock->holder().token.substr(0, 6));
   }
-  c.job = std::move(s.job);  // check_journal compares the journal with the job
   check_journal(opt, c);
   s.job = std::move(c.job);
+  if (opt.keep_stdout >= 0) s.job.keep_stdout = static_cast<std::uint64_t>(opt.keep_stdout);
   const std::string& jpath = c.journal_path;
   s.records.assign(s.job.tasks.size(), TaskRecord{});
-  if (c.salvaging) {
-    s.journal = salvage(jpath, s);
+  if (c.salvaged) {
+    s.journal = salvage(jpath, *c.salvaged, s);
   } else if (c.resuming) {
     s.journal = Journal::open(jpath, false);
     std::vector<JournalRow> rows = s.journal->load_tasks();
@@ -848,7 +846,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
     s.journal = Journal::create(jpath, s.job);
     s.first_started_at = epoch_seconds();
   }
-  if (c.salvaging && opt.retry_failed) {  // --retry-failed applies to salvaged rows too
+  if (c.salvaged && opt.retry_failed) {  // --retry-failed applies to salvaged rows too
     std::vector<std::pair<std::uint32_t, TaskRecord>> resets;
     for (std::uint32_t i = 0; i < s.records.size(); ++i)
       if (s.records[i].state == TaskState::Failed || s.records[i].state == TaskState::Skipped) {

@@ -199,26 +199,25 @@ void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
   if (c.resuming && !opt.resume)
     throw InputError(c.journal_path, 0, "", "a journal already exists here (use --resume to continue that job, or another --output)");
   if (!c.resuming) return;
-  std::vector<JournalRow> rows;
+  std::vector<JournalRow> loaded;
   std::string job_hash;
   try {
     auto journal = Journal::open(c.journal_path, true);
-    rows = journal->load_tasks();
+    loaded = journal->load_tasks();
     job_hash = journal->meta("job_hash");
   } catch (const JournalDamaged&) {
     if (!opt.salvage) throw;
-    Salvage sv = salvage_journal(c.journal_path, c.job.tasks.size());
-    rows = std::move(sv.rows);
-    job_hash = sv.job_hash;
-    c.salvaging = true;
+    c.salvaged = salvage_journal(c.journal_path, c.job.tasks.size());
+    job_hash = c.salvaged->job_hash;
   }
-  const bool differs = c.salvaging ? !detail::salvage_matches(c.job, job_hash, rows)
-                                   : job_hash != c.job.hash || rows.size() != c.job.tasks.size();
+  const std::vector<JournalRow>& rows = c.salvaged ? c.salvaged->rows : loaded;
+  const bool differs = c.salvaged ? !detail::salvage_matches(c.job, job_hash, rows)
+                                  : job_hash != c.job.hash || rows.size() != c.job.tasks.size();
   if (differs)
     throw InputError(opt.job_path, 0, "--resume",
                      fmt::format("the job differs from the one journalled in {}: {}; refusing to resume "
                                  "(run the original job, or choose another --output)",
-                                 c.journal_path, detail::describe_change(c.job, rows, c.salvaging)));
+                                 c.journal_path, detail::describe_change(c.job, rows, c.salvaged.has_value())));
   c.done = static_cast<std::size_t>(std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.record.state == TaskState::Done; }));
 }
 

@@ -40,11 +40,13 @@
 
 #include <chrono>
 #include <mpi.h>
+#include <optional>
 #include <ostream>
 #include <string>
 
 #include "rankfarm/kernels/registry.hpp"
 #include "rankfarm/runtime/job.hpp"
+#include "rankfarm/runtime/journal.hpp"
 #include "rankfarm/runtime/task_output.hpp"
 
 namespace rankfarm::runtime {
@@ -74,7 +76,9 @@ struct JobCheck {
   std::string output_dir;
   std::string journal_path;
   bool resuming = false;  ///< a journal exists (and --resume was given)
-  bool salvaging = false; ///< the journal is damaged and --salvage was given: its readable rows are used
+  /// The journal is damaged and --salvage was given: what could be read of it (prepare()
+  /// rebuilds the journal from these rows instead of reading the file again).
+  std::optional<Salvage> salvaged;
   std::size_t done = 0;   ///< tasks the journal has done (readable ones, when salvaging)
 };
 
