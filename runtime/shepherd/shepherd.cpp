@@ -167,6 +167,13 @@ int main(int argc, char** argv) {
   }
   const long rank_pid = std::strtol(argv[1], nullptr, 10);
   const int sock = static_cast<int>(std::strtol(argv[2], nullptr, 10));
+  // The rank's stdio are the launcher's pipes (mpirun forwards them): a helper that outlived
+  // its rank by a moment must not hold them, or mpirun waits for their end. Each task gets its
+  // own stdio with its RUN message.
+  if (const int null = open("/dev/null", O_RDWR | O_CLOEXEC); null >= 0) {
+    for (int fd = 0; fd < 3; ++fd) dup2(null, fd);
+    close(null);
+  }
   set_handler(SIGUSR2, on_parent_death);
   prctl(PR_SET_PDEATHSIG, SIGUSR2);
   if (getppid() != static_cast<pid_t>(rank_pid)) return 0;  // the rank died before prctl
