@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <sys/stat.h>
 #include <mpi.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -341,7 +342,7 @@ int main(int argc, char** argv) {
     if (!rankfarm::launcher::under_mpi_launcher()) {
       // Check the input here, before any rank starts, so that a typo costs one clean line.
       rt::check_environment();
-      rt::JobCheck check = rt::check_job(opt, kn::builtin_registry());
+      std::optional<rt::JobCheck> check = rt::check_job(opt, kn::builtin_registry());
       std::vector<std::string> program{self_exe()};
       for (int i = 1; i < argc; ++i)
         if (std::string(argv[i]) != "--dry-run") program.emplace_back(argv[i]);
@@ -362,13 +363,13 @@ int main(int argc, char** argv) {
         plan = rankfarm::launcher::plan_local_mpirun(n, program);
       }
       // Tasks on several ranks must fit the ranks planned, checked before any rank starts.
-      if (plan.ranks > 0) rt::check_task_ranks(check.job, plan.ranks > 1 ? plan.ranks - 1 : 1);
+      if (plan.ranks > 0) rt::check_task_ranks(check->job, plan.ranks > 1 ? plan.ranks - 1 : 1);
       // The ranks' stderr is a pipe to mpirun; tell rank 0 whether a person is watching.
       if (std::getenv("RANKFARM_PROGRESS") == nullptr && isatty(2)) plan.env.push_back("RANKFARM_PROGRESS=bar");
       if (dry_run) {
-        std::cout << fmt::format("# job {}: {} tasks, hash {}; output {}{}\n", check.job.name, check.job.tasks.size(),
-                                 check.job.hash, check.output_dir,
-                                 check.resuming ? fmt::format(" (resuming: {} done)", check.done) : "");
+        std::cout << fmt::format("# job {}: {} tasks, hash {}; output {}{}\n", check->job.name, check->job.tasks.size(),
+                                 check->job.hash, check->output_dir,
+                                 check->resuming ? fmt::format(" (resuming: {} done)", check->done) : "");
         for (const auto& note : plan.notes) std::cout << "# " << note << "\n";
         std::cout << rankfarm::launcher::render(plan) << "\n";
         return 0;
@@ -377,11 +378,16 @@ int main(int argc, char** argv) {
       // Rank 0 also says when every rank handles stop signals; a Ctrl-C before that is held.
       // Named for this process: a second `rankfarm run` on the directory (refused by rank 0's
       // lock if it got past the check above in a race) never touches this run's files.
+      // The ranks read the job themselves: this process keeps nothing of it while it waits on
+      // mpirun (memory handed back to the system, not only to the allocator).
+      const std::string output_dir = check->output_dir;
+      check.reset();
+      malloc_trim(0);
       char host[256] = {};
       gethostname(host, sizeof host - 1);
       const std::string me = fmt::format("{}.{}", host, getpid());
-      const std::string done_file = (std::filesystem::path(check.output_dir) / (".rankfarm-finished." + me)).string();
-      const std::string ready_file = (std::filesystem::path(check.output_dir) / (".rankfarm-ready." + me)).string();
+      const std::string done_file = (std::filesystem::path(output_dir) / (".rankfarm-finished." + me)).string();
+      const std::string ready_file = (std::filesystem::path(output_dir) / (".rankfarm-ready." + me)).string();
       std::error_code ec;
       std::filesystem::remove(done_file, ec);
       std::filesystem::remove(ready_file, ec);

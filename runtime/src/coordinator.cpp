@@ -150,17 +150,17 @@ class Coordinator {
       const auto& b = batch[static_cast<std::size_t>(w)];
       if (b.empty()) continue;
       if (size_ == 1) continue;  // rank 0 runs its own tasks in run_local()
-      WireWriter msg;
-      msg.put<std::uint32_t>(static_cast<std::uint32_t>(b.size()));
+      begin_assign(assign_);
+      static const std::vector<int> solo;
       for (auto idx : b) {
-        msg.put<std::uint32_t>(idx);
-        msg.put<std::uint32_t>(static_cast<std::uint32_t>(rec_[idx].attempt));
         auto g = gangs_.find(idx);
-        const std::size_t nm = g == gangs_.end() ? 0 : g->second.members.size();
-        msg.put<std::uint32_t>(static_cast<std::uint32_t>(nm));
-        for (std::size_t m = 0; m < nm; ++m) msg.put<std::uint32_t>(static_cast<std::uint32_t>(g->second.members[m]));
+        // A task others wait for: its worker rings rank 0 the moment it ends.
+        const std::uint8_t flags = dependents_[idx].empty() ? 0 : Assignment::kRingWhenDone;
+        add_assignment(assign_, idx, static_cast<std::uint32_t>(rec_[idx].attempt), flags,
+                       g == gangs_.end() ? solo : g->second.members, job_.tasks[idx]);
       }
-      mpi_send(msg, w, kTagAssign, comm_);
+      finish_assign(assign_, static_cast<std::uint32_t>(b.size()));
+      post(assign_.bytes(), w, kTagAssign, comm_, bell_);
     }
     return did;
   }
@@ -352,6 +352,7 @@ class Coordinator {
       if (!flag) return any;
       any = true;
       std::vector<char> buf = mpi_recv(st, comm_);
+      if (bell_ != nullptr) bell_->took();
       const int w = st.MPI_SOURCE;
       if (w >= 0 && w < size_) workers_[static_cast<std::size_t>(w)].heard = Clock::now();
       try {
@@ -361,8 +362,7 @@ class Coordinator {
           else on_outcome(w, std::move(o));
         } else if (st.MPI_TAG == kTagStarted) {
           WireReader r(buf.data(), buf.size());
-          const auto idx = r.get<std::uint32_t>();
-          const auto attempt = r.get<std::uint32_t>();
+          const auto [idx, attempt] = decode_started(r);
           if (idx < rec_.size() && rec_[idx].state == TaskState::Running && rec_[idx].rank == w &&
               static_cast<std::uint32_t>(rec_[idx].attempt) == attempt) {
             rec_[idx].started_at = epoch_seconds();
@@ -433,13 +433,13 @@ class Coordinator {
     Worker& wk = workers_[0];
     if (wk.in_flight.empty()) return false;
     const std::uint32_t idx = wk.in_flight.front();
-    Outcome o = self_->run(idx, static_cast<std::uint32_t>(rec_[idx].attempt));
+    Outcome o = self_->run(job_.tasks[idx], idx, static_cast<std::uint32_t>(rec_[idx].attempt));
     on_outcome(0, std::move(o));
     return true;
   }
 
   int loop() {
-    Backoff backoff;
+    Waiter waiter(bell_);
     auto last_hung_check = Clock::now();
     auto last_snapshot = Clock::now();
     while (finished_ < job_.tasks.size()) {
@@ -467,16 +467,20 @@ class Coordinator {
       }
       progress_->tick(finished_, done_ - initially_done_, failed_, run_seconds(), false);
       if (busy) {
-        backoff.reset();
-      } else if (size_ > 1 && mean_task_s_ > 0 && in_flight_total() > 0) {
+        waiter.reset();
+      } else if (size_ > 1 && mean_task_s_ > 0 && in_flight_total() > static_cast<std::size_t>(live_workers())) {
         // Workers hold about 2 ms of queued work (window()): sleeping a quarter of it between
-        // looks never starves them, and wakes rank 0 about once per result instead of a dozen
-        // times (a yield, then sleeps doubling from 10 us): each wake-up takes a busy core from
-        // a task (measured: 20,000 `true` commands on 2 cores, 0.88x to 0.9x of xargs -P2).
+        // looks never starves them, and wakes rank 0 about once per few results instead of once
+        // per result: each wake-up takes a busy core from a task (measured: 20,000 `true`
+        // commands on 2 cores, 0.88x to 0.9x of xargs -P2). A result that others wait for, a
+        // worker running dry or a failure rings rank 0's doorbell and ends the sleep at once.
         const double queued = static_cast<double>(window() - 1) * mean_task_s_;
-        std::this_thread::sleep_for(std::chrono::duration<double>(std::clamp(0.25 * queued, 20e-6, 1e-3)));
+        waiter.doze(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                      std::chrono::duration<double>(std::clamp(0.25 * queued, 20e-6, 1e-3))));
       } else {
-        backoff.idle();
+        // Nothing queued anywhere: spin briefly, then sleep until a worker rings. Bulk data in
+        // flight needs the transport progressed: then at most 1 ms.
+        waiter.idle(data_ != nullptr ? std::chrono::milliseconds(1) : std::chrono::milliseconds(50));
       }
     }
     return failed_ + skipped_count() > 0 ? kExitTasksFailed : kExitOk;
@@ -522,9 +526,8 @@ class Coordinator {
       for (int w = 1; w < size_; ++w) {
         if (workers_[static_cast<std::size_t>(w)].gone) continue;
         WireWriter m;
-        m.put<std::int32_t>(code);
-        m.put<std::uint8_t>(kill ? 1 : 0);
-        mpi_send(m, w, kTagStop, comm_);
+        encode_stop(m, code, kill);
+        post(m.bytes(), w, kTagStop, comm_, bell_);
       }
     };
     auto all_gone = [&] {
@@ -533,11 +536,11 @@ class Coordinator {
       return true;
     };
     auto wait_until = [&](double seconds) {
-      Backoff b;
+      Waiter b(bell_);
       const auto end = Clock::now() + std::chrono::duration<double>(seconds);
       while (!all_gone() && Clock::now() < end) {
         if (handle_messages()) b.reset();
-        else b.idle();
+        else b.idle(std::chrono::milliseconds(data_ != nullptr ? 1 : 20));
       }
     };
     send_stop(false);
@@ -646,6 +649,7 @@ class Coordinator {
       out << fmt::format("rankfarm:   failed {} after {} attempt(s): {}\n", job_.tasks[i].id, rec_[i].attempt, rec_[i].error);
     }
     if (stale_) out << fmt::format("rankfarm: {} late result(s) of abandoned attempts were ignored\n", stale_);
+    if (bell_ != nullptr && !bell_->describe().empty()) out << fmt::format("rankfarm: idle ranks: {}\n", bell_->describe());
     if (data_ != nullptr)
       out << fmt::format("rankfarm: bulk data: {} result(s), {:.1f} MB of stdout through the {} transport ({})\n", bulk_results_,
                          static_cast<double>(bulk_bytes_) / 1e6, data_->name(), data_->describe());
@@ -674,6 +678,8 @@ class Coordinator {
   const kernels::Registry& registry_;
   Executor* self_;
   transport::Transport* data_ = self_ ? self_->data : nullptr;  // bulk results; null: none
+  Doorbell* bell_ = self_ ? self_->bell : nullptr;  // rank 0's doorbell; workers ring it
+  WireWriter assign_;  // kTagAssign, reused
   int size_ = 1, window_ = 0, run_id_ = 0;
   double mean_task_s_ = -1;  // running mean of task wall times; < 0 before the first result
   std::vector<Worker> workers_;

@@ -42,8 +42,7 @@ class TaskComm {
   MPI_Comm comm_ = MPI_COMM_SELF;
 };
 
-Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt, const std::vector<int>& members) {
-  const TaskSpec& t = job.tasks[idx];
+Outcome Executor::run(const TaskSpec& t, std::uint32_t idx, std::uint32_t attempt, const std::vector<int>& members) {
   Outcome o;
   o.idx = idx;
   o.attempt = attempt;
@@ -87,8 +86,8 @@ Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt, const std::vecto
       req.should_stop = should_stop;
       ShellOutcome so = run_shell(req);
       o.exit_code = so.exit_code;
-      o.stdout_text = streams != nullptr ? streams->tail(1, static_cast<std::size_t>(job.keep_stdout))
-                                         : tail_of_file(req.stdout_path, static_cast<std::size_t>(job.keep_stdout));
+      o.stdout_text = streams != nullptr ? streams->tail(1, static_cast<std::size_t>(keep_stdout))
+                                         : tail_of_file(req.stdout_path, static_cast<std::size_t>(keep_stdout));
       o.ok = so.exit_code == 0 && !so.timed_out && !so.stopped;
       o.interrupted = so.stopped;
       if (streams != nullptr) {
@@ -123,34 +122,20 @@ Outcome Executor::run(std::uint32_t idx, std::uint32_t attempt, const std::vecto
 }
 
 int worker_loop(MPI_Comm comm, Executor& ex) {
-  struct Assigned {
-    std::uint32_t idx, attempt;
-    std::vector<int> members;  // the ranks of a task on several ranks, leader first; else empty
-  };
-  std::deque<Assigned> queue;
+  std::deque<Assignment> queue;
   std::uint64_t bulk_tag = 0;
   bool stopping = false, kill = false;
   int code = kExitError;
   auto handle = [&](const MPI_Status& st) {
     std::vector<char> buf = mpi_recv(st, comm);
+    if (ex.bell != nullptr) ex.bell->took();
     WireReader r(buf.data(), buf.size());
     if (st.MPI_TAG == kTagAssign) {
-      const auto n = r.get<std::uint32_t>();
-      for (std::uint32_t i = 0; i < n; ++i) {
-        const auto idx = r.get<std::uint32_t>();
-        const auto attempt = r.get<std::uint32_t>();
-        const auto nm = r.get<std::uint32_t>();
-        if (idx >= ex.job.tasks.size()) throw detail::WireError("task index out of range");
-        const int ranks = ex.job.tasks[idx].ranks;
-        if (nm != static_cast<std::uint32_t>(ranks > 1 ? ranks : 0))
-          throw detail::WireError("member count does not fit the task");
-        Assigned a{idx, attempt, {}};
-        for (std::uint32_t m = 0; m < nm; ++m) a.members.push_back(static_cast<int>(r.get<std::uint32_t>()));
-        queue.push_back(std::move(a));
-      }
+      for (auto& a : decode_assign(r)) queue.push_back(std::move(a));
     } else if (st.MPI_TAG == kTagStop) {
-      code = r.get<std::int32_t>();
-      kill = kill || r.get<std::uint8_t>() != 0;
+      const auto [c, k] = decode_stop(r);
+      code = c;
+      kill = kill || k;
       if (kill) ex.kill_flag = 1;
       stopping = true;
     }
@@ -162,28 +147,29 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
     if (flag) handle(st);
     return kill;
   };
-  Backoff backoff;
+  // Idle: a short spin, then asleep on the doorbell until rank 0 posts something (rank 0 rings
+  // it). The cap only bounds the wait when a ring is missed.
+  Waiter waiter(ex.bell);
   for (;;) {
     int flag = 0;
     MPI_Status st;
     while (MPI_Iprobe(0, MPI_ANY_TAG, comm, &flag, &st), flag) handle(st);
     if (stopping) break;
     if (queue.empty()) {
-      backoff.idle();
+      waiter.idle(std::chrono::milliseconds(100));
       continue;
     }
-    backoff.reset();
-    Assigned next = std::move(queue.front());
+    waiter.reset();
+    Assignment next = std::move(queue.front());
     queue.pop_front();
     const std::uint32_t idx = next.idx, attempt = next.attempt;
     // Of a task on several ranks, the first (the leader) speaks for it.
-    if (ex.job.tasks[idx].timeout_s > 0 && (next.members.empty() || next.members.front() == ex.rank)) {
+    if (next.task.timeout_s > 0 && (next.members.empty() || next.members.front() == ex.rank)) {
       WireWriter w;
-      w.put<std::uint32_t>(idx);
-      w.put<std::uint32_t>(attempt);
-      mpi_send(w, 0, kTagStarted, comm);
+      encode_started(w, idx, attempt);
+      post(w.bytes(), 0, kTagStarted, comm, ex.bell, false);
     }
-    Outcome o = ex.run(idx, attempt, next.members);
+    Outcome o = ex.run(next.task, idx, attempt, next.members);
     std::string bulk;
     if (ex.data != nullptr && o.stdout_text.size() > ex.bulk_threshold) {
       bulk = std::move(o.stdout_text);
@@ -202,16 +188,21 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
     }
     WireWriter w;
     encode_outcome(o, w);
-    mpi_send(w, 0, kTagResult, comm);
+    // Rank 0 is rung when it has something to do at once: tasks wait for this one, this rank
+    // runs out of work, the attempt failed (a retry, or dependents to skip), or the message is
+    // large enough to need rank 0's part in a rendezvous. Otherwise it picks the result up at
+    // its next look (it sleeps a fraction of the work queued here: coordinator.cpp).
+    const bool ring = (next.flags & Assignment::kRingWhenDone) != 0 || queue.empty() || !o.ok || w.bytes().size() > 4096;
+    post(w.bytes(), 0, kTagResult, comm, ex.bell, ring);
     // The buffer stays ours until the transport is done with it; the coordinator receives it as
     // soon as the MPI message above arrives.
     if (!bulk.empty() && ex.data->wait(sent, std::chrono::minutes(5)) != transport::Status::Ok)
       std::cerr << fmt::format("rankfarm: rank {}: stdout of task {} did not reach rank 0: {}\n", ex.rank,
-                               ex.job.tasks[idx].id, sent.error.empty() ? "timed out" : sent.error);
+                               next.task.id, sent.error.empty() ? "timed out" : sent.error);
   }
   WireWriter bye;
   bye.put<std::uint8_t>(0);
-  mpi_send(bye, 0, kTagBye, comm);
+  post(bye.bytes(), 0, kTagBye, comm, ex.bell);
   return code;
 }
 

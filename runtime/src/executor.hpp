@@ -13,7 +13,7 @@
 namespace rankfarm::runtime::detail {
 
 struct Executor {
-  const Job& job;
+  std::uint64_t keep_stdout;  // bytes of a shell task's stdout kept with its result ([job].keep_stdout)
   const kernels::Registry& registry;
   std::string output_dir;
   int rank = 0;
@@ -28,12 +28,14 @@ struct Executor {
   // Shell tasks' output: this rank's stream files (task_output.hpp), or null for
   // logs/<task id>.out|.err (--task-output files).
   OutputStreams* streams = nullptr;
+  // This rank's doorbell (workers sleep on it when idle, and ring rank 0); null: none.
+  Doorbell* bell = nullptr;
 
-  /// Runs one attempt of task `idx`; never throws (failures are in the Outcome). A tightly
-  /// coupled kernel runs on a communicator of `members` (ranks of `comm`, this one among them,
-  /// created with MPI_Comm_create_group, so only they take part), or on MPI_COMM_SELF when
-  /// there are fewer than two.
-  Outcome run(std::uint32_t idx, std::uint32_t attempt, const std::vector<int>& members = {});
+  /// Runs one attempt of task `t` (index `idx` in the job); never throws (failures are in the
+  /// Outcome). A tightly coupled kernel runs on a communicator of `members` (ranks of `comm`,
+  /// this one among them, created with MPI_Comm_create_group, so only they take part), or on
+  /// MPI_COMM_SELF when there are fewer than two.
+  Outcome run(const TaskSpec& t, std::uint32_t idx, std::uint32_t attempt, const std::vector<int>& members = {});
 };
 
 /// A worker rank: runs what the coordinator assigns, in order, until told to stop; returns the

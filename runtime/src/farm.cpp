@@ -265,7 +265,9 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
       wire.put_str(setup.lock->holder().token);
       wire.put_str(setup.run_tag);
       wire.put<std::uint8_t>(static_cast<std::uint8_t>(opt.task_output));
-      detail::encode_job(setup.job, wire);
+      // Not the tasks: each is sent with its assignment, so a worker holds only what it runs.
+      wire.put_str(setup.job.name);
+      wire.put<std::uint64_t>(setup.job.keep_stdout);
     } catch (const InputError& e) {
       status = kExitBadInput;
       message = e.what();
@@ -289,7 +291,8 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   for (std::uint64_t off = 0; off < nbytes; off += (1u << 30))
     MPI_Bcast(wire.bytes().data() + off, static_cast<int>(std::min<std::uint64_t>(nbytes - off, 1u << 30)), MPI_BYTE, 0, comm);
 
-  Job worker_job;
+  std::string job_name = setup.job.name;
+  std::uint64_t keep_stdout = setup.job.keep_stdout;
   std::string dir = setup.dir;
   std::string token = rank == 0 ? setup.lock->holder().token : std::string();
   std::string run_tag = setup.run_tag;
@@ -300,9 +303,10 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
     token = r.get_str();
     run_tag = r.get_str();
     layout = static_cast<TaskOutputLayout>(r.get<std::uint8_t>() == 1 ? 1 : 0);
-    worker_job = detail::decode_job(r);
+    job_name = r.get_str();
+    keep_stdout = r.get<std::uint64_t>();
   }
-  const Job& job = rank == 0 ? setup.job : worker_job;
+  wire = WireWriter();
 
   // Every rank checks its own environment and its view of the output directory before the
   // first task; the first problem is one line from rank 0, and every rank returns kExitBadInput.
@@ -318,7 +322,7 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
     }
   }
 
-  detail::Executor ex{job, registry, dir, rank, host, threads_per_rank(comm), {}, 0};
+  detail::Executor ex{keep_stdout, registry, dir, rank, host, threads_per_rank(comm), {}, 0};
   ex.comm = comm;
   std::optional<OutputStreams> streams;
   if (layout == TaskOutputLayout::Streams) ex.streams = &streams.emplace(dir, run_tag, rank);
@@ -337,7 +341,7 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   // one that cannot work is bad input, said once, never a silent fallback.
   const auto forced = forced_backends();
   const bool transport_forced = !forced.empty() && forced.front().second == "RANKFARM_TRANSPORT";
-  const bool bulk = size > 1 && job.keep_stdout > threshold;
+  const bool bulk = size > 1 && keep_stdout > threshold;
   for (const auto& [backend, var] : forced) {
     if (bulk && var == "RANKFARM_TRANSPORT") continue;  // opened below as the data plane
     transport::MpiBootstrap boot(comm);
@@ -365,6 +369,8 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   }
   ex.data = data.get();
   ex.bulk_threshold = threshold;
+  detail::Doorbell bell(comm, rank, size);
+  ex.bell = &bell;
   if (rank != 0) return detail::worker_loop(comm, ex);
   if (!data_note.empty()) setup.notes.push_back(data_note);
 

@@ -14,59 +14,110 @@ std::vector<char> mpi_recv(const MPI_Status& st, MPI_Comm comm) {
   return buf;
 }
 
+// ---- control messages ------------------------------------------------------------------
+
+void begin_assign(WireWriter& w) {
+  w.clear();
+  w.put<std::uint32_t>(0);
+}
+
+void add_assignment(WireWriter& w, std::uint32_t idx, std::uint32_t attempt, std::uint8_t flags, const std::vector<int>& members,
+                    const TaskSpec& task) {
+  w.put<std::uint32_t>(idx);
+  w.put<std::uint32_t>(attempt);
+  w.put<std::uint8_t>(flags);
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(members.size()));
+  for (int m : members) w.put<std::uint32_t>(static_cast<std::uint32_t>(m));
+  encode_task(task, w);
+}
+
+void finish_assign(WireWriter& w, std::uint32_t count) { std::memcpy(w.bytes().data(), &count, sizeof count); }
+
+std::vector<Assignment> decode_assign(WireReader& r) {
+  const auto n = r.get<std::uint32_t>();
+  if (n > r.remaining()) throw WireError("more assignments than bytes");
+  std::vector<Assignment> out(n);
+  for (auto& a : out) {
+    a.idx = r.get<std::uint32_t>();
+    a.attempt = r.get<std::uint32_t>();
+    a.flags = r.get<std::uint8_t>();
+    const auto nm = r.get<std::uint32_t>();
+    if (nm > r.remaining() / 4) throw WireError("more members than bytes");
+    a.members.resize(nm);
+    for (auto& m : a.members) m = static_cast<int>(r.get<std::uint32_t>());
+    a.task = decode_task(r);
+    if (nm != static_cast<std::uint32_t>(a.task.ranks > 1 ? a.task.ranks : 0)) throw WireError("member count does not fit the task");
+  }
+  return out;
+}
+
+void encode_stop(WireWriter& w, std::int32_t code, bool kill) {
+  w.put<std::int32_t>(code);
+  w.put<std::uint8_t>(kill ? 1 : 0);
+}
+
+std::pair<std::int32_t, bool> decode_stop(WireReader& r) {
+  const auto code = r.get<std::int32_t>();
+  return {code, r.get<std::uint8_t>() != 0};
+}
+
+void encode_started(WireWriter& w, std::uint32_t idx, std::uint32_t attempt) {
+  w.put<std::uint32_t>(idx);
+  w.put<std::uint32_t>(attempt);
+}
+
+std::pair<std::uint32_t, std::uint32_t> decode_started(WireReader& r) {
+  const auto idx = r.get<std::uint32_t>();
+  return {idx, r.get<std::uint32_t>()};
+}
+
 // ---- the job as broadcast to workers ---------------------------------------------------
 
-void encode_job(const Job& job, WireWriter& w) {
-  w.put_str(job.name);
-  w.put<std::uint64_t>(job.keep_stdout);
-  w.put<std::uint32_t>(static_cast<std::uint32_t>(job.tasks.size()));
-  for (const auto& t : job.tasks) {
-    w.put_str(t.id);
-    w.put<std::uint8_t>(static_cast<std::uint8_t>(t.kind));
-    w.put<double>(t.timeout_s);
-    w.put<std::uint32_t>(static_cast<std::uint32_t>(t.ranks));
-    if (t.kind == TaskKind::Shell) {
-      w.put_str(t.command);
-      continue;
-    }
-    w.put_str(t.kernel);
-    w.put<std::uint32_t>(static_cast<std::uint32_t>(t.params.values().size()));
-    for (const auto& [name, v] : t.params.values()) {
-      w.put_str(name);
-      w.put<std::uint8_t>(static_cast<std::uint8_t>(v.index()));
-      if (v.index() == 0) w.put<std::int64_t>(std::get<0>(v));
-      else if (v.index() == 1) w.put<double>(std::get<1>(v));
-      else w.put_str(std::get<2>(v));
-    }
+void encode_task(const TaskSpec& t, WireWriter& w) {
+  w.put_str(t.id);
+  w.put<std::uint8_t>(static_cast<std::uint8_t>(t.kind));
+  w.put<double>(t.timeout_s);
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(t.ranks));
+  if (t.kind == TaskKind::Shell) {
+    w.put_str(t.command);
+    return;
+  }
+  w.put_str(t.kernel);
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(t.params.values().size()));
+  for (const auto& [name, v] : t.params.values()) {
+    w.put_str(name);
+    w.put<std::uint8_t>(static_cast<std::uint8_t>(v.index()));
+    if (v.index() == 0) w.put<std::int64_t>(std::get<0>(v));
+    else if (v.index() == 1) w.put<double>(std::get<1>(v));
+    else w.put_str(std::get<2>(v));
   }
 }
 
-Job decode_job(WireReader& r) {
-  Job job;
-  job.name = r.get_str();
-  job.keep_stdout = r.get<std::uint64_t>();
-  const auto n = r.get<std::uint32_t>();
-  job.tasks.resize(n);
-  for (auto& t : job.tasks) {
-    t.id = r.get_str();
-    t.kind = static_cast<TaskKind>(r.get<std::uint8_t>());
-    t.timeout_s = r.get<double>();
-    t.ranks = static_cast<int>(r.get<std::uint32_t>());
-    if (t.kind == TaskKind::Shell) {
-      t.command = r.get_str();
-      continue;
-    }
-    t.kernel = r.get_str();
-    const auto np = r.get<std::uint32_t>();
-    for (std::uint32_t i = 0; i < np; ++i) {
-      std::string name = r.get_str();
-      const auto type = r.get<std::uint8_t>();
-      if (type == 0) t.params.set(name, r.get<std::int64_t>());
-      else if (type == 1) t.params.set(name, r.get<double>());
-      else t.params.set(name, r.get_str());
-    }
+TaskSpec decode_task(WireReader& r) {
+  TaskSpec t;
+  t.id = r.get_str();
+  const auto kind = r.get<std::uint8_t>();
+  if (kind > 1) throw WireError("unknown task kind");
+  t.kind = static_cast<TaskKind>(kind);
+  t.timeout_s = r.get<double>();
+  t.ranks = static_cast<int>(r.get<std::uint32_t>());
+  if (t.ranks < 1 || t.ranks > 1'000'000) throw WireError("task ranks out of range");
+  if (t.kind == TaskKind::Shell) {
+    t.command = r.get_str();
+    return t;
   }
-  return job;
+  t.kernel = r.get_str();
+  const auto np = r.get<std::uint32_t>();
+  if (np > r.remaining()) throw WireError("more parameters than bytes");
+  for (std::uint32_t i = 0; i < np; ++i) {
+    std::string name = r.get_str();
+    const auto type = r.get<std::uint8_t>();
+    if (type == 0) t.params.set(name, r.get<std::int64_t>());
+    else if (type == 1) t.params.set(name, r.get<double>());
+    else if (type == 2) t.params.set(name, r.get_str());
+    else throw WireError("unknown parameter type");
+  }
+  return t;
 }
 
 void encode_outcome(const Outcome& o, WireWriter& w) {

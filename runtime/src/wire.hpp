@@ -58,6 +58,7 @@ class WireReader {
     return s;
   }
   bool done() const { return off_ == n_; }
+  std::size_t remaining() const { return n_ - off_; }
 
  private:
   void need(std::size_t k) const {
