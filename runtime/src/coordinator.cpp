@@ -11,11 +11,13 @@
 #include <iostream>
 #include <map>
 #include <thread>
+#include <deque>
 #include <list>
 #include <queue>
 #include <set>
 
 #include "progress.hpp"
+#include "scheduler.hpp"
 #include "rankfarm/runtime/error.hpp"
 
 namespace rankfarm::runtime::detail {
@@ -24,19 +26,15 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr double kHangGraceS = 10.0;  // silence past a task's timeout before its rank is presumed hung
 
 class Coordinator {
  public:
   Coordinator(MPI_Comm comm, Setup& s, const FarmOptions& opt, const kernels::Registry& registry, Executor* self)
-      : comm_(comm), s_(s), job_(s.job), rec_(s.records), opt_(opt), registry_(registry), self_(self) {
-    MPI_Comm_size(comm, &size_);
-    window_ = opt.window > 0 ? opt.window : job_.window;  // 0: adaptive (see window())
+      : comm_(comm), s_(s), job_(s.job), rec_(s.records), opt_(opt), registry_(registry), self_(self),
+        size_(comm_size(comm)), window_(opt.window > 0 ? opt.window : s.job.window),  // 0: adaptive
+        sched_(TaskTable::from_job(s.job), size_, window_) {
     workers_.resize(static_cast<std::size_t>(size_));
-    dependents_.resize(job_.tasks.size());
-    missing_.assign(job_.tasks.size(), 0);
-    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i)
-      for (auto d : job_.tasks[i].deps) dependents_[d].push_back(i), ++missing_[i];
+    batch_.resize(static_cast<std::size_t>(size_));
   }
 
   int run(const Provenance& prov_in) {
@@ -44,19 +42,12 @@ class Coordinator {
     writer_ = std::make_unique<JournalWriter>(*s_.journal, opt_.commit_interval);
     run_id_ = s_.journal->begin_run(size_, prov_.hosts);
     t0_ = Clock::now();
-    // Initial state: done dependencies count as satisfied; dependents of failures are skipped.
-    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i)
-      if (rec_[i].state == TaskState::Done)
-        for (auto d : dependents_[i]) --missing_[d];
-    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i) {
-      if (rec_[i].state == TaskState::Failed || rec_[i].state == TaskState::Skipped) skip_dependents(i);
-    }
-    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i) {
-      if (rec_[i].state == TaskState::Pending && missing_[i] == 0) ready_.push({job_.tasks[i].priority, i});
-      if (rec_[i].state != TaskState::Pending) ++finished_;
-      if (rec_[i].state == TaskState::Done) ++done_;
-    }
-    initially_done_ = done_;
+    // Initial state from the journal: done dependencies count as satisfied; dependents of
+    // failures are skipped.
+    for (std::uint32_t i = 0; i < rec_.size(); ++i) sched_.restore(i, rec_[i].state, rec_[i].attempt, rec_[i].failure_count);
+    sched_.start();
+    apply_events();
+    initially_done_ = sched_.done();
     progress_ = std::make_unique<detail::Progress>(job_.tasks.size(), opt_.progress_s);
 
     const int outcome = loop();
@@ -64,143 +55,111 @@ class Coordinator {
   }
 
  private:
+  // What the channel knows of each rank beyond the scheduler: its time spent and goodbye.
   struct Worker {
-    std::vector<std::uint32_t> in_flight;
-    // The last sign of life: a message from it, or work handed to it while it was idle.
-    Clock::time_point heard = Clock::now();
-    bool hung = false, gone = false;
+    bool gone = false;
     double busy_s = 0;
     std::uint64_t tasks = 0;
   };
-  // A task on several ranks in flight: its members (leader first) and what they reported.
-  struct Gang {
-    std::uint32_t attempt = 0;
-    std::vector<int> members;
-    std::size_t reported = 0;
-    Outcome leader;           // the leader's outcome (its values are the task's)
-    std::string member_error; // the first failure reported by another member
-    bool member_interrupted = false;
-    double wall_s = 0;        // the longest member's
+  // A task on several ranks in flight: its leader's outcome (its values are the task's) and the
+  // first failure another member reported; the scheduler decides when all have reported.
+  struct GangOutcomes {
+    Outcome leader;
+    std::string member_error;
+    double wall_s = 0;
   };
-  struct Ready {
-    int priority;
-    std::uint32_t idx;
-    bool operator<(const Ready& o) const { return priority != o.priority ? priority < o.priority : idx > o.idx; }
-  };
+
+  static int comm_size(MPI_Comm comm) {
+    int n = 1;
+    MPI_Comm_size(comm, &n);
+    return n;
+  }
+  double now_s() const { return std::chrono::duration<double>(Clock::now() - t0_).count(); }
 
   void journal(std::uint32_t idx) { writer_->push(idx, rec_[idx]); }
 
-  void skip_dependents(std::uint32_t failed) {
-    std::vector<std::uint32_t> stack{failed};
-    while (!stack.empty()) {
-      std::uint32_t v = stack.back();
-      stack.pop_back();
-      for (auto d : dependents_[v]) {
-        if (rec_[d].state != TaskState::Pending) continue;
-        rec_[d].state = TaskState::Skipped;
-        rec_[d].error = fmt::format("skipped: dependency \"{}\" {}", job_.tasks[v].id,
-                                    rec_[v].state == TaskState::Failed ? "failed" : "was skipped");
-        rec_[d].finished_at = epoch_seconds();
-        ++finished_;
-        journal(d);
-        stack.push_back(d);
-      }
-    }
-  }
-
-  // Hands ready tasks to workers with room in their window, one at a time round-robin so that
-  // the highest-priority tasks spread over the ranks.
-  bool dispatch() {
-    if (ready_.empty() || stopping_) return false;
-    std::vector<std::vector<std::uint32_t>> batch(static_cast<std::size_t>(size_));
-    bool any = true, did = false, blocked = false;
-    const int first = size_ == 1 ? 0 : 1;
-    while (any && !ready_.empty() && !blocked) {
-      any = false;
-      for (int w = first; w < size_ && !ready_.empty(); ++w) {
-        // A task on several ranks waits for that many idle workers; until then nothing else is
-        // handed out, so that busy workers drain (strict priority order, no starvation).
-        if (job_.tasks[ready_.top().idx].ranks > 1) {
-          if (!place_gang(ready_.top().idx, batch)) {
-            blocked = true;
-            break;
+  // Carries out what the scheduler decided: each task's record, journalled, and notes.
+  // `error`: the error of the outcome being decided (for Retry/Failed the scheduler did not
+  // word itself).
+  void apply_events(const std::string& error = {}) {
+    sched_.take_events(events_);
+    for (auto& e : events_) {
+      TaskRecord& r = rec_[e.idx];
+      switch (e.kind) {
+        case SchedEvent::Started:
+          r.state = TaskState::Running;
+          r.rank = e.rank;
+          r.attempt = sched_.attempt(e.idx);
+          r.started_at = epoch_seconds();
+          r.deadline = job_.tasks[e.idx].timeout_s > 0 ? r.started_at + job_.tasks[e.idx].timeout_s : 0;
+          break;
+        case SchedEvent::Done:
+          r.state = TaskState::Done;
+          r.error.clear();
+          break;
+        case SchedEvent::Retry:
+        case SchedEvent::Failed:
+          r.failure_count = sched_.failures(e.idx);
+          r.error = e.error.empty() ? error : e.error;
+          r.state = e.kind == SchedEvent::Retry ? TaskState::Pending : TaskState::Failed;
+          if (e.kind == SchedEvent::Failed) {
+            r.finished_at = epoch_seconds();
+            progress_note(fmt::format("task {} failed after {} attempt(s): {}", job_.tasks[e.idx].id, r.attempt, r.error));
           }
-          any = did = true;
+          break;
+        case SchedEvent::Interrupted:
+        case SchedEvent::Requeued:
+          r.state = TaskState::Pending;
+          break;
+        case SchedEvent::Skipped:
+          r.state = TaskState::Skipped;
+          r.error = fmt::format("skipped: dependency \"{}\" {}", job_.tasks[e.cause].id,
+                                sched_.state(e.cause) == TaskState::Failed ? "failed" : "was skipped");
+          r.finished_at = epoch_seconds();
+          break;
+        case SchedEvent::Hung: {
+          const double timeout = job_.tasks[e.idx].timeout_s;
+          progress_note(fmt::format("rank {} sent nothing for {:.0f} s, longer than its {} task(s) may take (task {}: timeout "
+                                    "{:.3g} s): presumed hung or unreachable, giving it no more work",
+                                    e.rank, timeout + kHangGraceS, e.cause, job_.tasks[e.idx].id, timeout));
           continue;
         }
-        Worker& wk = workers_[static_cast<std::size_t>(w)];
-        const std::size_t limit = size_ == 1 ? 1 : static_cast<std::size_t>(window());
-        if (wk.hung || wk.gone || wk.in_flight.size() >= limit) continue;
-        const std::uint32_t idx = ready_.top().idx;
-        ready_.pop();
-        TaskRecord& r = rec_[idx];
-        r.state = TaskState::Running;
-        r.rank = w;
-        r.attempt += 1;
-        r.started_at = epoch_seconds();
-        r.deadline = job_.tasks[idx].timeout_s > 0 ? r.started_at + job_.tasks[idx].timeout_s : 0;
-        journal(idx);
-        if (wk.in_flight.empty()) wk.heard = Clock::now();
-        wk.in_flight.push_back(idx);
-        batch[static_cast<std::size_t>(w)].push_back(idx);
-        any = did = true;
+        case SchedEvent::Back:
+          progress_note(fmt::format("rank {} answered again after being presumed hung", e.rank));
+          continue;
       }
+      journal(e.idx);
     }
-    for (int w = first; w < size_; ++w) {
-      const auto& b = batch[static_cast<std::size_t>(w)];
+  }
+  void progress_note(const std::string& text) {
+    if (progress_) progress_->note(text);
+  }
+
+  // Hands ready tasks to workers with room in their window (the scheduler's choice), one
+  // message per worker.
+  bool dispatch() {
+    if (stopping_) return false;
+    placed_.clear();
+    sched_.dispatch(placed_, now_s());
+    apply_events();
+    if (placed_.empty()) return false;
+    if (size_ == 1) {  // rank 0 runs its own tasks in run_local()
+      for (const auto& p : placed_) local_.push_back(p.idx);
+      return true;
+    }
+    for (const auto& p : placed_) batch_[static_cast<std::size_t>(p.worker)].push_back(p.idx);
+    for (int w = 1; w < size_; ++w) {
+      auto& b = batch_[static_cast<std::size_t>(w)];
       if (b.empty()) continue;
-      if (size_ == 1) continue;  // rank 0 runs its own tasks in run_local()
       begin_assign(assign_);
-      static const std::vector<int> solo;
       for (auto idx : b) {
-        auto g = gangs_.find(idx);
         // A task others wait for: its worker rings rank 0 the moment it ends.
-        const std::uint8_t flags = dependents_[idx].empty() ? 0 : Assignment::kRingWhenDone;
-        add_assignment(assign_, idx, static_cast<std::uint32_t>(rec_[idx].attempt), flags,
-                       g == gangs_.end() ? solo : g->second.members, job_.tasks[idx]);
+        const std::uint8_t flags = sched_.has_dependents(idx) ? Assignment::kRingWhenDone : 0;
+        add_assignment(assign_, idx, static_cast<std::uint32_t>(sched_.attempt(idx)), flags, sched_.members(idx), job_.tasks[idx]);
       }
       finish_assign(assign_, static_cast<std::uint32_t>(b.size()));
       post(assign_.bytes(), w, kTagAssign, comm_, bell_);
-    }
-    return did;
-  }
-
-  // Places task `idx` (ranks > 1) on that many idle workers, lowest ranks first. False when
-  // there are not enough idle workers yet. A task that can never get its ranks (workers lost)
-  // fails.
-  bool place_gang(std::uint32_t idx, std::vector<std::vector<std::uint32_t>>& batch) {
-    const int k = job_.tasks[idx].ranks;
-    std::vector<int> idle;
-    int usable = 0;
-    for (int w = 1; w < size_; ++w) {
-      const Worker& wk = workers_[static_cast<std::size_t>(w)];
-      if (wk.hung || wk.gone) continue;
-      ++usable;
-      if (wk.in_flight.empty() && static_cast<int>(idle.size()) < k) idle.push_back(w);
-    }
-    if (usable < k) {
-      ready_.pop();
-      rec_[idx].failure_count = job_.tasks[idx].retries;  // no retry can help
-      fail_attempt(idx, fmt::format("needs {} ranks, only {} worker rank(s) are left", k, usable));
-      return true;
-    }
-    if (static_cast<int>(idle.size()) < k) return false;
-    ready_.pop();
-    TaskRecord& r = rec_[idx];
-    r.state = TaskState::Running;
-    r.rank = idle.front();
-    r.attempt += 1;
-    r.started_at = epoch_seconds();
-    r.deadline = job_.tasks[idx].timeout_s > 0 ? r.started_at + job_.tasks[idx].timeout_s : 0;
-    journal(idx);
-    Gang& g = gangs_[idx];
-    g = Gang{};
-    g.attempt = static_cast<std::uint32_t>(r.attempt);
-    g.members = idle;
-    for (int w : idle) {
-      workers_[static_cast<std::size_t>(w)].heard = Clock::now();
-      workers_[static_cast<std::size_t>(w)].in_flight.push_back(idx);
-      batch[static_cast<std::size_t>(w)].push_back(idx);
+      b.clear();
     }
     return true;
   }
@@ -209,133 +168,50 @@ class Coordinator {
     // Every attempt's output is indexed, also of attempts given up on: it was written.
     if (!o.output.file.empty()) writer_->push_output({o.idx, o.attempt, w, std::move(o.output)});
     Worker& wk = workers_[static_cast<std::size_t>(w)];
-    auto it = std::find(wk.in_flight.begin(), wk.in_flight.end(), o.idx);
-    if (it != wk.in_flight.end()) wk.in_flight.erase(it);
-    if (wk.hung) {
-      wk.hung = false;  // it came back
-      progress_->note(fmt::format("rank {} answered again after being presumed hung", w));
-    }
     wk.busy_s += o.wall_s;
     ++wk.tasks;
-    // A task on several ranks is decided when all its members have reported: the leader's
-    // values, or the first member's failure.
-    if (auto g = gangs_.find(o.idx); g != gangs_.end() && g->second.attempt == o.attempt &&
-        std::find(g->second.members.begin(), g->second.members.end(), w) != g->second.members.end()) {
-      Gang& gang = g->second;
-      gang.wall_s = std::max(gang.wall_s, o.wall_s);
-      if (w == gang.members.front()) {
-        gang.leader = std::move(o);
-      } else if (!o.ok) {
-        if (gang.member_error.empty()) gang.member_error = o.error;
-        gang.member_interrupted = gang.member_interrupted || o.interrupted;
+    // A member of a task on several ranks in flight: its outcome is kept until all have reported.
+    const std::vector<int>& members = sched_.members(o.idx);
+    const bool member = !members.empty() && static_cast<std::uint32_t>(sched_.attempt(o.idx)) == o.attempt &&
+                        std::find(members.begin(), members.end(), w) != members.end();
+    const bool leader = member && members.front() == w;
+    const int leader_rank = member ? members.front() : w;
+    const auto verdict = sched_.result(w, o.idx, o.attempt, o.ok, o.interrupted, o.wall_s);
+    if (member) {
+      GangOutcomes& g = gang_outcomes_[o.idx];
+      g.wall_s = std::max(g.wall_s, o.wall_s);
+      if (leader) g.leader = std::move(o);
+      else if (!o.ok && g.member_error.empty()) g.member_error = std::move(o.error);
+      if (verdict != Scheduler::Verdict::Decided) {
+        apply_events();
+        return;
       }
-      if (++gang.reported < gang.members.size()) return;
-      o = std::move(gang.leader);
-      w = gang.members.front();
-      o.wall_s = gang.wall_s;
-      if (o.ok && !gang.member_error.empty()) {
-        o.ok = false;
-        o.interrupted = gang.member_interrupted;
-        o.error = gang.member_error;
+      Outcome fin = std::move(g.leader);
+      fin.wall_s = g.wall_s;
+      if (fin.ok && !g.member_error.empty()) {
+        fin.ok = false;
+        fin.error = g.member_error;
       }
-      gangs_.erase(g);
-    } else if (job_.tasks[o.idx].ranks > 1) {
-      ++stale_;  // a member of an attempt already given up on
+      gang_outcomes_.erase(o.idx);
+      o = std::move(fin);
+      w = leader_rank;
+    }
+    if (verdict != Scheduler::Verdict::Decided) {
+      if (verdict == Scheduler::Verdict::Stale) ++stale_;  // an attempt already given up on
+      apply_events();
       return;
     }
     TaskRecord& r = rec_[o.idx];
-    mean_task_s_ = mean_task_s_ < 0 ? o.wall_s : 0.9 * mean_task_s_ + 0.1 * o.wall_s;
-    if (r.state != TaskState::Running || r.rank != w || static_cast<std::uint32_t>(r.attempt) != o.attempt) {
-      ++stale_;  // an attempt already given up on (timed out, or the job is stopping)
-      return;
-    }
     r.finished_at = epoch_seconds();
     r.exit_code = o.exit_code;
+    r.stdout_text = std::move(o.stdout_text);
     if (o.ok) {
-      r.state = TaskState::Done;
-      r.values = o.values;
+      r.values = std::move(o.values);
       r.wall_s = o.wall_s;
-      r.stdout_text = o.stdout_text;
-      r.error.clear();
-      ++finished_;
-      ++done_;
-      journal(o.idx);
-      for (auto d : dependents_[o.idx])
-        if (--missing_[d] == 0 && rec_[d].state == TaskState::Pending) ready_.push({job_.tasks[d].priority, d});
-    } else if (o.interrupted) {
-      r.state = TaskState::Pending;  // runs again on resume; not counted as a failure
-      journal(o.idx);
-    } else {
-      fail_attempt(o.idx, o.error);
-      r.stdout_text = o.stdout_text;
     }
+    apply_events(o.error);
   }
 
-  void fail_attempt(std::uint32_t idx, const std::string& error) {
-    TaskRecord& r = rec_[idx];
-    r.failure_count += 1;
-    r.error = error;
-    if (r.failure_count <= job_.tasks[idx].retries) {
-      // With retries left it runs again: now, or after a resume when the job is stopping.
-      r.state = TaskState::Pending;
-      if (!stopping_) {
-        ready_.push({job_.tasks[idx].priority, idx});
-        ++retried_;
-      }
-      journal(idx);
-    } else {
-      r.state = TaskState::Failed;
-      r.finished_at = epoch_seconds();
-      ++finished_;
-      ++failed_;
-      journal(idx);
-      progress_->note(fmt::format("task {} failed after {} attempt(s): {}", job_.tasks[idx].id, r.attempt, error));
-      skip_dependents(idx);
-    }
-  }
-
-  // A rank silent for longer than the task it is running may take (its timeout) + grace: hung in
-  // the task, or its node is unreachable. A worker runs its tasks in the order assigned and
-  // reports each one's end before it starts the next (and, for a task with a timeout, its
-  // start), so the head of its in-flight list is the one running, started no earlier than the
-  // rank was last heard. Its tasks are retried elsewhere and it gets no more work. Only a task
-  // with a timeout can be judged so.
-  void check_hung() {
-    const auto now = Clock::now();
-    for (int w = 1; w < size_; ++w) {
-      Worker& wk = workers_[static_cast<std::size_t>(w)];
-      if (wk.hung || wk.in_flight.empty()) continue;
-      const std::uint32_t head = wk.in_flight.front();
-      if (job_.tasks[head].ranks > 1 && rec_[head].rank != w) continue;  // its leader speaks for it
-      const double timeout = job_.tasks[head].timeout_s;
-      const double budget = timeout + kHangGraceS;
-      if (timeout <= 0 || now - wk.heard < std::chrono::duration<double>(budget)) continue;
-      wk.hung = true;
-      progress_->note(fmt::format("rank {} sent nothing for {:.0f} s, longer than its {} task(s) may take (task {}: timeout "
-                                  "{:.3g} s): presumed hung or unreachable, giving it no more work",
-                                  w, budget, wk.in_flight.size(), job_.tasks[head].id, timeout));
-      // The other ranks of a task on several ranks are stuck in the same collective.
-      if (auto g = gangs_.find(head); g != gangs_.end()) {
-        for (int m : g->second.members) {
-          if (m == w) continue;
-          Worker& mk = workers_[static_cast<std::size_t>(m)];
-          mk.hung = true;
-          mk.in_flight.erase(std::remove(mk.in_flight.begin(), mk.in_flight.end(), head), mk.in_flight.end());
-        }
-        gangs_.erase(g);
-      }
-      for (auto idx : wk.in_flight) {
-        if (idx == head) {
-          fail_attempt(idx, fmt::format("rank {} did not answer within the timeout ({:.3g} s) + {:.0f} s: presumed hung or unreachable", w, timeout, kHangGraceS));
-        } else {
-          rec_[idx].state = TaskState::Pending;  // never started there
-          ready_.push({job_.tasks[idx].priority, idx});
-          journal(idx);
-        }
-      }
-      wk.in_flight.clear();
-    }
-  }
 
   // MPI messages, then bulk data that has arrived.
   bool handle_messages() {
@@ -354,7 +230,7 @@ class Coordinator {
       std::vector<char> buf = mpi_recv(st, comm_);
       if (bell_ != nullptr) bell_->took();
       const int w = st.MPI_SOURCE;
-      if (w >= 0 && w < size_) workers_[static_cast<std::size_t>(w)].heard = Clock::now();
+      sched_.heard(w, now_s());
       try {
         if (st.MPI_TAG == kTagResult) {
           Outcome o = decode_outcome(buf);
@@ -369,8 +245,9 @@ class Coordinator {
             rec_[idx].deadline = rec_[idx].started_at + job_.tasks[idx].timeout_s;
             journal(idx);
           }
-        } else if (st.MPI_TAG == kTagBye) {
+        } else if (st.MPI_TAG == kTagBye && w > 0 && w < size_) {
           workers_[static_cast<std::size_t>(w)].gone = true;
+          sched_.gone(w);
         }
       } catch (const detail::WireError& e) {
         progress_->note(fmt::format("malformed message from rank {} (tag {}): {}; ignored", w, st.MPI_TAG, e.what()));
@@ -430,10 +307,10 @@ class Coordinator {
 
   // Rank 0 alone: run one ready task here.
   bool run_local() {
-    Worker& wk = workers_[0];
-    if (wk.in_flight.empty()) return false;
-    const std::uint32_t idx = wk.in_flight.front();
-    Outcome o = self_->run(job_.tasks[idx], idx, static_cast<std::uint32_t>(rec_[idx].attempt));
+    if (local_.empty()) return false;
+    const std::uint32_t idx = local_.front();
+    local_.pop_front();
+    Outcome o = self_->run(job_.tasks[idx], idx, static_cast<std::uint32_t>(sched_.attempt(idx)));
     on_outcome(0, std::move(o));
     return true;
   }
@@ -442,7 +319,7 @@ class Coordinator {
     Waiter waiter(bell_);
     auto last_hung_check = Clock::now();
     auto last_snapshot = Clock::now();
-    while (finished_ < job_.tasks.size()) {
+    while (!sched_.complete()) {
       bool busy = handle_messages();
       if (stop_signal() && !stopping_) return kExitInterrupted;
       if (s_.lock && s_.lock->lost() && !stopping_) {
@@ -454,27 +331,28 @@ class Coordinator {
       if (size_ == 1) busy |= run_local();
       const auto now = Clock::now();
       if (now - last_hung_check > std::chrono::milliseconds(200)) {
-        check_hung();
+        sched_.check_hung(now_s());
+        apply_events();
         last_hung_check = now;
-        if (ready_.empty() && in_flight_total() == 0 && finished_ < job_.tasks.size())
+        if (sched_.ready() == 0 && sched_.in_flight() == 0 && !sched_.complete())
           throw std::runtime_error("no live worker ranks left for the remaining tasks");
-        if (ready_.size() > 0 && live_workers() == 0)
+        if (sched_.ready() > 0 && sched_.live_workers() == 0)
           throw std::runtime_error("every worker rank is presumed hung; stopping");
       }
       if (opt_.snapshot_s > 0 && now - last_snapshot > std::chrono::duration<double>(opt_.snapshot_s)) {
         write_snapshot();
         last_snapshot = Clock::now();
       }
-      progress_->tick(finished_, done_ - initially_done_, failed_, run_seconds(), false);
+      progress_->tick(sched_.finished(), sched_.done() - initially_done_, sched_.failed(), run_seconds(), false);
       if (busy) {
         waiter.reset();
-      } else if (size_ > 1 && mean_task_s_ > 0 && in_flight_total() > static_cast<std::size_t>(live_workers())) {
+      } else if (size_ > 1 && sched_.mean_task_s() > 0 && sched_.in_flight() > static_cast<std::size_t>(sched_.live_workers())) {
         // Workers hold about 2 ms of queued work (window()): sleeping a quarter of it between
         // looks never starves them, and wakes rank 0 about once per few results instead of once
         // per result: each wake-up takes a busy core from a task (measured: 20,000 `true`
         // commands on 2 cores, 0.88x to 0.9x of xargs -P2). A result that others wait for, a
         // worker running dry or a failure rings rank 0's doorbell and ends the sleep at once.
-        const double queued = static_cast<double>(window() - 1) * mean_task_s_;
+        const double queued = static_cast<double>(sched_.window() - 1) * sched_.mean_task_s();
         waiter.doze(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                       std::chrono::duration<double>(std::clamp(0.25 * queued, 20e-6, 1e-3))));
       } else {
@@ -483,34 +361,9 @@ class Coordinator {
         waiter.idle(data_ != nullptr ? std::chrono::milliseconds(1) : std::chrono::milliseconds(50));
       }
     }
-    return failed_ + skipped_count() > 0 ? kExitTasksFailed : kExitOk;
+    return sched_.failed() + sched_.skipped() > 0 ? kExitTasksFailed : kExitOk;
   }
 
-  // Tasks in flight per worker. Fixed when the job or the command line sets it; otherwise enough
-  // to keep ~2 ms of queued work behind the running task (so a worker does not wait for the
-  // coordinator's reply), from a running mean of task times: 2 for tasks of 2 ms and more, up to
-  // 64 for empty tasks. Large windows cost little balance at the end because tasks are short.
-  int window() const {
-    if (window_ > 0) return window_;
-    if (mean_task_s_ < 0) return 2;
-    const double queued = std::ceil(0.002 / std::max(mean_task_s_, 1e-6));
-    return 1 + static_cast<int>(std::clamp(queued, 1.0, 63.0));
-  }
-
-  std::size_t in_flight_total() const {
-    std::size_t n = 0;
-    for (const auto& w : workers_) n += w.in_flight.size();
-    return n;
-  }
-  int live_workers() const {
-    if (size_ == 1) return 1;  // rank 0 works itself
-    int n = 0;
-    for (int w = 1; w < size_; ++w) n += !workers_[static_cast<std::size_t>(w)].hung;
-    return n;
-  }
-  std::size_t skipped_count() const {
-    return static_cast<std::size_t>(std::count_if(rec_.begin(), rec_.end(), [](auto& r) { return r.state == TaskState::Skipped; }));
-  }
   double run_seconds() const { return std::chrono::duration<double>(Clock::now() - t0_).count(); }
 
   void write_snapshot() {
@@ -556,19 +409,17 @@ class Coordinator {
     bool all_gone = true;
     if (code == kExitInterrupted) {
       stopping_ = true;
+      sched_.stop();
       writer_->flush();  // first of all: what is done is durable
-      const std::size_t running = in_flight_total();
+      const std::size_t running = sched_.in_flight();
       const std::string why =
           lock_lost_ ? fmt::format("the output directory is no longer this run's: {}", s_.lock->lost_reason())
                      : fmt::format("{} received", sigabbrev_np(stop_signal()) ? fmt::format("SIG{}", sigabbrev_np(stop_signal())) : "signal");
       progress_->note(fmt::format("{}: stopping; journal flushed; waiting up to {:.0f} s for {} task(s) in flight", why,
                                   opt_.grace_s, running));
       all_gone = stop_workers(code, opt_.grace_s);
-      for (std::uint32_t i = 0; i < rec_.size(); ++i)
-        if (rec_[i].state == TaskState::Running) {
-          rec_[i].state = TaskState::Pending;
-          journal(i);
-        }
+      sched_.abandon_running();
+      apply_events();
     } else {
       all_gone = stop_workers(code, 5.0);
     }
@@ -582,7 +433,7 @@ class Coordinator {
     // the journal, from which that run (or a resume) writes them.
     if (!lock_lost_) write_results(h5, job_, rec_, prov_, registry_);
     s_.journal->end_run(run_id_, code == kExitInterrupted ? "interrupted" : code == kExitOk ? "complete" : "complete with failures");
-    progress_->tick(finished_, done_ - initially_done_, failed_, run_seconds(), true);
+    progress_->tick(sched_.finished(), sched_.done() - initially_done_, sched_.failed(), run_seconds(), true);
     print_summary(code, h5);
     if (!all_gone) {
       std::string silent;
@@ -604,15 +455,15 @@ class Coordinator {
 
   void print_summary(int code, const std::string& h5) {
     const double wall = run_seconds();
-    const std::size_t ran = done_ - initially_done_;
-    std::size_t skipped = skipped_count(), failed = 0, pending = 0;
-    for (const auto& r : rec_) failed += r.state == TaskState::Failed, pending += r.state == TaskState::Pending;
+    const std::size_t ran = sched_.done() - initially_done_;
+    const std::size_t skipped = sched_.skipped(), failed = sched_.failed_total();
+    const std::size_t pending = sched_.size() - sched_.finished();
     auto& out = std::cout;
-    out << fmt::format("rankfarm: job {}: {} tasks: {} done, {} failed, {} skipped, {} pending\n", job_.name, rec_.size(), done_,
-                       failed, skipped, pending);
+    out << fmt::format("rankfarm: job {}: {} tasks: {} done, {} failed, {} skipped, {} pending\n", job_.name, rec_.size(),
+                       sched_.done(), failed, skipped, pending);
     out << fmt::format("rankfarm: this run: {} tasks done in {:.3f} s wall ({:.1f} tasks/s) on {} rank(s), window {}; {} retried attempt(s)\n",
                        ran, wall, wall > 0 ? static_cast<double>(ran) / wall : 0.0, size_,
-                       window_ > 0 ? std::to_string(window_) : fmt::format("auto (last {})", window()), retried_);
+                       window_ > 0 ? std::to_string(window_) : fmt::format("auto (last {})", sched_.window()), sched_.retried());
     // Busy fraction per worker rank and load imbalance (max busy / mean busy).
     std::vector<double> busy;
     for (int w = size_ == 1 ? 0 : 1; w < size_; ++w) busy.push_back(workers_[static_cast<std::size_t>(w)].busy_s / std::max(wall, 1e-9));
@@ -681,13 +532,14 @@ class Coordinator {
   Doorbell* bell_ = self_ ? self_->bell : nullptr;  // rank 0's doorbell; workers ring it
   WireWriter assign_;  // kTagAssign, reused
   int size_ = 1, window_ = 0, run_id_ = 0;
-  double mean_task_s_ = -1;  // running mean of task wall times; < 0 before the first result
+  Scheduler sched_;
+  std::vector<SchedEvent> events_;                       // reused by apply_events()
+  std::vector<Scheduler::Assignment> placed_;            // reused by dispatch()
+  std::vector<std::vector<std::uint32_t>> batch_;        // per worker, reused by dispatch()
+  std::deque<std::uint32_t> local_;                      // rank 0 alone: tasks it runs itself
+  std::map<std::uint32_t, GangOutcomes> gang_outcomes_;  // tasks on several ranks in flight
   std::vector<Worker> workers_;
-  std::vector<std::vector<std::uint32_t>> dependents_;
-  std::vector<int> missing_;
-  std::priority_queue<Ready> ready_;
-  std::map<std::uint32_t, Gang> gangs_;  // tasks on several ranks in flight, by task index
-  std::size_t finished_ = 0, done_ = 0, failed_ = 0, retried_ = 0, stale_ = 0, initially_done_ = 0;
+  std::size_t stale_ = 0, initially_done_ = 0;
   bool stopping_ = false, lock_lost_ = false;
   std::unique_ptr<JournalWriter> writer_;
   std::unique_ptr<detail::Progress> progress_;
