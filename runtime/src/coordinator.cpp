@@ -33,6 +33,7 @@ class Coordinator {
       : comm_(comm), s_(s), job_(s.job), rec_(s.records), opt_(opt), registry_(registry), self_(self),
         size_(comm_size(comm)), window_(opt.window > 0 ? opt.window : s.job.window),  // 0: adaptive
         sched_(TaskTable::from_job(s.job), size_, window_) {
+    s.journal->attach(s.job);  // where the job is now (Setup may have moved since prepare())
     workers_.resize(static_cast<std::size_t>(size_));
     batch_.resize(static_cast<std::size_t>(size_));
   }
@@ -178,7 +179,8 @@ class Coordinator {
     const int leader_rank = member ? members.front() : w;
     const auto verdict = sched_.result(w, o.idx, o.attempt, o.ok, o.interrupted, o.wall_s);
     if (member) {
-      GangOutcomes& g = gang_outcomes_[o.idx];
+      const std::uint32_t idx = o.idx;
+      GangOutcomes& g = gang_outcomes_[idx];
       g.wall_s = std::max(g.wall_s, o.wall_s);
       if (leader) g.leader = std::move(o);
       else if (!o.ok && g.member_error.empty()) g.member_error = std::move(o.error);
@@ -192,7 +194,7 @@ class Coordinator {
         fin.ok = false;
         fin.error = g.member_error;
       }
-      gang_outcomes_.erase(o.idx);
+      gang_outcomes_.erase(idx);
       o = std::move(fin);
       w = leader_rank;
     }
@@ -671,20 +673,22 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
     s.journal = salvage(jpath, *c.salvaged, s);
   } else if (c.resuming) {
     s.journal = Journal::open(jpath, false);
+    s.journal->attach(s.job);
     std::vector<JournalRow> rows = s.journal->load_tasks();
     int reset_running = 0, reset_failed = 0;
     std::vector<std::pair<std::uint32_t, TaskRecord>> resets;
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      TaskRecord r = std::move(rows[i].record);
+    for (auto& row : rows) {
+      const std::uint32_t i = row.idx;
+      TaskRecord r = std::move(row.record);
       if (r.state == TaskState::Running) {
         r.state = TaskState::Pending;
         ++reset_running;
-        resets.emplace_back(static_cast<std::uint32_t>(i), r);
+        resets.emplace_back(i, r);
       } else if (opt.retry_failed && (r.state == TaskState::Failed || r.state == TaskState::Skipped)) {
         r.state = TaskState::Pending;
         r.failure_count = 0;
         ++reset_failed;
-        resets.emplace_back(static_cast<std::uint32_t>(i), r);
+        resets.emplace_back(i, r);
       }
       s.records[i] = std::move(r);
     }

@@ -201,23 +201,29 @@ void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
   if (!c.resuming) return;
   std::vector<JournalRow> loaded;
   std::string job_hash;
+  std::size_t task_count = 0;
   try {
     auto journal = Journal::open(c.journal_path, true);
     loaded = journal->load_tasks();
     job_hash = journal->meta("job_hash");
+    task_count = journal->task_count();
   } catch (const JournalDamaged&) {
     if (!opt.salvage) throw;
     c.salvaged = salvage_journal(c.journal_path, c.job.tasks.size());
     job_hash = c.salvaged->job_hash;
   }
   const std::vector<JournalRow>& rows = c.salvaged ? c.salvaged->rows : loaded;
-  const bool differs = c.salvaged ? !detail::salvage_matches(c.job, job_hash, rows)
-                                  : job_hash != c.job.hash || rows.size() != c.job.tasks.size();
+  // Tasks that never ran have no row (journal format 2): the rows there are must be the job's,
+  // and the task count the same.
+  const bool count_differs = !c.salvaged && task_count != c.job.tasks.size();
+  const bool differs = count_differs || !detail::salvage_matches(c.job, job_hash, rows) || (!c.salvaged && job_hash != c.job.hash);
   if (differs)
     throw InputError(opt.job_path, 0, "--resume",
-                     fmt::format("the job differs from the one journalled in {}: {}; refusing to resume "
+                     fmt::format("the job differs from the one journalled in {}: {}{}; refusing to resume "
                                  "(run the original job, or choose another --output)",
-                                 c.journal_path, detail::describe_change(c.job, rows, c.salvaged.has_value())));
+                                 c.journal_path,
+                                 count_differs ? fmt::format("it has {} tasks, the journalled one {}; ", c.job.tasks.size(), task_count) : "",
+                                 detail::describe_change(c.job, rows, true)));
   c.done = static_cast<std::size_t>(std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.record.state == TaskState::Done; }));
 }
 
@@ -427,9 +433,11 @@ int print_status(const std::string& dir, std::ostream& out) {
     out << fmt::format("running now: {} (lease renewed {:.0f} s ago)\n", describe(*holder),
                        std::max(0.0, epoch_seconds() - holder->renewed_at));
   std::vector<JournalRow> rows = j->load_tasks();
+  const std::size_t total = j->task_count();
   std::map<TaskState, std::size_t> counts;
   for (const auto& r : rows) counts[r.record.state]++;
-  out << fmt::format("job {} ({} tasks) in {}\n", j->meta("job_name"), rows.size(), dir);
+  counts[TaskState::Pending] += total - rows.size();  // tasks without a row never ran
+  out << fmt::format("job {} ({} tasks) in {}\n", j->meta("job_name"), total, dir);
   for (auto st : {TaskState::Done, TaskState::Failed, TaskState::Skipped, TaskState::Running, TaskState::Pending})
     out << fmt::format("  {:8} {}\n", to_string(st), counts[st]);
   std::size_t shown = 0;

@@ -29,6 +29,7 @@ bool valid_id(const std::string& id) {
 
 // One [[task]] or [[sweep]] entry while it is being read.
 struct Entry {
+  std::string id;
   std::string what;  // "task \"x\"" or "sweep \"x\"", for messages
   int line = 0;
   std::vector<std::pair<std::string, int>> depends_on;  // name, line
@@ -143,7 +144,8 @@ class Loader {
     e.what = fmt::format("{} \"{}\"", kind, s.id);
     e.line = line_of(t);
     if (!valid_id(s.id)) throw InputError(path_, line_of(*idn), e.what + ": id", "must match [A-Za-z0-9_][A-Za-z0-9_.-]*");
-    if (!names_.insert(s.id).second) throw InputError(path_, line_of(*idn), e.what + ": id", "duplicate id");
+    if (!names_.insert(s.id).second || sweep_point(s.id)) throw InputError(path_, line_of(*idn), e.what + ": id", "duplicate id");
+    e.id = s.id;
     s.line = e.line;
     s.priority = static_cast<int>(get_int(t, "priority", e.what, -1'000'000, 1'000'000).value_or(0));
     s.retries = static_cast<int>(get_int(t, "retries", e.what, 0, 1000).value_or(default_retries_));
@@ -287,45 +289,88 @@ class Loader {
     kernels::Params probe = base.params;
     for (const auto& [name, values] : axes) probe.set(name, values.front());
     complete_params(k, probe, e);
+    // Defaults once, for every point: the points differ only in the axes.
+    for (const auto& ps : k.params)
+      if (!base.params.has(ps.name) && probe.has(ps.name) &&
+          std::none_of(axes.begin(), axes.end(), [&](const auto& a) { return a.first == ps.name; }))
+        base.params.set(ps.name, probe.values().at(ps.name));
+    // An id already used that is one of this sweep's point ids ("<id>.<n>").
+    for (auto it = names_.lower_bound(base.id + "."); it != names_.end() && it->rfind(base.id + ".", 0) == 0; ++it)
+      if (point_of(*it, base.id, points))
+        throw InputError(path_, e.line, e.what, fmt::format("task id \"{}\" is already used", *it));
 
-    std::vector<std::uint32_t> members;
+    const auto first = static_cast<std::uint32_t>(job_.tasks.size());
+    const auto entry = static_cast<std::uint32_t>(entries_.size());
+    entries_.push_back(std::move(e));
+    job_.tasks.reserve(job_.tasks.size() + points);
+    task_entry_.reserve(task_entry_.size() + points);
+    const std::string prefix = base.id + ".";
     for (std::size_t n = 0; n < points; ++n) {
       TaskSpec s = base;
-      s.id = fmt::format("{}.{}", base.id, n);
+      s.id = prefix + std::to_string(n);
       std::size_t rest = n;
       for (auto it = axes.rbegin(); it != axes.rend(); ++it) {  // last axis fastest
         s.params.set(it->first, it->second[rest % it->second.size()]);
         rest /= it->second.size();
       }
-      complete_params(k, s.params, e);
-      if (!names_.insert(s.id).second) throw InputError(path_, e.line, e.what, fmt::format("task id \"{}\" is already used", s.id));
-      members.push_back(static_cast<std::uint32_t>(job_.tasks.size()));
-      add(std::move(s), e);
+      job_.tasks.push_back(std::move(s));
+      task_entry_.push_back(entry);
     }
-    sweeps_[base.id] = std::move(members);
+    sweeps_[base.id] = {first, static_cast<std::uint32_t>(points)};
+  }
+
+  // Whether `id` is "<sweep>.<n>" with n (decimal, as point ids are written) below `points`.
+  static bool point_of(const std::string& id, const std::string& sweep, std::size_t points) {
+    if (id.size() <= sweep.size() + 1 || id.compare(0, sweep.size(), sweep) != 0 || id[sweep.size()] != '.') return false;
+    const std::string n = id.substr(sweep.size() + 1);
+    if (n.size() > 9 || (n.size() > 1 && n[0] == '0') || !std::all_of(n.begin(), n.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      return false;
+    return std::stoul(n) < points;
+  }
+
+  // The point of an earlier sweep that `id` names, if any.
+  std::optional<std::uint32_t> sweep_point(const std::string& id) const {
+    for (auto dot = id.rfind('.'); dot != std::string::npos && dot > 0; dot = id.rfind('.', dot - 1)) {
+      auto sw = sweeps_.find(id.substr(0, dot));
+      if (sw != sweeps_.end() && point_of(id, sw->first, sw->second.second))
+        return sw->second.first + static_cast<std::uint32_t>(std::stoul(id.substr(dot + 1)));
+      if (dot == 0) break;
+    }
+    return std::nullopt;
   }
 
   void add(TaskSpec s, Entry e) {
+    task_entry_.push_back(static_cast<std::uint32_t>(entries_.size()));
     entries_.push_back(std::move(e));
     job_.tasks.push_back(std::move(s));
   }
 
+  // Each entry's dependencies once (a sweep's points share them), then given to its tasks.
   void resolve_dependencies() {
-    std::map<std::string, std::uint32_t> index;
-    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i) index[job_.tasks[i].id] = i;
-    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i) {
+    std::map<std::string, std::uint32_t> task_index;  // ids of [[task]] entries
+    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i)
+      if (sweeps_.find(entries_[task_entry_[i]].id) == sweeps_.end()) task_index[job_.tasks[i].id] = i;
+    std::vector<std::vector<std::uint32_t>> entry_deps(entries_.size());
+    for (std::size_t k = 0; k < entries_.size(); ++k) {
       std::set<std::uint32_t> deps;
-      for (const auto& [name, line] : entries_[i].depends_on) {
-        if (auto it = index.find(name); it != index.end()) {
+      for (const auto& [name, line] : entries_[k].depends_on) {
+        if (auto it = task_index.find(name); it != task_index.end()) {
           deps.insert(it->second);
         } else if (auto sw = sweeps_.find(name); sw != sweeps_.end()) {
-          deps.insert(sw->second.begin(), sw->second.end());
+          for (std::uint32_t j = 0; j < sw->second.second; ++j) deps.insert(sw->second.first + j);
+        } else if (auto p = sweep_point(name)) {
+          deps.insert(*p);
         } else {
-          throw InputError(path_, line, entries_[i].what + ": depends_on", fmt::format("no task or sweep \"{}\"", name));
+          throw InputError(path_, line, entries_[k].what + ": depends_on", fmt::format("no task or sweep \"{}\"", name));
         }
       }
-      if (deps.count(i)) throw InputError(path_, entries_[i].line, entries_[i].what + ": depends_on", "a task cannot depend on itself");
-      job_.tasks[i].deps.assign(deps.begin(), deps.end());
+      entry_deps[k].assign(deps.begin(), deps.end());
+    }
+    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i) {
+      const auto& deps = entry_deps[task_entry_[i]];
+      if (std::binary_search(deps.begin(), deps.end(), i))
+        throw InputError(path_, entries_[task_entry_[i]].line, entries_[task_entry_[i]].what + ": depends_on", "a task cannot depend on itself");
+      job_.tasks[i].deps = deps;
     }
   }
 
@@ -334,9 +379,10 @@ class Loader {
   Job job_;
   int default_retries_ = 0;
   double default_timeout_ = 0.0;
-  std::set<std::string> names_;
-  std::vector<Entry> entries_;  // parallel to job_.tasks
-  std::map<std::string, std::vector<std::uint32_t>> sweeps_;
+  std::set<std::string> names_;            // ids of the entries ([[task]] and [[sweep]])
+  std::vector<Entry> entries_;             // one per entry, in file order
+  std::vector<std::uint32_t> task_entry_;  // per task: its entry
+  std::map<std::string, std::pair<std::uint32_t, std::uint32_t>> sweeps_;  // sweep id -> first task, points
 };
 
 // A string as JSON text when it is valid UTF-8, else x"<hex of its bytes>": injective either

@@ -2,14 +2,17 @@
 
 #include <fmt/format.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <stdexcept>
+#include <vector>
 
 #include "rankfarm/config.hpp"
 #include "rankfarm/runtime/error.hpp"
@@ -17,7 +20,11 @@
 namespace rankfarm::runtime {
 namespace {
 
-constexpr const char* kFormat = "rankfarm-journal-1";
+// Format 2: a task has a row from its first change on (a new job's journal has none, so that
+// creating it costs nothing per task); meta.task_count says how many tasks the job has.
+// Format 1 (every task a row from the start) is read and resumed as it is.
+constexpr const char* kFormat = "rankfarm-journal-2";
+constexpr const char* kFormat1 = "rankfarm-journal-1";
 
 // RAII prepared statement.
 // The readers' statements, also prepared (not run) by Journal::open to check the schema.
@@ -180,23 +187,15 @@ std::unique_ptr<Journal> Journal::create(const std::string& path, const Job& job
   j->set_meta("job_source", job.source);
   j->set_meta("created_at", fmt::format("{:.3f}", epoch_seconds()));
   j->set_meta("rankfarm_version", RANKFARM_VERSION);
-  {
-    Stmt ins(j->db_,
-             "INSERT INTO tasks VALUES(?,?,?,'pending',-1,0,0,0,0,0,0,'',0,NULL,'')");
-    for (std::uint32_t i = 0; i < job.tasks.size(); ++i) {
-      ins.bind(1, static_cast<std::int64_t>(i));
-      ins.bind(2, job.tasks[i].id);
-      ins.bind(3, job.tasks[i].spec_hash);
-      ins.step();
-      ins.reset();
-    }
-  }
+  j->set_meta("task_count", std::to_string(job.tasks.size()));
   j->exec("COMMIT;");
   sqlite3_close(j->db_);
   j->db_ = nullptr;
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     throw std::runtime_error(fmt::format("journal: rename {} -> {}: {}", tmp, path, std::strerror(errno)));
-  return open(path, false);
+  auto opened = open(path, false);
+  opened->job_ = &job;
+  return opened;
 }
 
 std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) {
@@ -219,7 +218,7 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
     if (sqlite_file && is_damage(sqlite3_extended_errcode(j->db_))) throw_damaged(path, sqlite3_errmsg(j->db_));
     throw InputError(path, 0, "", fmt::format("not a rankfarm journal ({})", e.what()));
   }
-  if (format != kFormat)
+  if (format != kFormat && format != kFormat1)
     throw InputError(path, 0, "meta.format",
                      format.empty() ? "not a rankfarm journal" : fmt::format("unknown journal format \"{}\"", format));
   // The tables and columns the readers use (cheap: their statements are prepared, not run).
@@ -228,7 +227,7 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
     const int rc = sqlite3_prepare_v2(j->db_, sql, -1, &check, nullptr);
     sqlite3_finalize(check);
     if (rc != SQLITE_OK)
-      throw InputError(path, 0, "", fmt::format("not a rankfarm journal of format {} ({})", kFormat, sqlite3_errmsg(j->db_)));
+      throw InputError(path, 0, "", fmt::format("not a rankfarm journal of format {} ({})", format, sqlite3_errmsg(j->db_)));
   }
   // Journals of the release before stream files lack the output index: added (a new, empty
   // table changes nothing else), so that they resume.
@@ -254,9 +253,55 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
   return j;
 }
 
+namespace {
+// A file cut short in the middle of a page: SQLite would read the missing part of that page as
+// zeros, handing out rows with zeroed bytes as if whole. A copy of the whole pages (and of the
+// WAL, if any) is read instead, in the temporary directory, removed afterwards; the journal
+// itself is never written. Without a cut page, nothing is copied.
+class WholePages {
+ public:
+  explicit WholePages(const std::string& path) : path_(path) {
+    std::ifstream in(path, std::ios::binary);
+    unsigned char h[18] = {};
+    in.read(reinterpret_cast<char*>(h), sizeof h);
+    if (in.gcount() != sizeof h) return;
+    std::size_t page = (static_cast<std::size_t>(h[16]) << 8) | h[17];
+    if (page == 1) page = 65536;
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec || page < 512 || size % page == 0) return;
+    namespace fs = std::filesystem;
+    copy_ = (fs::temp_directory_path() / fmt::format("rankfarm-salvage-{}-{}.sqlite", ::getpid(), static_cast<const void*>(this))).string();
+    {
+      std::ofstream out(copy_, std::ios::binary | std::ios::trunc);
+      in.seekg(0);
+      std::vector<char> buf(1 << 20);
+      for (std::uint64_t left = size - size % page; left > 0 && in;) {
+        in.read(buf.data(), static_cast<std::streamsize>(std::min<std::uint64_t>(left, buf.size())));
+        out.write(buf.data(), in.gcount());
+        left -= static_cast<std::uint64_t>(in.gcount());
+      }
+    }
+    if (fs::exists(path + "-wal")) fs::copy_file(path + "-wal", copy_ + "-wal", fs::copy_options::overwrite_existing, ec);
+  }
+  ~WholePages() {
+    if (copy_.empty()) return;
+    std::error_code ec;
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(copy_ + suffix, ec);
+  }
+  WholePages(const WholePages&) = delete;
+  WholePages& operator=(const WholePages&) = delete;
+  const std::string& read_path() const { return copy_.empty() ? path_ : copy_; }
+
+ private:
+  std::string path_, copy_;
+};
+}  // namespace
+
 Salvage salvage_journal(const std::string& path, std::size_t limit) {
+  const WholePages pages(path);
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(pages.read_path().c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
     std::string msg = sqlite3_errmsg(db);
     sqlite3_close(db);
     throw InputError(path, 0, "", fmt::format("cannot open journal: {}", msg));
@@ -279,6 +324,18 @@ Salvage salvage_journal(const std::string& path, std::size_t limit) {
   };
   out.job_hash = meta("job_hash");
   out.created_at = meta("created_at");
+  // Format 2: tasks that never ran have no row, so the rows the task-id index counts (its own
+  // b-tree, often whole when the table's pages are not) are what a whole journal would give.
+  const bool sparse = !meta("task_count").empty();
+  std::size_t claimed = 0;
+  if (sparse) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM tasks INDEXED BY sqlite_autoindex_tasks_1", -1, &st, nullptr) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+      claimed = static_cast<std::size_t>(std::max<sqlite3_int64>(0, sqlite3_column_int64(st, 0)));
+    sqlite3_finalize(st);
+  }
+  if (limit == 0 && sparse) limit = static_cast<std::size_t>(std::strtoull(meta("task_count").c_str(), nullptr, 10));
   if (limit == 0) {
     // No job to say how many tasks there are: the task-id index (a b-tree of its own, often
     // whole when the table's pages are not), else the largest index the table still gives.
@@ -329,7 +386,8 @@ Salvage salvage_journal(const std::string& path, std::size_t limit) {
   if (!counted && !out.rows.empty()) limit = out.rows.back().idx + 1u;
   sqlite3_finalize(at);
   sqlite3_close(db);
-  out.unreadable = limit > out.rows.size() ? limit - out.rows.size() : 0;
+  const std::size_t expected = sparse ? claimed : limit;
+  out.unreadable = expected > out.rows.size() ? expected - out.rows.size() : 0;
   return out;
 }
 
@@ -349,14 +407,30 @@ void Journal::set_meta(const std::string& key, const std::string& value) {
 std::vector<JournalRow> Journal::load_tasks() const {
   Stmt s(db_, kLoadTasksSql);
   std::vector<JournalRow> rows;
+  const std::size_t count = task_count();
   while (s.step()) {
     JournalRow r;
-    if (!read_row(s.get(), r) || r.idx != rows.size())
+    if (!read_row(s.get(), r) || (!rows.empty() && r.idx <= rows.back().idx) || r.idx >= count)
       throw InputError(path_, 0, fmt::format("tasks row {}", r.idx), "corrupt journal row (bad state, index or result blob)");
     rows.push_back(std::move(r));
   }
   return rows;
 }
+
+std::size_t Journal::task_count() const {
+  const std::string n = meta("task_count");
+  if (!n.empty()) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(n.c_str(), &end, 10);
+    if (*end != '\0') throw InputError(path_, 0, "meta.task_count", fmt::format("\"{}\" is not a number", n));
+    return static_cast<std::size_t>(v);
+  }
+  // Format 1: every task has a row.
+  Stmt s(db_, "SELECT count(*) FROM tasks");
+  return s.step() ? static_cast<std::size_t>(sqlite3_column_int64(s.get(), 0)) : 0;
+}
+
+void Journal::attach(const Job& job) { job_ = &job; }
 
 void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs) {
   exec("BEGIN IMMEDIATE;");
@@ -376,10 +450,17 @@ void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& upd
         o.reset();
       }
     }
+    // A task's first change inserts its row (format 2), later ones update it.
     Stmt s(db_,
-           "UPDATE tasks SET state=?, rank=?, attempt=?, failure_count=?, started_at=?, deadline=?,"
-           " finished_at=?, exit_code=?, error=?, wall_s=?, result=?, stdout=? WHERE idx=?");
+           "INSERT INTO tasks(state, rank, attempt, failure_count, started_at, deadline, finished_at, exit_code, error,"
+           " wall_s, result, stdout, idx, task_id, spec_hash) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+           " ON CONFLICT(idx) DO UPDATE SET state=excluded.state, rank=excluded.rank, attempt=excluded.attempt,"
+           " failure_count=excluded.failure_count, started_at=excluded.started_at, deadline=excluded.deadline,"
+           " finished_at=excluded.finished_at, exit_code=excluded.exit_code, error=excluded.error, wall_s=excluded.wall_s,"
+           " result=excluded.result, stdout=excluded.stdout");
     for (const auto& [idx, t] : updates) {
+      if (job_ == nullptr || idx >= job_->tasks.size())
+        throw std::runtime_error(fmt::format("journal {}: a write of task {} without its job attached", path_, idx));
       s.bind(1, std::string(to_string(t.state)));
       s.bind(2, static_cast<std::int64_t>(t.rank));
       s.bind(3, static_cast<std::int64_t>(t.attempt));
@@ -393,6 +474,8 @@ void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& upd
       if (!t.values.empty()) s.bind_blob(11, t.values.data(), t.values.size() * sizeof(double));
       s.bind(12, t.stdout_text);
       s.bind(13, static_cast<std::int64_t>(idx));
+      s.bind(14, job_->tasks[idx].id);
+      s.bind(15, job_->tasks[idx].spec_hash);
       s.step();
       s.reset();
     }
@@ -532,6 +615,17 @@ void JournalWriter::loop() {
       outputs.swap(outputs_);
       const std::uint64_t n = batch.size();
       lk.unlock();
+      // One transaction: only each task's last state in it matters (a short task is often
+      // pushed started and done in the same batch). Written in index order, which also keeps
+      // SQLite's b-tree pages hot.
+      std::stable_sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      std::size_t kept = 0;
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        if (i + 1 < batch.size() && batch[i + 1].first == batch[i].first) continue;  // a later one follows
+        if (kept != i) batch[kept] = std::move(batch[i]);
+        ++kept;
+      }
+      batch.resize(kept);
       std::exception_ptr err;
       try {
         journal_.write(batch, outputs);

@@ -4,11 +4,13 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fmt/format.h>
 #include <map>
+#include <memory>
 #include <set>
 #include <stdexcept>
 
@@ -49,10 +51,13 @@ hid_t vlen_string_type() {
 class Table {
  public:
   enum Kind { I64, I32, U8, F64, STR };
-  void column(std::string name, Kind k) {
+  static std::size_t size_of(Kind k) {
     static const std::size_t sizes[] = {8, 4, 1, 8, sizeof(const char*)};
+    return sizes[k];
+  }
+  void column(std::string name, Kind k) {
     cols_.push_back({std::move(name), k, row_size_});
-    row_size_ += sizes[k];
+    row_size_ += size_of(k);
   }
   void new_row() { buf_.resize(buf_.size() + row_size_); col_ = 0; }
   void put_i64(std::int64_t v) { put(&v, sizeof v); }
@@ -60,33 +65,72 @@ class Table {
   void put_u8(std::uint8_t v) { put(&v, sizeof v); }
   void put_f64(double v) { put(&v, sizeof v); }
   void put_str(const std::string& s) {
-    strings_.push_back(s);
-    const char* p = nullptr;  // filled in write(), once strings_ stops moving
-    put(&p, sizeof p);
+    strings_.push_back(s);  // laid out in write(), once every row is in
+    ++col_;
   }
+
+  // A string column is stored as fixed-size strings (NUL-terminated, as long as its longest
+  // value + 1) when its longest value has at most kFixedStringMax bytes, else as variable-length
+  // strings: fixed ones cost no global-heap object per value (a million task ids: ~10x less
+  // time and space), variable ones keep a long stdout from widening every row.
+  static constexpr std::size_t kFixedStringMax = 255;
 
   void write(hid_t file, const std::string& name, const std::map<std::string, std::string>& attrs) {
     const std::size_t rows = row_size_ ? buf_.size() / row_size_ : 0;
-    // Point string slots at their strings (in column-major order of insertion: row by row).
+    // The strings, in row-major order of insertion; each column's longest.
+    std::vector<std::size_t> longest(cols_.size(), 0);
+    {
+      std::size_t s = 0;
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t c = 0; c < cols_.size(); ++c)
+          if (cols_[c].kind == STR) longest[c] = std::max(longest[c], strings_[s++].size());
+    }
+    // The file's layout: fixed strings change the row size.
+    std::vector<std::size_t> width(cols_.size()), offset(cols_.size());
+    std::size_t out_row = 0;
+    for (std::size_t c = 0; c < cols_.size(); ++c) {
+      const bool fixed = cols_[c].kind == STR && longest[c] <= kFixedStringMax;
+      width[c] = fixed ? longest[c] + 1 : size_of(cols_[c].kind);
+      offset[c] = out_row;
+      out_row += width[c];
+    }
+    std::vector<char> out(rows * out_row, '\0');
     std::size_t s = 0;
     for (std::size_t r = 0; r < rows; ++r)
-      for (const auto& c : cols_)
-        if (c.kind == STR) {
-          const char* p = strings_[s++].c_str();
-          std::memcpy(buf_.data() + r * row_size_ + c.offset, &p, sizeof p);
+      for (std::size_t c = 0; c < cols_.size(); ++c) {
+        char* dst = out.data() + r * out_row + offset[c];
+        if (cols_[c].kind != STR) {
+          std::memcpy(dst, buf_.data() + r * row_size_ + cols_[c].offset, width[c]);
+          continue;
         }
-    H5Id str(vlen_string_type(), H5Tclose, "H5Tcopy");
-    H5Id type(H5Tcreate(H5T_COMPOUND, row_size_), H5Tclose, "H5Tcreate");
-    for (const auto& c : cols_) {
-      hid_t t = c.kind == I64 ? H5T_NATIVE_INT64 : c.kind == I32 ? H5T_NATIVE_INT32
-              : c.kind == U8 ? H5T_NATIVE_UINT8 : c.kind == F64 ? H5T_NATIVE_DOUBLE : hid_t(str);
-      check(H5Tinsert(type, c.name.c_str(), c.offset, t), "H5Tinsert");
+        const std::string& str = strings_[s++];
+        if (longest[c] <= kFixedStringMax) {
+          std::copy(str.begin(), str.end(), dst);  // the rest of the slot is zero: NUL-terminated
+        } else {
+          const char* p = str.c_str();
+          std::memcpy(dst, &p, sizeof p);
+        }
+      }
+    H5Id vstr(vlen_string_type(), H5Tclose, "H5Tcopy");
+    H5Id type(H5Tcreate(H5T_COMPOUND, std::max<std::size_t>(out_row, 1)), H5Tclose, "H5Tcreate");
+    std::vector<std::unique_ptr<H5Id>> fixed_types;
+    for (std::size_t c = 0; c < cols_.size(); ++c) {
+      const Kind k = cols_[c].kind;
+      hid_t t = k == I64 ? H5T_NATIVE_INT64 : k == I32 ? H5T_NATIVE_INT32 : k == U8 ? H5T_NATIVE_UINT8 : k == F64 ? H5T_NATIVE_DOUBLE : hid_t(vstr);
+      if (k == STR && longest[c] <= kFixedStringMax) {
+        fixed_types.push_back(std::make_unique<H5Id>(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy"));
+        t = *fixed_types.back();
+        check(H5Tset_size(t, width[c]), "H5Tset_size");
+        check(H5Tset_strpad(t, H5T_STR_NULLTERM), "H5Tset_strpad");
+        check(H5Tset_cset(t, H5T_CSET_UTF8), "H5Tset_cset");
+      }
+      check(H5Tinsert(type, cols_[c].name.c_str(), offset[c], t), "H5Tinsert");
     }
     hsize_t dims[1] = {rows};
     H5Id space(H5Screate_simple(1, dims, nullptr), H5Sclose, "H5Screate_simple");
     H5Id dset(H5Dcreate2(file, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose,
               "H5Dcreate2");
-    if (rows) check(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf_.data()), "H5Dwrite");
+    if (rows) check(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), "H5Dwrite");
     for (const auto& [k, v] : attrs) write_attr(dset, k, v);
   }
 
@@ -291,16 +335,17 @@ void export_results_tsv(const std::string& path, const std::string& dataset, boo
       pos = comma + 1;
     }
   }
-  struct Col { std::string name; H5T_class_t cls; std::size_t off, size; bool is_signed; };
+  struct Col { std::string name; H5T_class_t cls; std::size_t off, size; bool is_signed, variable; };
   std::vector<Col> cols;
   const int n = H5Tget_nmembers(mtype);
   for (int i = 0; i < n; ++i) {
     char* nm = H5Tget_member_name(mtype, static_cast<unsigned>(i));
-    Col c{nm, H5Tget_member_class(mtype, static_cast<unsigned>(i)), H5Tget_member_offset(mtype, static_cast<unsigned>(i)), 0, true};
+    Col c{nm, H5Tget_member_class(mtype, static_cast<unsigned>(i)), H5Tget_member_offset(mtype, static_cast<unsigned>(i)), 0, true, false};
     H5free_memory(nm);
     H5Id mt(H5Tget_member_type(mtype, static_cast<unsigned>(i)), H5Tclose, "H5Tget_member_type");
     c.size = H5Tget_size(mt);
     if (c.cls == H5T_INTEGER) c.is_signed = H5Tget_sign(mt) == H5T_SGN_2;
+    if (c.cls == H5T_STRING) c.variable = H5Tis_variable_str(mt) > 0;
     if (!with_run_columns && run_cols.count(c.name)) continue;
     cols.push_back(c);
   }
@@ -327,10 +372,12 @@ void export_results_tsv(const std::string& path, const std::string& dataset, boo
         else if (c.size == 4) { std::int32_t x; std::memcpy(&x, p, 4); v = x; }
         else if (c.size == 1) v = c.is_signed ? static_cast<std::int8_t>(*p) : static_cast<std::uint8_t>(*p);
         out << v;
-      } else if (c.cls == H5T_STRING) {
+      } else if (c.cls == H5T_STRING && c.variable) {
         const char* s;
         std::memcpy(&s, p, sizeof s);
         out << clean(s);
+      } else if (c.cls == H5T_STRING) {  // fixed size: up to its first NUL
+        out << clean(std::string(p, strnlen(p, c.size)).c_str());
       }
     }
     out << '\n';

@@ -55,8 +55,11 @@ TEST_F(JournalTest, CreateWriteReload) {
     j->write({{0, done}, {2, failed}});
   }
   auto j = rt::Journal::open(path_, true);
+  EXPECT_EQ(j->task_count(), 3u);
   auto rows = j->load_tasks();
-  ASSERT_EQ(rows.size(), 3u);
+  ASSERT_EQ(rows.size(), 2u);  // task 1 never changed: no row, pending
+  EXPECT_EQ(rows[0].idx, 0u);
+  EXPECT_EQ(rows[1].idx, 2u);
   EXPECT_EQ(rows[0].task_id, "a");
   EXPECT_EQ(rows[0].spec_hash, job.tasks[0].spec_hash);
   EXPECT_EQ(rows[0].record.state, rt::TaskState::Done);
@@ -65,10 +68,10 @@ TEST_F(JournalTest, CreateWriteReload) {
   EXPECT_EQ(rows[0].record.failure_count, 2);
   EXPECT_EQ(rows[0].record.values, (std::vector<double>{1.5, -0.25, 1e300}));
   EXPECT_EQ(rows[0].record.stdout_text, "out\n");
-  EXPECT_EQ(rows[1].record.state, rt::TaskState::Pending);
-  EXPECT_EQ(rows[2].record.state, rt::TaskState::Failed);
-  EXPECT_EQ(rows[2].record.error, "exit status 3");
-  EXPECT_EQ(rows[2].record.exit_code, 3);
+  EXPECT_EQ(rows[1].task_id, job.tasks[2].id);
+  EXPECT_EQ(rows[1].record.state, rt::TaskState::Failed);
+  EXPECT_EQ(rows[1].record.error, "exit status 3");
+  EXPECT_EQ(rows[1].record.exit_code, 3);
 }
 
 TEST_F(JournalTest, CreateRefusesAnExistingJournal) {
@@ -170,7 +173,7 @@ TEST_F(JournalTest, OpenRefusesMissingForeignAndCorruptFiles) {
 
 TEST_F(JournalTest, CorruptRowIsReportedWithItsIndex) {
   rt::Job job = three_tasks();
-  rt::Journal::create(path_, job);
+  rt::Journal::create(path_, job)->write({{0, {}}, {1, {}}, {2, {}}});
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(db, "UPDATE tasks SET result = x'0102' WHERE idx = 1;", nullptr, nullptr, nullptr), SQLITE_OK);
@@ -226,7 +229,8 @@ TEST_F(JournalTest, TruncatedJournalIsDamagedNotForeignAndItsReadableRowsAreSalv
   EXPECT_EQ(sv.job_hash, job.hash);
   EXPECT_GT(sv.rows.size(), 100u);
   EXPECT_LT(sv.rows.size(), 2000u);
-  EXPECT_EQ(sv.rows.size() + sv.unreadable, 2000u);
+  // The task-id index may be cut too: it counts at most the rows there were.
+  EXPECT_LE(sv.rows.size() + sv.unreadable, 2000u);
   for (std::size_t k = 1; k < sv.rows.size(); ++k) EXPECT_LT(sv.rows[k - 1].idx, sv.rows[k].idx) << "each row once, in order";
   for (const auto& r : sv.rows) {
     EXPECT_EQ(r.task_id, job.tasks[r.idx].id);

@@ -7,9 +7,14 @@
 //   w.flush();                  // blocks until everything pushed so far is durable
 //
 // Schema (SQLite, WAL mode, synchronous=FULL):
-//   meta(key PRIMARY KEY, value)            format, job_name, job_hash, job_source, created_at
+//   meta(key PRIMARY KEY, value)            format, job_name, job_hash, job_source, created_at,
+//                                           task_count (the job's tasks)
 //   tasks(idx PRIMARY KEY, task_id UNIQUE, spec_hash, state, rank, attempt, failure_count,
 //         started_at, deadline, finished_at, exit_code, error, wall_s, result BLOB, stdout)
+//                                           one row per task from its first change on (its
+//                                           first dispatch, or a skip): a task with no row is
+//                                           pending and never ran. (Journals of format 1, of
+//                                           the release before, have a row for every task.)
 //   runs(run PRIMARY KEY, started_at, finished_at, ranks, hosts, outcome)
 //   outputs(idx, attempt, rank, file, out_off, out_len, err_off, err_len; PRIMARY KEY(idx, attempt))
 //                                           where each attempt's output is (task_output.hpp);
@@ -126,8 +131,15 @@ class Journal {
   /// Value of a meta key, or "" when absent.
   std::string meta(const std::string& key) const;
   void set_meta(const std::string& key, const std::string& value);
-  /// All tasks in index order. Throws InputError naming the row for an unreadable row.
+  /// The tasks that have a row, in index order (a task without one is pending and never ran).
+  /// Throws InputError naming the row for an unreadable row or an index outside the job.
   std::vector<JournalRow> load_tasks() const;
+  /// The job's number of tasks (meta.task_count; format 1: its rows).
+  std::size_t task_count() const;
+  /// The job whose tasks' ids and spec hashes a first write of a task inserts; create()
+  /// attaches the job it is given, a journal opened for writing needs this before write().
+  /// The job must outlive the journal.
+  void attach(const Job& job);
   /// Writes the given task records in one transaction. Throws std::runtime_error (with the
   /// SQLite message, e.g. "database or disk is full") and rolls back on failure.
   void write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs = {});
@@ -152,6 +164,7 @@ class Journal {
   void exec(const char* sql) const;
   std::string path_;
   sqlite3* db_ = nullptr;
+  const Job* job_ = nullptr;
 };
 
 /// Group commit: a background thread commits queued updates every `interval` (or sooner when

@@ -13,6 +13,9 @@
 //   /commands   shell tasks that are done: task_id, command, exit_code (int32), stdout (the
 //               last <= 4096 bytes), wall_s, rank, attempt.
 //   /tasks      every task: task_id, state, attempts, failure_count, error.
+//   Strings: a column whose longest value has at most 255 bytes is stored as fixed-size,
+//               NUL-terminated UTF-8 strings (size: longest + 1), a longer one as
+//               variable-length strings (h5py: bytes and str respectively).
 //   root attributes (provenance): rankfarm_version, git_revision, job_name, job_hash,
 //               job_source, mpi_library, ranks, hosts, started_at, finished_at (ISO 8601 UTC).
 // Atomicity: the file is written as "<path>.tmp", fsync'd and renamed over <path>, so a kill at
