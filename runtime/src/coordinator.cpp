@@ -674,10 +674,10 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   } else if (c.resuming) {
     s.journal = Journal::open(jpath, false);
     s.journal->attach(s.job);
-    std::vector<JournalRow> rows = s.journal->load_tasks();
     int reset_running = 0, reset_failed = 0;
     std::vector<std::pair<std::uint32_t, TaskRecord>> resets;
-    for (auto& row : rows) {
+    // One scan of the journal, each row straight into its task's record.
+    s.journal->for_each_task([&](JournalRow& row) {
       const std::uint32_t i = row.idx;
       TaskRecord r = std::move(row.record);
       if (r.state == TaskState::Running) {
@@ -691,7 +691,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
         resets.emplace_back(i, r);
       }
       s.records[i] = std::move(r);
-    }
+    });
     // At once, in one transaction: a stop before these tasks are dispatched again must not
     // leave them "running" in the journal (nothing runs them).
     if (!resets.empty()) s.journal->write(resets);

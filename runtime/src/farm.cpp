@@ -199,12 +199,11 @@ void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
   if (c.resuming && !opt.resume)
     throw InputError(c.journal_path, 0, "", "a journal already exists here (use --resume to continue that job, or another --output)");
   if (!c.resuming) return;
-  std::vector<JournalRow> loaded;
   std::string job_hash;
   std::size_t task_count = 0;
+  std::unique_ptr<Journal> journal;
   try {
-    auto journal = Journal::open(c.journal_path, true);
-    loaded = journal->load_tasks();
+    journal = Journal::open(c.journal_path, true);
     job_hash = journal->meta("job_hash");
     task_count = journal->task_count();
   } catch (const JournalDamaged&) {
@@ -212,6 +211,15 @@ void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
     c.salvaged = salvage_journal(c.journal_path, c.job.tasks.size());
     job_hash = c.salvaged->job_hash;
   }
+  if (!c.salvaged && job_hash == c.job.hash && task_count == c.job.tasks.size()) {
+    // The same job (its hash covers every task's id and spec hash): the rows need not be read
+    // here, only counted (prepare() reads them once).
+    for (const auto& [state, n] : journal->count_states())
+      if (state == TaskState::Done) c.done = n;
+    return;
+  }
+  std::vector<JournalRow> loaded;
+  if (!c.salvaged) loaded = journal->load_tasks();
   const std::vector<JournalRow>& rows = c.salvaged ? c.salvaged->rows : loaded;
   // Tasks that never ran have no row (journal format 2): the rows there are must be the job's,
   // and the task count the same.
@@ -432,17 +440,16 @@ int print_status(const std::string& dir, std::ostream& out) {
   if (holder)
     out << fmt::format("running now: {} (lease renewed {:.0f} s ago)\n", describe(*holder),
                        std::max(0.0, epoch_seconds() - holder->renewed_at));
-  std::vector<JournalRow> rows = j->load_tasks();
   const std::size_t total = j->task_count();
   std::map<TaskState, std::size_t> counts;
-  for (const auto& r : rows) counts[r.record.state]++;
-  counts[TaskState::Pending] += total - rows.size();  // tasks without a row never ran
+  std::size_t with_rows = 0;
+  for (const auto& [state, n] : j->count_states()) counts[state] += n, with_rows += n;
+  counts[TaskState::Pending] += total - std::min(total, with_rows);  // tasks without a row never ran
   out << fmt::format("job {} ({} tasks) in {}\n", j->meta("job_name"), total, dir);
   for (auto st : {TaskState::Done, TaskState::Failed, TaskState::Skipped, TaskState::Running, TaskState::Pending})
     out << fmt::format("  {:8} {}\n", to_string(st), counts[st]);
   std::size_t shown = 0;
-  for (const auto& r : rows) {
-    if (r.record.state != TaskState::Failed) continue;
+  for (const auto& r : j->tasks_in_state(TaskState::Failed)) {
     if (shown++ == 0) out << "failed tasks (attempts, last error):\n";
     out << fmt::format("  {} ({}): {}\n", r.task_id, r.record.attempt, r.record.error);
   }

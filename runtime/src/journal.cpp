@@ -34,6 +34,7 @@ constexpr const char* kFormat1 = "rankfarm-journal-1";
 constexpr const char* kLoadTasksSql = RANKFARM_TASK_COLUMNS "ORDER BY idx";
 constexpr const char* kTasksFromSql = RANKFARM_TASK_COLUMNS "WHERE idx >= ? ORDER BY idx";
 constexpr const char* kTaskAtSql = RANKFARM_TASK_COLUMNS "WHERE idx = ?";
+constexpr const char* kTasksInStateSql = RANKFARM_TASK_COLUMNS "WHERE state = ? ORDER BY idx";
 #undef RANKFARM_TASK_COLUMNS
 constexpr const char* kCreateOutputsSql =
     "CREATE TABLE IF NOT EXISTS outputs(idx INTEGER NOT NULL, attempt INTEGER NOT NULL, rank INTEGER NOT NULL,"
@@ -405,16 +406,48 @@ void Journal::set_meta(const std::string& key, const std::string& value) {
 }
 
 std::vector<JournalRow> Journal::load_tasks() const {
-  Stmt s(db_, kLoadTasksSql);
   std::vector<JournalRow> rows;
+  for_each_task([&](JournalRow& r) { rows.push_back(std::move(r)); });
+  return rows;
+}
+
+void Journal::for_each_task(const std::function<void(JournalRow&)>& f) const {
+  Stmt s(db_, kLoadTasksSql);
   const std::size_t count = task_count();
+  bool first = true;
+  std::uint32_t last = 0;
+  JournalRow r;
+  while (s.step()) {
+    if (!read_row(s.get(), r) || (!first && r.idx <= last) || r.idx >= count)
+      throw InputError(path_, 0, fmt::format("tasks row {}", r.idx), "corrupt journal row (bad state, index or result blob)");
+    first = false;
+    last = r.idx;
+    f(r);
+  }
+}
+
+std::vector<JournalRow> Journal::tasks_in_state(TaskState state) const {
+  Stmt s(db_, kTasksInStateSql);
+  s.bind(1, std::string(to_string(state)));
+  std::vector<JournalRow> rows;
   while (s.step()) {
     JournalRow r;
-    if (!read_row(s.get(), r) || (!rows.empty() && r.idx <= rows.back().idx) || r.idx >= count)
+    if (!read_row(s.get(), r))
       throw InputError(path_, 0, fmt::format("tasks row {}", r.idx), "corrupt journal row (bad state, index or result blob)");
     rows.push_back(std::move(r));
   }
   return rows;
+}
+
+std::vector<std::pair<TaskState, std::size_t>> Journal::count_states() const {
+  Stmt s(db_, "SELECT state, count(*) FROM tasks GROUP BY state");
+  std::vector<std::pair<TaskState, std::size_t>> out;
+  while (s.step()) {
+    const auto st = parse_task_state(s.text(0));
+    if (!st) throw InputError(path_, 0, "tasks.state", fmt::format("\"{}\" is not a task state", s.text(0)));
+    out.emplace_back(*st, static_cast<std::size_t>(sqlite3_column_int64(s.get(), 1)));
+  }
+  return out;
 }
 
 std::size_t Journal::task_count() const {

@@ -17,8 +17,14 @@
 // check TaskContext::check_deadline). A worker that sends nothing for timeout + 10 s after
 // starting a task is presumed hung: its task is retried on another rank and it gets no more
 // work; at the end of the job the coordinator aborts the communicator to end it.
-// Idle ranks poll with an exponential back-off (yield, then sleeps from 10 us to 1 ms), so
-// waiting ranks leave the cores to working ones when ranks outnumber cores.
+// Waiting: a rank with nothing to do yields for about 50 us, then sleeps on its doorbell, a
+// futex in shared memory that the sender of its next message rings (runtime/src/doorbell.hpp),
+// so a dependent task is dispatched within microseconds of its dependency's result and idle
+// ranks use no core. Ranks on another node than rank 0 cannot be rung and poll with an
+// exponential back-off instead (yield, then sleeps from 10 us to 1 ms). While workers hold
+// queued work, rank 0 sleeps a quarter of it between looks unless a worker rings (a result
+// others wait for, a failure, a worker running dry). Workers receive each task with its
+// assignment and hold only the tasks they run, never the whole job.
 // Stop: SIGINT, SIGTERM or SIGUSR1 on the coordinator stops dispatching, flushes the journal at
 // once, lets running tasks finish for `grace_s`, then kills them, writes results.h5, prints how
 // to resume and returns kExitInterrupted on every rank. With one rank, rank 0 runs the tasks
@@ -107,8 +113,9 @@ void check_forced_transport_here();
 void check_task_ranks(const Job& job, int workers);
 
 /// Runs a job over the ranks of `comm` (collective). Rank 0 reads the job file, checks it
-/// against `registry` and broadcasts it; errors in it are reported by rank 0 as one line and
-/// every rank returns kExitBadInput. Returns the job's exit code on every rank.
+/// against `registry` and sends each task to the worker that runs it; errors in it are
+/// reported by rank 0 as one line and every rank returns kExitBadInput. Returns the job's exit
+/// code on every rank.
 int run_farm(MPI_Comm comm, const FarmOptions& options, const kernels::Registry& registry);
 
 /// SIGINT, SIGTERM and SIGUSR1 set the stop flag that run_farm watches (instead of killing the

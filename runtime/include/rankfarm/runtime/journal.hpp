@@ -31,6 +31,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -134,6 +135,13 @@ class Journal {
   /// The tasks that have a row, in index order (a task without one is pending and never ran).
   /// Throws InputError naming the row for an unreadable row or an index outside the job.
   std::vector<JournalRow> load_tasks() const;
+  /// Calls `f` with each task row in index order, without holding them all (a resume of a
+  /// large job). Throws like load_tasks().
+  void for_each_task(const std::function<void(JournalRow&)>& f) const;
+  /// The task rows in `state`, in index order.
+  std::vector<JournalRow> tasks_in_state(TaskState state) const;
+  /// How many task rows are in each state (one scan, nothing materialized).
+  std::vector<std::pair<TaskState, std::size_t>> count_states() const;
   /// The job's number of tasks (meta.task_count; format 1: its rows).
   std::size_t task_count() const;
   /// The job whose tasks' ids and spec hashes a first write of a task inserts; create()
