@@ -276,11 +276,25 @@ class Loader {
       if (base.params.has(pname)) throw InputError(path_, line_of(v), field, "also given in params");
       const toml::array* arr = v.as_array();
       if (arr == nullptr || arr->empty()) throw InputError(path_, line_of(v), field, "expected a non-empty array of values");
-      std::vector<ParamValue> values;
-      for (const auto& x : *arr) {
+      // Each value checked where it is: the error names the sweep, the axis and the value's
+      // place in the list ("vary.ms[9999]"), so that one bad point of millions is found.
+      const kernels::ParamSpec* ps = k.find_param(pname);
+      if (ps == nullptr) {
         kernels::Params scratch;
-        put_param(k, scratch, pname, to_value(x, field), line_of(x), e);
-        values.push_back(scratch.values().at(pname));
+        put_param(k, scratch, pname, to_value(arr->front(), field), line_of(v), e);  // throws: no such parameter
+      }
+      std::vector<ParamValue> values;
+      values.reserve(arr->size());
+      std::size_t at = 0;
+      for (const auto& x : *arr) {
+        ParamValue pv;
+        if (x.is_integer()) pv = x.as_integer()->get();
+        else if (x.is_floating_point()) pv = x.as_floating_point()->get();
+        else if (x.is_string()) pv = x.as_string()->get();
+        else throw InputError(path_, line_of(x), fmt::format("{}[{}]", field, at), "expected a number or a string");
+        if (auto err = kernels::check_param(*ps, pv)) throw InputError(path_, line_of(x), fmt::format("{}[{}]", field, at), *err);
+        values.push_back(std::move(pv));
+        ++at;
       }
       points *= values.size();
       if (points > 10'000'000) throw InputError(path_, line_of(v), field, "the sweep expands to more than 10^7 tasks");
@@ -328,15 +342,14 @@ class Loader {
     return std::stoul(n) < points;
   }
 
-  // The point of an earlier sweep that `id` names, if any.
+  // The point of an earlier sweep that `id` names, if any (point ids are "<sweep>.<n>": the
+  // sweep is what comes before the last dot).
   std::optional<std::uint32_t> sweep_point(const std::string& id) const {
-    for (auto dot = id.rfind('.'); dot != std::string::npos && dot > 0; dot = id.rfind('.', dot - 1)) {
-      auto sw = sweeps_.find(id.substr(0, dot));
-      if (sw != sweeps_.end() && point_of(id, sw->first, sw->second.second))
-        return sw->second.first + static_cast<std::uint32_t>(std::stoul(id.substr(dot + 1)));
-      if (dot == 0) break;
-    }
-    return std::nullopt;
+    const auto dot = id.rfind('.');
+    if (dot == std::string::npos || dot == 0) return std::nullopt;
+    auto sw = sweeps_.find(id.substr(0, dot));
+    if (sw == sweeps_.end() || !point_of(id, sw->first, sw->second.second)) return std::nullopt;
+    return sw->second.first + static_cast<std::uint32_t>(std::stoul(id.substr(dot + 1)));
   }
 
   void add(TaskSpec s, Entry e) {

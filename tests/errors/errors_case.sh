@@ -48,6 +48,7 @@ run_case() {
   job-unknown-dependency) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\ndepends_on = ["nope"]\n'; "$RF" run job.toml ;;
   job-cycle) job '[job]\nname = "x"\n[[task]]\nid = "a"\ncommand = "true"\ndepends_on = ["b"]\n[[task]]\nid = "b"\ncommand = "true"\ndepends_on = ["a"]\n'; "$RF" run job.toml ;;
   job-sweep-empty-vary) job '[job]\nname = "x"\n[[sweep]]\nid = "s"\nkernel = "spin_ms"\nvary = { ms = [] }\n'; "$RF" run job.toml ;;
+  job-sweep-bad-value) job '[job]\nname = "x"\n[[sweep]]\nid = "s"\nkernel = "spin_ms"\nvary = { ms = [1, 2, -1, 3] }\n'; "$RF" run job.toml ;;
   job-sweep-vary-and-param) job '[job]\nname = "x"\n[[sweep]]\nid = "s"\nkernel = "spin_ms"\nparams = { ms = 1 }\nvary = { ms = [1, 2] }\n'; "$RF" run job.toml ;;
   job-ranks-one-rank-kernel) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "spin_ms"\nranks = 2\nparams = { ms = 1 }\n'; "$RF" run job.toml ;;
   job-ranks-too-many) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "stencil"\nranks = 99\n'; "$RF" run job.toml -n 3 ;;

@@ -216,7 +216,7 @@ const BadJob kBadJobs[] = {
     {"sweep_empty_axis", "[job]\nname=\"a\"\n[[sweep]]\nid=\"s\"\nkernel=\"spin_ms\"\nvary={ms=[]}\n",
      "job.toml:6: sweep \"s\": vary.ms: expected a non-empty array of values"},
     {"sweep_bad_value", "[job]\nname=\"a\"\n[[sweep]]\nid=\"s\"\nkernel=\"spin_ms\"\nvary={ms=[1, -2]}\n",
-     "job.toml:6: sweep \"s\": params.ms: value -2 is below the minimum 0"},
+     "job.toml:6: sweep \"s\": vary.ms[1]: value -2 is below the minimum 0"},
     {"sweep_param_twice", "[job]\nname=\"a\"\n[[sweep]]\nid=\"s\"\nkernel=\"spin_ms\"\nparams={ms=1}\nvary={ms=[1]}\n",
      "job.toml:7: sweep \"s\": vary.ms: also given in params"},
     {"task_not_table", "task = 3\n[job]\nname=\"a\"\n", "job.toml:1: task: must be an array of tables"},
