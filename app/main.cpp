@@ -32,6 +32,7 @@
 #include <regex>
 
 #include "probe.hpp"
+#include "rankfarm/runtime/output_dir.hpp"
 #include "rankfarm/config.hpp"
 #include "rankfarm/kernels/registry.hpp"
 #include "rankfarm/launcher/launch.hpp"
@@ -320,7 +321,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*results) {
-      std::string file = std::filesystem::is_directory(dir) ? (std::filesystem::path(dir) / "results.h5").string() : dir;
+      std::string file = std::filesystem::is_directory(dir) ? rt::OutputDir(dir).results() : dir;
       if (dataset.empty()) {
         for (const auto& n : rt::result_datasets(file)) std::cout << n << "\n";
         return 0;
@@ -386,8 +387,8 @@ int main(int argc, char** argv) {
       char host[256] = {};
       gethostname(host, sizeof host - 1);
       const std::string me = fmt::format("{}.{}", host, getpid());
-      const std::string done_file = (std::filesystem::path(output_dir) / (".rankfarm-finished." + me)).string();
-      const std::string ready_file = (std::filesystem::path(output_dir) / (".rankfarm-ready." + me)).string();
+      const std::string done_file = rt::OutputDir(output_dir).done_file(me);
+      const std::string ready_file = rt::OutputDir(output_dir).ready_file(me);
       std::error_code ec;
       std::filesystem::remove(done_file, ec);
       std::filesystem::remove(ready_file, ec);

@@ -18,6 +18,7 @@
 
 #include "progress.hpp"
 #include "scheduler.hpp"
+#include "rankfarm/runtime/output_dir.hpp"
 #include "rankfarm/runtime/error.hpp"
 
 namespace rankfarm::runtime::detail {
@@ -370,7 +371,7 @@ class Coordinator {
 
   void write_snapshot() {
     prov_.finished_at = epoch_seconds();
-    write_results((fs::path(s_.dir) / "results.h5").string(), job_, rec_, prov_, registry_);
+    write_results(OutputDir(s_.dir).results(), job_, rec_, prov_, registry_);
   }
 
   // Stops the workers: a polite stop first (finish the running task, drop the queued ones),
@@ -430,7 +431,7 @@ class Coordinator {
       if (!progress_bulk()) std::this_thread::sleep_for(std::chrono::microseconds(100));
     writer_->flush();
     prov_.finished_at = epoch_seconds();
-    const std::string h5 = (fs::path(s_.dir) / "results.h5").string();
+    const std::string h5 = OutputDir(s_.dir).results();
     // results.h5 belongs to the run that holds the directory now; this one's results are in
     // the journal, from which that run (or a resume) writes them.
     if (!lock_lost_) write_results(h5, job_, rec_, prov_, registry_);
@@ -595,7 +596,7 @@ void remove_stale_announcements(const std::string& dir) {
   const char* mine[] = {std::getenv("RANKFARM_READY_FILE"), std::getenv("RANKFARM_DONE_FILE")};
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name.rfind(".rankfarm-ready.", 0) != 0 && name.rfind(".rankfarm-finished.", 0) != 0) continue;
+    if (!OutputDir::is_front_end_file(name)) continue;
     bool ours = false;
     for (const char* m : mine) ours |= m != nullptr && fs::path(m).filename() == e.path().filename();
     if (!ours) fs::remove(e.path(), ec);
@@ -648,7 +649,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   check_task_ranks(c.job, workers);  // before anything is written
   s.dir = c.output_dir;
   std::error_code ec;
-  fs::create_directories(opt.task_output == TaskOutputLayout::Files ? fs::path(s.dir) / "logs" : fs::path(s.dir), ec);
+  fs::create_directories(opt.task_output == TaskOutputLayout::Files ? OutputDir(s.dir).logs() : s.dir, ec);
   if (ec) throw InputError(s.dir, 0, "--output", fmt::format("cannot create the output directory: {}", ec.message()));
   if (::access(s.dir.c_str(), W_OK) != 0) throw InputError(s.dir, 0, "--output", "the output directory is not writable");
   // One live run per output directory, held until this run's end; before the journal is read.

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 
+#include "rankfarm/runtime/output_dir.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/shell.hpp"
 
@@ -75,9 +76,8 @@ Outcome Executor::run(const TaskSpec& t, std::uint32_t idx, std::uint32_t attemp
       if (streams != nullptr) {
         std::tie(req.stdout_fd, req.stderr_fd) = streams->begin_task();
       } else {
-        const std::string base = (fs::path(output_dir) / "logs" / t.id).string();
-        req.stdout_path = base + ".out";
-        req.stderr_path = base + ".err";
+        req.stdout_path = OutputDir(output_dir).task_log(t.id, false);
+        req.stderr_path = OutputDir(output_dir).task_log(t.id, true);
       }
       req.env = {"RANKFARM_TASK_ID=" + t.id, fmt::format("RANKFARM_RANK={}", rank),
                  fmt::format("RANKFARM_ATTEMPT={}", attempt), "RANKFARM_OUTPUT_DIR=" + output_dir};

@@ -20,6 +20,7 @@
 
 #include "coordinator.hpp"
 #include "executor.hpp"
+#include "rankfarm/runtime/output_dir.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/journal.hpp"
 #include "rankfarm/runtime/output_lock.hpp"
@@ -179,7 +180,7 @@ JobCheck detail::locate_job(const FarmOptions& opt, const kernels::Registry& reg
   c.job = opt.commands ? load_command_file(opt.job_path, {opt.retries, opt.timeout_s})
                        : load_job_file(opt.job_path, registry);
   c.output_dir = opt.output_dir.empty() ? default_output_dir(c.job.output_dir, c.job.name) : opt.output_dir;
-  c.journal_path = (fs::path(c.output_dir) / "journal.sqlite").string();
+  c.journal_path = OutputDir(c.output_dir).journal();
   // The output directory, or the nearest ancestor that exists, must be a writable directory
   // (checked, not created: nothing changes here).
   fs::path p = fs::absolute(c.output_dir);
@@ -420,7 +421,7 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
 }
 
 int print_status(const std::string& dir, std::ostream& out) {
-  const std::string path = (fs::path(dir) / "journal.sqlite").string();
+  const std::string path = OutputDir(dir).journal();
   std::unique_ptr<Journal> j;
   try {
     j = Journal::open(path, true);

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "rankfarm/runtime/output_dir.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/journal.hpp"
 #include "rankfarm/runtime/results.hpp"
@@ -24,7 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string lock_path(const std::string& dir) { return (fs::path(dir) / ".rankfarm.lock").string(); }
+std::string lock_path(const std::string& dir) { return OutputDir(dir).lock(); }
 
 std::string read_first_line(const char* path) {
   std::ifstream in(path);
@@ -145,7 +146,7 @@ double lock_lease_from_env() {
   return s;
 }
 
-std::string OutputLock::holder_path(const std::string& dir) { return (fs::path(dir) / ".rankfarm.lock.holder").string(); }
+std::string OutputLock::holder_path(const std::string& dir) { return OutputDir(dir).lock_holder(); }
 
 std::optional<LockHolder> OutputLock::read_holder(const std::string& dir) {
   std::ifstream in(holder_path(dir));

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "rankfarm/runtime/output_dir.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/journal.hpp"
 
@@ -59,7 +60,7 @@ bool copy_all(int in, int out, std::uint64_t n, std::uint64_t off) {
   return true;
 }
 
-std::string journal_path(const std::string& dir) { return (fs::path(dir) / "journal.sqlite").string(); }
+std::string journal_path(const std::string& dir) { return OutputDir(dir).journal(); }
 
 // Reads the record at `off` of `path` and writes its data to `out`. Throws InputError when the
 // record is not the one expected (damage): what is readable has been written by then.
@@ -67,7 +68,7 @@ void print_record(const std::string& dir, const std::string& task_id, const Outp
   const std::int64_t off = stream == 1 ? row.ref.out_off : row.ref.err_off;
   const std::uint64_t len = stream == 1 ? row.ref.out_len : row.ref.err_len;
   if (off < 0) return;  // nothing was written to that stream
-  const std::string path = (fs::path(dir) / "output" / row.ref.file).string();
+  const std::string path = OutputDir(dir).stream(row.ref.file);
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw InputError(path, 0, task_id, fmt::format("cannot read the task's output: {}", std::strerror(errno)));
   auto damaged = [&](const std::string& why) {
@@ -113,7 +114,7 @@ OutputStreams::~OutputStreams() {
 }
 
 void OutputStreams::open_files() {
-  const fs::path out = fs::path(dir_) / "output";
+  const fs::path out = OutputDir(dir_).streams();
   std::error_code ec;
   fs::create_directories(out, ec);
   if (ec) throw std::runtime_error(fmt::format("cannot create {}: {}", out.string(), ec.message()));
@@ -140,7 +141,7 @@ std::pair<int, int> OutputStreams::begin_task() {
 OutputRef OutputStreams::end_task(std::uint32_t idx, const std::string& id, std::uint32_t attempt) {
   OutputRef ref;
   ref.file = name_;
-  const std::string path = (fs::path(dir_) / "output" / name_).string();
+  const std::string path = OutputDir(dir_).stream(name_);
   for (int i = 0; i < 2; ++i) {
     struct stat st {};
     if (::fstat(spool_[i], &st) != 0) fail_io("cannot read the spool of", path);
@@ -193,7 +194,7 @@ void print_task_output(const std::string& dir, const std::string& task_id, int a
   const auto row = j->output(task->first, attempt);
   if (!row) {
     // Run with --task-output files (or by an earlier release): the task's own files.
-    const fs::path file = fs::path(dir) / "logs" / (task_id + (stderr_stream ? ".err" : ".out"));
+    const fs::path file = OutputDir(dir).task_log(task_id, stderr_stream);
     std::error_code ec;
     if (attempt <= 0 && fs::is_regular_file(file, ec)) {
       std::ifstream in(file, std::ios::binary);
@@ -219,8 +220,8 @@ std::size_t print_failed_output(const std::string& dir, std::ostream& out) {
     out << fmt::format("==> {} (attempt {}, rank {}): {} <==\n", r.task_id, r.record.attempt, r.record.rank, r.record.error);
     const auto row = j->output(r.idx, 0);
     if (!row) {
-      for (const char* ext : {".out", ".err"}) {
-        std::ifstream in(fs::path(dir) / "logs" / (r.task_id + ext), std::ios::binary);
+      for (const bool err : {false, true}) {
+        std::ifstream in(OutputDir(dir).task_log(r.task_id, err), std::ios::binary);
         if (in) out << in.rdbuf();
       }
       continue;
@@ -240,7 +241,7 @@ std::size_t verify_output(const std::string& dir, std::ostream& out) {
     std::uint64_t length;
   };
   std::map<std::string, std::map<std::uint64_t, Whole>> whole;
-  const fs::path streams = fs::path(dir) / "output";
+  const fs::path streams = OutputDir(dir).streams();
   std::error_code ec;
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(streams, ec))

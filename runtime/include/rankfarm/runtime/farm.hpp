@@ -35,11 +35,11 @@
 // the transport is opened once per job when keep_stdout exceeds the threshold, and its choice is
 // printed in the summary. If no transport can be opened, such results go through MPI, and the
 // summary says why.
-// Output directory: journal.sqlite, results.h5, output/<run tag>.rank<R> (shell tasks' stdout
-// and stderr as framed records, indexed in the journal: task_output.hpp; with --task-output
-// files: logs/<task id>.out|.err instead). It must
-// be on a file system that every node sees (as the job file is): every rank checks that it
-// sees rank 0's lock record there before the first task. Rank 0 holds the directory's lock
+// Output directory (every name in output_dir.hpp): journal.sqlite, results.h5,
+// output/<run tag>.rank<R> (shell tasks' stdout and stderr as framed records, indexed in the
+// journal: task_output.hpp; with --task-output files: logs/<task id>.out|.err instead). It
+// must be on a file system that every node sees (as the job file is): every rank checks that
+// it sees rank 0's lock record there before the first task. Rank 0 holds the directory's lock
 // (output_lock.hpp) for the whole run: a second run on it is refused as bad input. Forced
 // transport settings are opened on every rank before the first task, needed or not.
 #pragma once
