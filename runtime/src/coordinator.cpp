@@ -66,6 +66,7 @@ class Coordinator {
   // A task on several ranks in flight: its leader's outcome (its values are the task's) and the
   // first failure another member reported; the scheduler decides when all have reported.
   struct GangOutcomes {
+    std::uint32_t attempt = 0;  // an attempt given up on (a hung member) leaves its entry: a newer one replaces it
     Outcome leader;
     std::string member_error;
     double wall_s = 0;
@@ -182,6 +183,7 @@ class Coordinator {
     if (member) {
       const std::uint32_t idx = o.idx;
       GangOutcomes& g = gang_outcomes_[idx];
+      if (g.attempt != o.attempt) g = GangOutcomes{o.attempt, {}, {}, 0};
       g.wall_s = std::max(g.wall_s, o.wall_s);
       if (leader) g.leader = std::move(o);
       else if (!o.ok && g.member_error.empty()) g.member_error = std::move(o.error);

@@ -74,13 +74,11 @@ Doorbell::Doorbell(MPI_Comm comm, int rank, int size) : peers_(static_cast<std::
   MPI_Gather(&reach0, 1, MPI_INT32_T, reach.data(), 1, MPI_INT32_T, 0, comm);
   std::vector<std::int32_t> ringable(rank == 0 ? static_cast<std::size_t>(size) : 0);
   std::int32_t me_ringable = 0;
-  int mapped = 0;
   if (rank == 0) {
     bool all = mine_ != nullptr;
     for (int w = 1; w < size; ++w) {
       all = all && reach[static_cast<std::size_t>(w)] != 0;
       ringable[static_cast<std::size_t>(w)] = peers_[static_cast<std::size_t>(w)] != nullptr ? 1 : 0;
-      mapped += ringable[static_cast<std::size_t>(w)];
     }
     wakeable_ = all;
   }
@@ -96,7 +94,6 @@ Doorbell::Doorbell(MPI_Comm comm, int rank, int size) : peers_(static_cast<std::
                 : fmt::format("futex doorbells on {} of {} ranks (the others share no node with rank 0, or could not make "
                               "one: they poll with a timed back-off)",
                               wakeable_ranks, size);
-  (void)mapped;
 }
 
 Doorbell::~Doorbell() {
@@ -112,7 +109,6 @@ void Doorbell::posted(int peer, bool wake) {
   if (b->sleeping.load(std::memory_order_seq_cst) == 0 || b->sleeping.exchange(0, std::memory_order_seq_cst) == 0) return;
   b->seq.fetch_add(1, std::memory_order_seq_cst);
   ::syscall(SYS_futex, word(b->seq), FUTEX_WAKE, 1, nullptr, nullptr, 0);
-  ++rings_;
 }
 
 bool Doorbell::sleep(std::chrono::nanoseconds timeout) {
@@ -130,7 +126,6 @@ bool Doorbell::sleep(std::chrono::nanoseconds timeout) {
   // at once when a ring came between the load of `seen` and here (EAGAIN).
   ::syscall(SYS_futex, word(mine_->seq), FUTEX_WAIT, seen, &ts, nullptr, 0);
   mine_->sleeping.store(0, std::memory_order_relaxed);
-  ++sleeps_;
   return true;
 }
 

@@ -25,7 +25,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -57,9 +56,6 @@ class Doorbell {
   /// Sleeps until rung, or for `timeout`, unless a message is pending once this rank has
   /// announced that it sleeps. Returns at once (false) when not wakeable.
   bool sleep(std::chrono::nanoseconds timeout);
-  /// How often this rank slept on its bell, and how often it rang a sleeping peer.
-  std::uint64_t sleeps() const { return sleeps_; }
-  std::uint64_t rings() const { return rings_; }
   /// "futex doorbells (N of M ranks' bells mapped)" or why not, for the run's summary.
   const std::string& describe() const { return note_; }
 
@@ -75,7 +71,6 @@ class Doorbell {
   std::vector<void*> maps_;
   bool wakeable_ = false;
   std::uint64_t taken_ = 0;
-  std::uint64_t sleeps_ = 0, rings_ = 0;
   std::string note_;
 };
 

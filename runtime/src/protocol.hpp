@@ -10,9 +10,9 @@
 //                                      bulk threshold follows through the transport
 //                          kTagBye     u8 0: the worker stops and will send nothing more
 // Before the first task rank 0 broadcasts what every rank needs of the job (its name and
-// keep_stdout), never its tasks. Every
-// message's encoder and decoder are here, side by side. Messages are posted with post()
-// (doorbell.hpp), which wakes a receiver asleep on its doorbell.
+// keep_stdout), never its tasks. Every message's encoder and decoder are here, side by side.
+// Messages are posted with post() (doorbell.hpp), which wakes a receiver asleep on its
+// doorbell.
 #pragma once
 
 #include <mpi.h>
@@ -21,7 +21,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <thread>
 #include <vector>

@@ -116,6 +116,7 @@ void Scheduler::dispatch(std::vector<Assignment>& out, double now) {
       begin_attempt(idx, w);
       if (wk.in_flight.empty()) wk.heard = now;  // the hang clock starts with its first task
       wk.in_flight.push_back(idx);
+      ++in_flight_total_;
       out.push_back({w, idx});
       any = true;
     }
@@ -151,6 +152,7 @@ bool Scheduler::place_gang(std::uint32_t idx, std::vector<Assignment>& out, doub
     Worker& wk = workers_[static_cast<std::size_t>(w)];
     wk.heard = now;
     wk.in_flight.push_back(idx);
+    ++in_flight_total_;
     out.push_back({w, idx});
   }
   return true;
@@ -167,9 +169,9 @@ Scheduler::Verdict Scheduler::result(int worker, std::uint32_t idx, std::uint32_
   if (idx >= tasks_.size()) return Verdict::Stale;
   Worker& wk = workers_[static_cast<std::size_t>(worker)];
   auto it = std::find(wk.in_flight.begin(), wk.in_flight.end(), idx);
-  if (it != wk.in_flight.end()) wk.in_flight.erase(it);
+  if (it != wk.in_flight.end()) wk.in_flight.erase(it), --in_flight_total_;
   if (wk.hung) {
-    wk.hung = false;  // it came back
+    set_hung(wk, false);  // it came back
     emit(SchedEvent::Back, idx, worker);
   }
   if (auto g = gangs_.find(idx); g != gangs_.end() && g->second.attempt == attempt &&
@@ -274,15 +276,17 @@ void Scheduler::check_hung(double now) {
     if (tasks_.ranks[head] > 1 && rank_[head] != w) continue;  // its leader speaks for it
     const double timeout = tasks_.timeout_s[head];
     if (timeout <= 0 || now - wk.heard < timeout + kHangGraceS) continue;
-    wk.hung = true;
+    set_hung(wk, true);
     emit(SchedEvent::Hung, head, w, static_cast<std::uint32_t>(wk.in_flight.size()));
     // The other ranks of a task on several ranks are stuck in the same collective.
     if (auto g = gangs_.find(head); g != gangs_.end()) {
       for (int m : g->second.members) {
         if (m == w) continue;
         Worker& mk = workers_[static_cast<std::size_t>(m)];
-        mk.hung = true;
+        set_hung(mk, true);
+        const std::size_t before = mk.in_flight.size();
         mk.in_flight.erase(std::remove(mk.in_flight.begin(), mk.in_flight.end(), head), mk.in_flight.end());
+        in_flight_total_ -= before - mk.in_flight.size();
       }
       gangs_.erase(g);
     }
@@ -296,6 +300,7 @@ void Scheduler::check_hung(double now) {
         emit(SchedEvent::Requeued, idx, w);
       }
     }
+    in_flight_total_ -= wk.in_flight.size();
     wk.in_flight.clear();
   }
 }
@@ -308,17 +313,15 @@ void Scheduler::abandon_running() {
     }
 }
 
-std::size_t Scheduler::in_flight() const {
-  std::size_t n = 0;
-  for (const auto& w : workers_) n += w.in_flight.size();
-  return n;
+void Scheduler::set_hung(Worker& w, bool hung) {
+  if (w.hung == hung) return;
+  w.hung = hung;
+  hung_workers_ += hung ? 1 : -1;
 }
 
 int Scheduler::live_workers() const {
   if (size_ == 1) return 1;  // rank 0 works itself
-  int n = 0;
-  for (int w = 1; w < size_; ++w) n += !workers_[static_cast<std::size_t>(w)].hung;
-  return n;
+  return size_ - 1 - hung_workers_;
 }
 
 int Scheduler::window() const {

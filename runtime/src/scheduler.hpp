@@ -127,7 +127,7 @@ class Scheduler {
   std::size_t retried() const { return retried_; }
   std::size_t ready() const { return ready_.size(); }
   bool complete() const { return finished_ == tasks_.size(); }
-  std::size_t in_flight() const;
+  std::size_t in_flight() const { return in_flight_total_; }
   std::size_t in_flight(int worker) const { return workers_[static_cast<std::size_t>(worker)].in_flight.size(); }
   int live_workers() const;
   bool hung(int worker) const { return workers_[static_cast<std::size_t>(worker)].hung; }
@@ -160,6 +160,7 @@ class Scheduler {
   };
 
   void push_ready(std::uint32_t idx) { ready_.push({tasks_.priority[idx], idx}); }
+  void set_hung(Worker& w, bool hung);
   void begin_attempt(std::uint32_t idx, int rank);
   bool place_gang(std::uint32_t idx, std::vector<Assignment>& out, double now);
   void decide(std::uint32_t idx, bool ok, bool interrupted, const std::string& error);
@@ -180,6 +181,8 @@ class Scheduler {
   std::vector<SchedEvent> events_;
   std::size_t finished_ = 0, done_ = 0, failed_ = 0, failed_total_ = 0, skipped_ = 0, retried_ = 0;
   double mean_task_s_ = -1;
+  std::size_t in_flight_total_ = 0;  // sum of the workers' in_flight sizes (kept, not summed: read every loop)
+  int hung_workers_ = 0;
   bool stopping_ = false;
 };
 

@@ -183,11 +183,15 @@ TEST(Scheduler, SilentWorkerIsPresumedHungAndItsTasksGoElsewhere) {
   EXPECT_EQ(e[2].kind, Kind::Requeued);  // queued behind it, never started
   EXPECT_EQ(e[2].idx, 2u);
   EXPECT_TRUE(s.hung(1));
+  EXPECT_EQ(s.live_workers(), 1);
+  EXPECT_EQ(s.in_flight(), 0u);  // its two taken back, worker 2's one done
   a = dispatch(s, 12.0);
+  EXPECT_EQ(s.in_flight(), a.size());
   for (const auto& x : a) EXPECT_EQ(x.worker, 2);  // nothing more for the hung one
   // It answers after all: no longer hung; its late result is stale.
   EXPECT_EQ(s.result(1, 0, 1, true, false, 20), Scheduler::Verdict::Stale);
   EXPECT_FALSE(s.hung(1));
+  EXPECT_EQ(s.live_workers(), 2);
 }
 
 TEST(Scheduler, RestoredStateCountsAndSkipsAtStart) {
