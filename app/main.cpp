@@ -368,7 +368,7 @@ int main(int argc, char** argv) {
       // The ranks' stderr is a pipe to mpirun; tell rank 0 whether a person is watching.
       if (std::getenv("RANKFARM_PROGRESS") == nullptr && isatty(2)) plan.env.push_back("RANKFARM_PROGRESS=bar");
       if (dry_run) {
-        std::cout << fmt::format("# job {}: {} tasks, hash {}; output {}{}\n", check->job.name, check->job.tasks.size(),
+        std::cout << fmt::format("# job {}: {} tasks, hash {}; output {}{}\n", check->job.name, check->job.size(),
                                  check->job.hash, check->output_dir,
                                  check->resuming ? fmt::format(" (resuming: {} done)", check->done) : "");
         for (const auto& note : plan.notes) std::cout << "# " << note << "\n";

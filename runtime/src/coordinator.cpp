@@ -46,11 +46,11 @@ class Coordinator {
     t0_ = Clock::now();
     // Initial state from the journal: done dependencies count as satisfied; dependents of
     // failures are skipped.
-    for (std::uint32_t i = 0; i < rec_.size(); ++i) sched_.restore(i, rec_[i].state, rec_[i].attempt, rec_[i].failure_count);
+    for (std::uint32_t i = 0; i < rec_.size(); ++i) sched_.restore(i, rec_.state(i), rec_.attempt(i), rec_.failure_count(i));
     sched_.start();
     apply_events();
     initially_done_ = sched_.done();
-    progress_ = std::make_unique<detail::Progress>(job_.tasks.size(), opt_.progress_s);
+    progress_ = std::make_unique<detail::Progress>(job_.size(), opt_.progress_s);
 
     const int outcome = loop();
     return finish(outcome);
@@ -79,7 +79,6 @@ class Coordinator {
   }
   double now_s() const { return std::chrono::duration<double>(Clock::now() - t0_).count(); }
 
-  void journal(std::uint32_t idx) { writer_->push(idx, rec_[idx]); }
 
   // Carries out what the scheduler decided: each task's record, journalled, and notes.
   // `error`: the error of the outcome being decided (for Retry/Failed the scheduler did not
@@ -87,14 +86,14 @@ class Coordinator {
   void apply_events(const std::string& error = {}) {
     sched_.take_events(events_);
     for (auto& e : events_) {
-      TaskRecord& r = rec_[e.idx];
+      TaskRecord r = rec_.get(e.idx);
       switch (e.kind) {
         case SchedEvent::Started:
           r.state = TaskState::Running;
           r.rank = e.rank;
           r.attempt = sched_.attempt(e.idx);
           r.started_at = epoch_seconds();
-          r.deadline = job_.tasks[e.idx].timeout_s > 0 ? r.started_at + job_.tasks[e.idx].timeout_s : 0;
+          r.deadline = job_.entry_of(e.idx).base.timeout_s > 0 ? r.started_at + job_.entry_of(e.idx).base.timeout_s : 0;
           break;
         case SchedEvent::Done:
           r.state = TaskState::Done;
@@ -107,7 +106,7 @@ class Coordinator {
           r.state = e.kind == SchedEvent::Retry ? TaskState::Pending : TaskState::Failed;
           if (e.kind == SchedEvent::Failed) {
             r.finished_at = epoch_seconds();
-            progress_note(fmt::format("task {} failed after {} attempt(s): {}", job_.tasks[e.idx].id, r.attempt, r.error));
+            progress_note(fmt::format("task {} failed after {} attempt(s): {}", job_.id(e.idx), r.attempt, r.error));
           }
           break;
         case SchedEvent::Interrupted:
@@ -116,22 +115,23 @@ class Coordinator {
           break;
         case SchedEvent::Skipped:
           r.state = TaskState::Skipped;
-          r.error = fmt::format("skipped: dependency \"{}\" {}", job_.tasks[e.cause].id,
+          r.error = fmt::format("skipped: dependency \"{}\" {}", job_.id(e.cause),
                                 sched_.state(e.cause) == TaskState::Failed ? "failed" : "was skipped");
           r.finished_at = epoch_seconds();
           break;
         case SchedEvent::Hung: {
-          const double timeout = job_.tasks[e.idx].timeout_s;
+          const double timeout = job_.entry_of(e.idx).base.timeout_s;
           progress_note(fmt::format("rank {} sent nothing for {:.0f} s, longer than its {} task(s) may take (task {}: timeout "
                                     "{:.3g} s): presumed hung or unreachable, giving it no more work",
-                                    e.rank, timeout + kHangGraceS, e.cause, job_.tasks[e.idx].id, timeout));
+                                    e.rank, timeout + kHangGraceS, e.cause, job_.id(e.idx), timeout));
           continue;
         }
         case SchedEvent::Back:
           progress_note(fmt::format("rank {} answered again after being presumed hung", e.rank));
           continue;
       }
-      journal(e.idx);
+      rec_.set(e.idx, r);
+      writer_->push(e.idx, r);
     }
   }
   void progress_note(const std::string& text) {
@@ -158,7 +158,7 @@ class Coordinator {
       for (auto idx : b) {
         // A task others wait for: its worker rings rank 0 the moment it ends.
         const std::uint8_t flags = sched_.has_dependents(idx) ? Assignment::kRingWhenDone : 0;
-        add_assignment(assign_, idx, static_cast<std::uint32_t>(sched_.attempt(idx)), flags, sched_.members(idx), job_.tasks[idx]);
+        add_assignment(assign_, idx, static_cast<std::uint32_t>(sched_.attempt(idx)), flags, sched_.members(idx), job_, idx);
       }
       finish_assign(assign_, static_cast<std::uint32_t>(b.size()));
       post(assign_.bytes(), w, kTagAssign, comm_, bell_);
@@ -206,7 +206,7 @@ class Coordinator {
       apply_events();
       return;
     }
-    TaskRecord& r = rec_[o.idx];
+    TaskRecord r = rec_.get(o.idx);
     r.finished_at = epoch_seconds();
     r.exit_code = o.exit_code;
     r.stdout_text = std::move(o.stdout_text);
@@ -214,6 +214,7 @@ class Coordinator {
       r.values = std::move(o.values);
       r.wall_s = o.wall_s;
     }
+    rec_.set(o.idx, r);
     apply_events(o.error);
   }
 
@@ -244,11 +245,13 @@ class Coordinator {
         } else if (st.MPI_TAG == kTagStarted) {
           WireReader r(buf.data(), buf.size());
           const auto [idx, attempt] = decode_started(r);
-          if (idx < rec_.size() && rec_[idx].state == TaskState::Running && rec_[idx].rank == w &&
-              static_cast<std::uint32_t>(rec_[idx].attempt) == attempt) {
-            rec_[idx].started_at = epoch_seconds();
-            rec_[idx].deadline = rec_[idx].started_at + job_.tasks[idx].timeout_s;
-            journal(idx);
+          if (idx < rec_.size() && rec_.state(idx) == TaskState::Running && rec_.rank(idx) == w &&
+              static_cast<std::uint32_t>(rec_.attempt(idx)) == attempt) {
+            TaskRecord r = rec_.get(idx);
+            r.started_at = epoch_seconds();
+            r.deadline = r.started_at + job_.entry_of(idx).base.timeout_s;
+            rec_.set(idx, r);
+            writer_->push(idx, r);
           }
         } else if (st.MPI_TAG == kTagBye && w > 0 && w < size_) {
           workers_[static_cast<std::size_t>(w)].gone = true;
@@ -315,7 +318,7 @@ class Coordinator {
     if (local_.empty()) return false;
     const std::uint32_t idx = local_.front();
     local_.pop_front();
-    Outcome o = self_->run(job_.tasks[idx], idx, static_cast<std::uint32_t>(sched_.attempt(idx)));
+    Outcome o = self_->run(job_.task(idx), idx, static_cast<std::uint32_t>(sched_.attempt(idx)));
     on_outcome(0, std::move(o));
     return true;
   }
@@ -484,25 +487,25 @@ class Coordinator {
     // Kernels that validate themselves: how many results pass.
     std::map<std::string, std::pair<std::size_t, std::size_t>> checks;
     for (std::size_t i = 0; i < rec_.size(); ++i) {
-      const TaskSpec& t = job_.tasks[i];
-      if (t.kind != TaskKind::Kernel || rec_[i].state != TaskState::Done) continue;
-      const kernels::KernelSpec* k = registry_.find(t.kernel);
+      const TaskSpec& base = job_.entry_of(static_cast<std::uint32_t>(i)).base;
+      if (base.kind != TaskKind::Kernel || rec_.state(static_cast<std::uint32_t>(i)) != TaskState::Done) continue;
+      const kernels::KernelSpec* k = registry_.find(base.kernel);
       if (!k || !k->check) continue;
-      auto& c = checks[t.kernel];
+      auto& c = checks[base.kernel];
       c.second++;
-      c.first += k->check(t.params, rec_[i].values) ? 1 : 0;
+      c.first += k->check(job_.task(static_cast<std::uint32_t>(i)).params, rec_.values(static_cast<std::uint32_t>(i))) ? 1 : 0;
     }
     for (const auto& [name, c] : checks)
       out << fmt::format("rankfarm: {}: {} of {} results pass the kernel's check ({})\n", name, c.first, c.second,
                          registry_.find(name)->check_description);
     int shown = 0;
-    for (std::size_t i = 0; i < rec_.size(); ++i) {
-      if (rec_[i].state != TaskState::Failed) continue;
+    for (std::uint32_t i = 0; i < rec_.size(); ++i) {
+      if (rec_.state(i) != TaskState::Failed) continue;
       if (shown++ == 10) {
         out << fmt::format("rankfarm:   ... and {} more (rankfarm status {})\n", failed - 10, s_.dir);
         break;
       }
-      out << fmt::format("rankfarm:   failed {} after {} attempt(s): {}\n", job_.tasks[i].id, rec_[i].attempt, rec_[i].error);
+      out << fmt::format("rankfarm:   failed {} after {} attempt(s): {}\n", job_.id(i), rec_.attempt(i), rec_.error(i));
     }
     if (stale_) out << fmt::format("rankfarm: {} late result(s) of abandoned attempts were ignored\n", stale_);
     if (bell_ != nullptr && !bell_->describe().empty()) out << fmt::format("rankfarm: idle ranks: {}\n", bell_->describe());
@@ -529,7 +532,7 @@ class Coordinator {
   MPI_Comm comm_;
   Setup& s_;
   const Job& job_;
-  std::vector<TaskRecord>& rec_;
+  TaskRecords& rec_;
   const FarmOptions& opt_;
   const kernels::Registry& registry_;
   Executor* self_;
@@ -557,7 +560,7 @@ class Coordinator {
 bool salvage_matches(const Job& job, const std::string& job_hash, const std::vector<JournalRow>& rows) {
   if (!job_hash.empty() && job_hash != job.hash) return false;
   return std::all_of(rows.begin(), rows.end(), [&](const JournalRow& r) {
-    return r.idx < job.tasks.size() && job.tasks[r.idx].id == r.task_id && job.tasks[r.idx].spec_hash == r.spec_hash;
+    return r.idx < job.size() && job.id(r.idx) == r.task_id && job.spec_hash(r.idx) == r.spec_hash;
   });
 }
 
@@ -566,11 +569,12 @@ std::string describe_change(const Job& job, const std::vector<JournalRow>& rows,
   for (const auto& r : rows) old_hash[r.task_id] = r.spec_hash;
   std::vector<std::string> changed, added;
   std::set<std::string> now;
-  for (const auto& t : job.tasks) {
-    now.insert(t.id);
-    auto it = old_hash.find(t.id);
-    if (it == old_hash.end()) added.push_back(t.id);
-    else if (it->second != t.spec_hash) changed.push_back(t.id);
+  for (std::uint32_t i = 0; i < job.size(); ++i) {
+    std::string id = job.id(i);
+    auto it = old_hash.find(id);
+    if (it == old_hash.end()) added.push_back(id);
+    else if (it->second != job.spec_hash(i)) changed.push_back(id);
+    now.insert(std::move(id));
   }
   std::vector<std::string> removed;
   for (const auto& r : rows)
@@ -617,14 +621,13 @@ std::unique_ptr<Journal> salvage(const std::string& jpath, Salvage& sv, Setup& s
     if (fs::exists(from) && std::rename(from.c_str(), (aside + suffix).c_str()) != 0)
       throw std::runtime_error(fmt::format("salvage: rename {} -> {}{}: {}", from, aside, suffix, std::strerror(errno)));
   }
-  std::vector<TaskRecord>& records = s.records;
   std::vector<std::pair<std::uint32_t, TaskRecord>> kept;
   std::size_t done = 0;
   for (auto& r : sv.rows) {
     TaskRecord t = std::move(r.record);
     if (t.state == TaskState::Running) t.state = TaskState::Pending;
     done += t.state == TaskState::Done;
-    records[r.idx] = t;
+    s.records.set(r.idx, t);
     kept.emplace_back(r.idx, std::move(t));
   }
   auto journal = Journal::create(jpath, job);
@@ -639,7 +642,7 @@ std::unique_ptr<Journal> salvage(const std::string& jpath, Salvage& sv, Setup& s
   journal->write(kept);
   s.notes.push_back(fmt::format("salvaged the damaged journal: {} of {} task rows were readable, {} of them done and kept; "
                               "the other tasks run again; the damaged file is kept as {}",
-                              sv.rows.size(), job.tasks.size(), done, aside));
+                              sv.rows.size(), job.size(), done, aside));
   return journal;
 }
 }  // namespace
@@ -671,7 +674,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   s.job = std::move(c.job);
   if (opt.keep_stdout >= 0) s.job.keep_stdout = static_cast<std::uint64_t>(opt.keep_stdout);
   const std::string& jpath = c.journal_path;
-  s.records.assign(s.job.tasks.size(), TaskRecord{});
+  s.records.assign(s.job.size());
   if (c.salvaged) {
     s.journal = salvage(jpath, *c.salvaged, s);
   } else if (c.resuming) {
@@ -693,7 +696,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
         ++reset_failed;
         resets.emplace_back(i, r);
       }
-      s.records[i] = std::move(r);
+      s.records.set(i, r);
     });
     // At once, in one transaction: a stop before these tasks are dispatched again must not
     // leave them "running" in the journal (nothing runs them).
@@ -714,10 +717,12 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   if (c.salvaged && opt.retry_failed) {  // --retry-failed applies to salvaged rows too
     std::vector<std::pair<std::uint32_t, TaskRecord>> resets;
     for (std::uint32_t i = 0; i < s.records.size(); ++i)
-      if (s.records[i].state == TaskState::Failed || s.records[i].state == TaskState::Skipped) {
-        s.records[i].state = TaskState::Pending;
-        s.records[i].failure_count = 0;
-        resets.emplace_back(i, s.records[i]);
+      if (s.records.state(i) == TaskState::Failed || s.records.state(i) == TaskState::Skipped) {
+        TaskRecord r = s.records.get(i);
+        r.state = TaskState::Pending;
+        r.failure_count = 0;
+        s.records.set(i, r);
+        resets.emplace_back(i, std::move(r));
       }
     if (!resets.empty()) s.journal->write(resets);
   }

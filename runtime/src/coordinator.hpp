@@ -20,7 +20,7 @@ struct Setup {
   std::string dir;
   std::unique_ptr<OutputLock> lock;  // declared before the journal: released after it is closed
   std::unique_ptr<Journal> journal;
-  std::vector<TaskRecord> records;
+  TaskRecords records;
   double first_started_at = 0;
   std::string run_tag;  // names this run's output streams: "<UTC start>-<6 hex>"
   std::vector<std::string> notes;  // printed before the run starts

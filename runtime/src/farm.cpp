@@ -168,9 +168,9 @@ void check_environment() {
 }
 
 void check_task_ranks(const Job& job, int workers) {
-  for (const auto& t : job.tasks)
-    if (t.ranks > workers)
-      throw InputError(job.source, t.line, fmt::format("task \"{}\": ranks", t.id),
+  for (const auto& e : job.entries)
+    if (const TaskSpec& t = e.base; t.ranks > workers)
+      throw InputError(job.source, t.line, fmt::format("{} \"{}\": ranks", e.is_sweep() ? "sweep" : "task", t.id),
                        fmt::format("{} ranks asked for, this run has {} worker rank(s) (rank 0 coordinates: run with "
                                    "at least {} ranks)", t.ranks, workers, t.ranks + 1));
 }
@@ -209,10 +209,10 @@ void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
     task_count = journal->task_count();
   } catch (const JournalDamaged&) {
     if (!opt.salvage) throw;
-    c.salvaged = salvage_journal(c.journal_path, c.job.tasks.size());
+    c.salvaged = salvage_journal(c.journal_path, c.job.size());
     job_hash = c.salvaged->job_hash;
   }
-  if (!c.salvaged && job_hash == c.job.hash && task_count == c.job.tasks.size()) {
+  if (!c.salvaged && job_hash == c.job.hash && task_count == c.job.size()) {
     // The same job (its hash covers every task's id and spec hash): the rows need not be read
     // here, only counted (prepare() reads them once).
     for (const auto& [state, n] : journal->count_states())
@@ -224,14 +224,14 @@ void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
   const std::vector<JournalRow>& rows = c.salvaged ? c.salvaged->rows : loaded;
   // Tasks that never ran have no row (journal format 2): the rows there are must be the job's,
   // and the task count the same.
-  const bool count_differs = !c.salvaged && task_count != c.job.tasks.size();
+  const bool count_differs = !c.salvaged && task_count != c.job.size();
   const bool differs = count_differs || !detail::salvage_matches(c.job, job_hash, rows) || (!c.salvaged && job_hash != c.job.hash);
   if (differs)
     throw InputError(opt.job_path, 0, "--resume",
                      fmt::format("the job differs from the one journalled in {}: {}{}; refusing to resume "
                                  "(run the original job, or choose another --output)",
                                  c.journal_path,
-                                 count_differs ? fmt::format("it has {} tasks, the journalled one {}; ", c.job.tasks.size(), task_count) : "",
+                                 count_differs ? fmt::format("it has {} tasks, the journalled one {}; ", c.job.size(), task_count) : "",
                                  detail::describe_change(c.job, rows, true)));
   c.done = static_cast<std::size_t>(std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.record.state == TaskState::Done; }));
 }

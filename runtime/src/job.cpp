@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <set>
 #include <toml++/toml.h>
@@ -64,7 +65,7 @@ class Loader {
       return a.first->source().begin.line < b.first->source().begin.line;
     });
     for (const auto& [t, is_sweep] : entries) is_sweep ? read_sweep(*t) : read_task(*t);
-    if (job_.tasks.empty()) throw InputError(path_, 0, "", "the job has no [[task]] or [[sweep]] entries");
+    if (job_.entries.empty()) throw InputError(path_, 0, "", "the job has no [[task]] or [[sweep]] entries");
     resolve_dependencies();
     check_acyclic(job_);
     hash_job(job_);
@@ -267,8 +268,8 @@ class Loader {
                   to_value(v, e.what + ": params." + std::string(name.str())), line_of(v), e);
     const toml::table* vt = params_table(t, "vary", e);
     if (vt == nullptr || vt->empty()) throw InputError(path_, e.line, e.what + ": vary", "missing (a sweep varies at least one parameter)");
-    // Axes in the table's (alphabetical) key order; each value checked before expansion.
-    std::vector<std::pair<std::string, std::vector<ParamValue>>> axes;
+    // Axes in the table's (alphabetical) key order; each value checked where it is, kept typed.
+    std::vector<SweepAxis> axes;
     std::size_t points = 1;
     for (const auto& [name, v] : *vt) {
       const std::string pname(name.str());
@@ -276,15 +277,18 @@ class Loader {
       if (base.params.has(pname)) throw InputError(path_, line_of(v), field, "also given in params");
       const toml::array* arr = v.as_array();
       if (arr == nullptr || arr->empty()) throw InputError(path_, line_of(v), field, "expected a non-empty array of values");
-      // Each value checked where it is: the error names the sweep, the axis and the value's
-      // place in the list ("vary.ms[9999]"), so that one bad point of millions is found.
+      // The error names the sweep, the axis and the value's place in the list
+      // ("vary.ms[9999]"), so that one bad point of millions is found.
       const kernels::ParamSpec* ps = k.find_param(pname);
       if (ps == nullptr) {
         kernels::Params scratch;
         put_param(k, scratch, pname, to_value(arr->front(), field), line_of(v), e);  // throws: no such parameter
       }
-      std::vector<ParamValue> values;
-      values.reserve(arr->size());
+      SweepAxis axis;
+      axis.name = pname;
+      axis.type = ps->type;
+      (axis.type == kernels::ParamType::Int ? axis.ints.reserve(arr->size())
+       : axis.type == kernels::ParamType::Double ? axis.reals.reserve(arr->size()) : axis.strings.reserve(arr->size()));
       std::size_t at = 0;
       for (const auto& x : *arr) {
         ParamValue pv;
@@ -293,44 +297,32 @@ class Loader {
         else if (x.is_string()) pv = x.as_string()->get();
         else throw InputError(path_, line_of(x), fmt::format("{}[{}]", field, at), "expected a number or a string");
         if (auto err = kernels::check_param(*ps, pv)) throw InputError(path_, line_of(x), fmt::format("{}[{}]", field, at), *err);
-        values.push_back(std::move(pv));
+        if (auto* i = std::get_if<std::int64_t>(&pv)) axis.ints.push_back(*i);
+        else if (auto* d = std::get_if<double>(&pv)) axis.reals.push_back(*d);
+        else axis.strings.push_back(std::move(std::get<std::string>(pv)));
         ++at;
       }
-      points *= values.size();
+      points *= axis.size();
       if (points > 10'000'000) throw InputError(path_, line_of(v), field, "the sweep expands to more than 10^7 tasks");
-      axes.emplace_back(pname, std::move(values));
+      axes.push_back(std::move(axis));
     }
     kernels::Params probe = base.params;
-    for (const auto& [name, values] : axes) probe.set(name, values.front());
+    for (const auto& a : axes) probe.set(a.name, a.at(0));
     complete_params(k, probe, e);
     // Defaults once, for every point: the points differ only in the axes.
     for (const auto& ps : k.params)
       if (!base.params.has(ps.name) && probe.has(ps.name) &&
-          std::none_of(axes.begin(), axes.end(), [&](const auto& a) { return a.first == ps.name; }))
+          std::none_of(axes.begin(), axes.end(), [&](const SweepAxis& a) { return a.name == ps.name; }))
         base.params.set(ps.name, probe.values().at(ps.name));
     // An id already used that is one of this sweep's point ids ("<id>.<n>").
     for (auto it = names_.lower_bound(base.id + "."); it != names_.end() && it->rfind(base.id + ".", 0) == 0; ++it)
       if (point_of(*it, base.id, points))
         throw InputError(path_, e.line, e.what, fmt::format("task id \"{}\" is already used", *it));
-
-    const auto first = static_cast<std::uint32_t>(job_.tasks.size());
-    const auto entry = static_cast<std::uint32_t>(entries_.size());
-    entries_.push_back(std::move(e));
-    job_.tasks.reserve(job_.tasks.size() + points);
-    task_entry_.reserve(task_entry_.size() + points);
-    const std::string prefix = base.id + ".";
-    for (std::size_t n = 0; n < points; ++n) {
-      TaskSpec s = base;
-      s.id = prefix + std::to_string(n);
-      std::size_t rest = n;
-      for (auto it = axes.rbegin(); it != axes.rend(); ++it) {  // last axis fastest
-        s.params.set(it->first, it->second[rest % it->second.size()]);
-        rest /= it->second.size();
-      }
-      job_.tasks.push_back(std::move(s));
-      task_entry_.push_back(entry);
-    }
-    sweeps_[base.id] = {first, static_cast<std::uint32_t>(points)};
+    JobEntry entry;
+    entry.base = std::move(base);
+    entry.axes = std::move(axes);
+    entry.count = static_cast<std::uint32_t>(points);
+    add(std::move(entry), std::move(e));
   }
 
   // Whether `id` is "<sweep>.<n>" with n (decimal, as point ids are written) below `points`.
@@ -353,37 +345,45 @@ class Loader {
   }
 
   void add(TaskSpec s, Entry e) {
-    task_entry_.push_back(static_cast<std::uint32_t>(entries_.size()));
-    entries_.push_back(std::move(e));
-    job_.tasks.push_back(std::move(s));
+    JobEntry entry;
+    entry.base = std::move(s);
+    add(std::move(entry), std::move(e));
   }
 
-  // Each entry's dependencies once (a sweep's points share them), then given to its tasks.
+  void add(JobEntry entry, Entry e) {
+    entry.first = static_cast<std::uint32_t>(job_.size());
+    if (job_.size() + entry.count > std::numeric_limits<std::uint32_t>::max() - 1u)
+      throw InputError(path_, e.line, e.what, "the job has more than 2^32 - 2 tasks");
+    if (entry.is_sweep()) sweeps_[entry.base.id] = {entry.first, entry.count};
+    else task_index_[entry.base.id] = entry.first;
+    entries_.push_back(std::move(e));
+    job_.entries.push_back(std::move(entry));
+  }
+
+  // Each entry's dependencies as ranges of task indices (a sweep's points share them).
   void resolve_dependencies() {
-    std::map<std::string, std::uint32_t> task_index;  // ids of [[task]] entries
-    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i)
-      if (sweeps_.find(entries_[task_entry_[i]].id) == sweeps_.end()) task_index[job_.tasks[i].id] = i;
-    std::vector<std::vector<std::uint32_t>> entry_deps(entries_.size());
     for (std::size_t k = 0; k < entries_.size(); ++k) {
-      std::set<std::uint32_t> deps;
+      std::vector<std::pair<std::uint32_t, std::uint32_t>> ranges;
       for (const auto& [name, line] : entries_[k].depends_on) {
-        if (auto it = task_index.find(name); it != task_index.end()) {
-          deps.insert(it->second);
+        if (auto it = task_index_.find(name); it != task_index_.end()) {
+          ranges.emplace_back(it->second, it->second + 1);
         } else if (auto sw = sweeps_.find(name); sw != sweeps_.end()) {
-          for (std::uint32_t j = 0; j < sw->second.second; ++j) deps.insert(sw->second.first + j);
+          ranges.emplace_back(sw->second.first, sw->second.first + sw->second.second);
         } else if (auto p = sweep_point(name)) {
-          deps.insert(*p);
+          ranges.emplace_back(*p, *p + 1);
         } else {
           throw InputError(path_, line, entries_[k].what + ": depends_on", fmt::format("no task or sweep \"{}\"", name));
         }
       }
-      entry_deps[k].assign(deps.begin(), deps.end());
-    }
-    for (std::uint32_t i = 0; i < job_.tasks.size(); ++i) {
-      const auto& deps = entry_deps[task_entry_[i]];
-      if (std::binary_search(deps.begin(), deps.end(), i))
-        throw InputError(path_, entries_[task_entry_[i]].line, entries_[task_entry_[i]].what + ": depends_on", "a task cannot depend on itself");
-      job_.tasks[i].deps = deps;
+      std::sort(ranges.begin(), ranges.end());
+      JobEntry& je = job_.entries[k];
+      for (const auto& r : ranges) {
+        if (!je.deps.empty() && r.first <= je.deps.back().second) je.deps.back().second = std::max(je.deps.back().second, r.second);
+        else je.deps.push_back(r);
+      }
+      for (const auto& [b, end] : je.deps)
+        if (b < je.first + je.count && je.first < end)
+          throw InputError(path_, entries_[k].line, entries_[k].what + ": depends_on", "a task cannot depend on itself");
     }
   }
 
@@ -393,8 +393,8 @@ class Loader {
   int default_retries_ = 0;
   double default_timeout_ = 0.0;
   std::set<std::string> names_;            // ids of the entries ([[task]] and [[sweep]])
-  std::vector<Entry> entries_;             // one per entry, in file order
-  std::vector<std::uint32_t> task_entry_;  // per task: its entry
+  std::vector<Entry> entries_;             // one per entry, in file order (parallel to job_.entries)
+  std::map<std::string, std::uint32_t> task_index_;  // [[task]] id -> its task index
   std::map<std::string, std::pair<std::uint32_t, std::uint32_t>> sweeps_;  // sweep id -> first task, points
 };
 
@@ -410,18 +410,188 @@ std::string quoted(const std::string& s) {
   }
 }
 
-std::string value_text(const ParamValue& v) {
-  if (auto* i = std::get_if<std::int64_t>(&v)) return fmt::format("i{}", *i);
-  if (auto* d = std::get_if<double>(&v)) return fmt::format("d{:a}", *d);  // exact bits
-  return "s" + quoted(std::get<std::string>(v));
+void append_value(std::string& out, const ParamValue& v) {
+  if (auto* i = std::get_if<std::int64_t>(&v)) fmt::format_to(std::back_inserter(out), "i{}", *i);
+  else if (auto* d = std::get_if<double>(&v)) fmt::format_to(std::back_inserter(out), "d{:a}", *d);  // exact bits
+  else out += "s" + quoted(std::get<std::string>(v));
+}
+
+void append_axis_value(std::string& out, const SweepAxis& a, std::size_t i) {
+  if (a.type == kernels::ParamType::Int) fmt::format_to(std::back_inserter(out), "i{}", a.ints[i]);
+  else if (a.type == kernels::ParamType::Double) fmt::format_to(std::back_inserter(out), "d{:a}", a.reals[i]);
+  else out += "s" + quoted(a.strings[i]);
+}
+
+// 64-bit FNV-1a, fed piece by piece.
+struct Fnv {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  void add(std::string_view data) {
+    for (unsigned char c : data) h = (h ^ c) * 0x100000001b3ULL;
+  }
+  std::string hex() const { return fmt::format("{:016x}", h); }
+};
+
+// An entry's canonical text, split where a sweep point's id and axis values go: fixed text
+// pieces, each followed by an axis value (axis >= 0), the point id (kId) or nothing (kEnd).
+struct CanonicalForm {
+  static constexpr int kId = -1, kEnd = -2;
+  std::vector<std::pair<std::string, int>> pieces;
+};
+
+std::string deps_text(const Job& job, const JobEntry& e) {
+  std::string out;
+  for (const auto& [b, end] : e.deps)
+    for (std::uint32_t d = b; d < end; ++d) out += job.id(d) + ",";
+  return out;
+}
+
+CanonicalForm canonical_form(const Job& job, const JobEntry& e, const std::string* deps) {
+  CanonicalForm f;
+  const TaskSpec& t = e.base;
+  f.pieces.emplace_back(fmt::format("{}|", static_cast<int>(t.kind)), CanonicalForm::kId);
+  std::string text = "|";
+  if (t.kind == TaskKind::Kernel) {
+    text += t.kernel + "|";
+    const auto& fixed = t.params.values();
+    auto it = fixed.begin();
+    for (std::size_t a = 0; a < e.axes.size(); ++a) {
+      for (; it != fixed.end() && it->first < e.axes[a].name; ++it) {
+        text += it->first + "=";
+        append_value(text, it->second);
+        text += ";";
+      }
+      text += e.axes[a].name + "=";
+      f.pieces.emplace_back(std::move(text), static_cast<int>(a));
+      text = ";";
+    }
+    for (; it != fixed.end(); ++it) {
+      text += it->first + "=";
+      append_value(text, it->second);
+      text += ";";
+    }
+  } else {
+    text += quoted(t.command);
+  }
+  text += "|deps:";
+  text += deps != nullptr ? *deps : deps_text(job, e);
+  f.pieces.emplace_back(std::move(text), CanonicalForm::kEnd);
+  return f;
+}
+
+// The canonical text of point `n` of entry `e` (n = 0 for a task) into `out`.
+void canonical_text(const JobEntry& e, const CanonicalForm& f, std::size_t n, std::string& out) {
+  out.clear();
+  std::size_t coord[16];
+  std::vector<std::size_t> many;
+  std::size_t* c = coord;
+  if (e.axes.size() > 16) {
+    many.resize(e.axes.size());
+    c = many.data();
+  }
+  for (std::size_t a = e.axes.size(), rest = n; a-- > 0;) {
+    c[a] = rest % e.axes[a].size();
+    rest /= e.axes[a].size();
+  }
+  for (const auto& [text, what] : f.pieces) {
+    out += text;
+    if (what == CanonicalForm::kId) {
+      out += e.base.id;
+      if (e.is_sweep()) fmt::format_to(std::back_inserter(out), ".{}", n);
+    } else if (what >= 0) {
+      append_axis_value(out, e.axes[static_cast<std::size_t>(what)], c[what]);
+    }
+  }
 }
 
 }  // namespace
 
+std::size_t SweepAxis::size() const {
+  return type == kernels::ParamType::Int ? ints.size() : type == kernels::ParamType::Double ? reals.size() : strings.size();
+}
+
+kernels::ParamValue SweepAxis::at(std::size_t i) const {
+  if (type == kernels::ParamType::Int) return ints.at(i);
+  if (type == kernels::ParamType::Double) return reals.at(i);
+  return strings.at(i);
+}
+
+const JobEntry& Job::entry_of(std::uint32_t idx) const {
+  if (entries.size() == size()) return entries.at(idx);  // one task per entry (command files)
+  auto it = std::upper_bound(entries.begin(), entries.end(), idx, [](std::uint32_t i, const JobEntry& e) { return i < e.first; });
+  if (it == entries.begin() || idx >= size()) throw std::out_of_range(fmt::format("task index {} of {}", idx, size()));
+  return *std::prev(it);
+}
+
+std::string Job::id(std::uint32_t idx) const {
+  const JobEntry& e = entry_of(idx);
+  return e.is_sweep() ? fmt::format("{}.{}", e.base.id, idx - e.first) : e.base.id;
+}
+
+TaskSpec Job::task(std::uint32_t idx) const {
+  const JobEntry& e = entry_of(idx);
+  TaskSpec t = e.base;
+  if (!e.is_sweep()) return t;
+  t.id = id(idx);
+  std::size_t rest = idx - e.first;
+  for (std::size_t a = e.axes.size(); a-- > 0;) {
+    t.params.set(e.axes[a].name, e.axes[a].at(rest % e.axes[a].size()));
+    rest /= e.axes[a].size();
+  }
+  return t;
+}
+
+kernels::ParamValue Job::param(std::uint32_t idx, const std::string& name) const {
+  const JobEntry& e = entry_of(idx);
+  if (e.base.params.has(name)) return e.base.params.values().at(name);
+  std::size_t rest = idx - e.first;
+  for (std::size_t a = e.axes.size(); a-- > 0;) {
+    if (e.axes[a].name == name) return e.axes[a].at(rest % e.axes[a].size());
+    rest /= e.axes[a].size();
+  }
+  throw std::out_of_range(fmt::format("task {} has no parameter {}", id(idx), name));
+}
+
+std::string canonical_spec(const Job& job, std::uint32_t idx) {
+  const JobEntry& e = job.entry_of(idx);
+  const CanonicalForm f = canonical_form(job, e, e.is_sweep() && !e.deps_text.empty() ? &e.deps_text : nullptr);
+  std::string out;
+  canonical_text(e, f, idx - e.first, out);
+  return out;
+}
+
+std::string Job::spec_hash(std::uint32_t idx) const {
+  const JobEntry& e = entry_of(idx);
+  if (!e.is_sweep() && !e.spec_hash.empty()) return e.spec_hash;
+  return fnv1a_hex(canonical_spec(*this, idx));
+}
+
 std::optional<std::uint32_t> Job::find(const std::string& id) const {
-  for (std::uint32_t i = 0; i < tasks.size(); ++i)
-    if (tasks[i].id == id) return i;
+  if (const auto dot = id.rfind('.'); dot != std::string::npos && dot + 1 < id.size() && dot + 10 >= id.size() &&
+                                      std::all_of(id.begin() + static_cast<std::ptrdiff_t>(dot) + 1, id.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+                                      !(id.size() - dot > 2 && id[dot + 1] == '0')) {
+    const std::uint64_t n = std::stoull(id.substr(dot + 1));
+    for (const auto& e : entries)
+      if (e.is_sweep() && n < e.count && id.compare(0, dot, e.base.id) == 0 && e.base.id.size() == dot)
+        return static_cast<std::uint32_t>(e.first + n);
+  }
+  for (const auto& e : entries)
+    if (!e.is_sweep() && e.base.id == id) return e.first;
   return std::nullopt;
+}
+
+std::uint32_t Job::add_task(TaskSpec task, const std::vector<std::uint32_t>& deps) {
+  JobEntry e;
+  e.base = std::move(task);
+  e.first = static_cast<std::uint32_t>(size());
+  std::vector<std::uint32_t> sorted(deps);
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  for (auto d : sorted) {
+    if (!e.deps.empty() && e.deps.back().second == d) ++e.deps.back().second;
+    else e.deps.emplace_back(d, d + 1);
+  }
+  entries.push_back(std::move(e));
+  return entries.back().first;
 }
 
 Job load_job_file(const std::string& path, const kernels::Registry& registry) {
@@ -453,24 +623,11 @@ Job load_command_file(const std::string& path, const CommandFileOptions& options
     s.retries = options.retries;
     s.timeout_s = options.timeout_s;
     s.line = lineno;
-    job.tasks.push_back(std::move(s));
+    job.add_task(std::move(s));
   }
-  if (job.tasks.empty()) throw InputError(path, 0, "", "no commands (only blank lines and # comments)");
+  if (job.entries.empty()) throw InputError(path, 0, "", "no commands (only blank lines and # comments)");
   hash_job(job);
   return job;
-}
-
-std::string canonical_spec(const TaskSpec& t, const Job& job) {
-  std::string out = fmt::format("{}|{}|", static_cast<int>(t.kind), t.id);
-  if (t.kind == TaskKind::Kernel) {
-    out += t.kernel + "|";
-    for (const auto& [k, v] : t.params.values()) out += k + "=" + value_text(v) + ";";
-  } else {
-    out += quoted(t.command);
-  }
-  out += "|deps:";
-  for (auto d : t.deps) out += job.tasks[d].id + ",";
-  return out;
 }
 
 std::string fnv1a_hex(const std::string& data) {
@@ -480,17 +637,41 @@ std::string fnv1a_hex(const std::string& data) {
 }
 
 void hash_job(Job& job) {
-  std::string all = job.name + "\n";
-  for (auto& t : job.tasks) {
-    t.spec_hash = fnv1a_hex(canonical_spec(t, job));
-    all += t.spec_hash + "\n";
+  Fnv all;
+  all.add(job.name);
+  all.add("\n");
+  std::string text;
+  for (auto& e : job.entries) {
+    e.deps_text.clear();
+    e.spec_hash.clear();
+    const std::string deps = deps_text(job, e);
+    const CanonicalForm f = canonical_form(job, e, &deps);
+    for (std::size_t n = 0; n < e.count; ++n) {
+      canonical_text(e, f, n, text);
+      Fnv h;
+      h.add(text);
+      const std::string hex = h.hex();
+      all.add(hex);
+      all.add("\n");
+      if (!e.is_sweep()) e.spec_hash = hex;
+    }
+    if (e.is_sweep()) e.deps_text = deps;
   }
-  job.hash = fnv1a_hex(all);
+  job.hash = all.hex();
 }
 
 void check_acyclic(const Job& job) {
-  // Iterative DFS with colours; on a back edge, report the cycle along the stack.
-  const std::size_t n = job.tasks.size();
+  // Entries as nodes: entry k waits for every entry its dependency ranges touch. Iterative
+  // DFS with colours; on a back edge, report the cycle along the stack.
+  const std::size_t n = job.entries.size();
+  std::vector<std::vector<std::uint32_t>> edges(n);
+  for (std::size_t k = 0; k < n; ++k)
+    for (const auto& [b, end] : job.entries[k].deps) {
+      auto it = std::upper_bound(job.entries.begin(), job.entries.end(), b,
+                                 [](std::uint32_t i, const JobEntry& e) { return i < e.first; });
+      for (--it; it != job.entries.end() && it->first < end; ++it)
+        edges[k].push_back(static_cast<std::uint32_t>(it - job.entries.begin()));
+    }
   std::vector<std::uint8_t> colour(n, 0);  // 0 new, 1 on stack, 2 done
   for (std::size_t root = 0; root < n; ++root) {
     if (colour[root]) continue;
@@ -498,14 +679,14 @@ void check_acyclic(const Job& job) {
     colour[root] = 1;
     while (!stack.empty()) {
       auto& [v, next] = stack.back();
-      if (next < job.tasks[v].deps.size()) {
-        std::uint32_t w = job.tasks[v].deps[next++];
+      if (next < edges[v].size()) {
+        std::uint32_t w = edges[v][next++];
         if (colour[w] == 1) {
           std::vector<std::string> cycle;
           auto it = std::find_if(stack.begin(), stack.end(), [&](auto& p) { return p.first == w; });
-          for (; it != stack.end(); ++it) cycle.push_back(job.tasks[it->first].id);
-          cycle.push_back(job.tasks[w].id);
-          throw InputError(job.source, job.tasks[w].line, "depends_on",
+          for (; it != stack.end(); ++it) cycle.push_back(job.entries[it->first].base.id);
+          cycle.push_back(job.entries[w].base.id);
+          throw InputError(job.source, job.entries[w].base.line, "depends_on",
                            fmt::format("dependency cycle: {}", fmt::join(cycle, " -> ")));
         }
         if (colour[w] == 0) {

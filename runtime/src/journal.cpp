@@ -188,7 +188,7 @@ std::unique_ptr<Journal> Journal::create(const std::string& path, const Job& job
   j->set_meta("job_source", job.source);
   j->set_meta("created_at", fmt::format("{:.3f}", epoch_seconds()));
   j->set_meta("rankfarm_version", RANKFARM_VERSION);
-  j->set_meta("task_count", std::to_string(job.tasks.size()));
+  j->set_meta("task_count", std::to_string(job.size()));
   j->exec("COMMIT;");
   sqlite3_close(j->db_);
   j->db_ = nullptr;
@@ -483,17 +483,15 @@ void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& upd
         o.reset();
       }
     }
-    // A task's first change inserts its row (format 2), later ones update it.
-    Stmt s(db_,
-           "INSERT INTO tasks(state, rank, attempt, failure_count, started_at, deadline, finished_at, exit_code, error,"
-           " wall_s, result, stdout, idx, task_id, spec_hash) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-           " ON CONFLICT(idx) DO UPDATE SET state=excluded.state, rank=excluded.rank, attempt=excluded.attempt,"
-           " failure_count=excluded.failure_count, started_at=excluded.started_at, deadline=excluded.deadline,"
-           " finished_at=excluded.finished_at, exit_code=excluded.exit_code, error=excluded.error, wall_s=excluded.wall_s,"
-           " result=excluded.result, stdout=excluded.stdout");
-    for (const auto& [idx, t] : updates) {
-      if (job_ == nullptr || idx >= job_->tasks.size())
-        throw std::runtime_error(fmt::format("journal {}: a write of task {} without its job attached", path_, idx));
+    // A task's first change inserts its row (format 2), later ones update it: the id and spec
+    // hash (derived from the job, for sweeps) are computed for the insert only.
+    Stmt up(db_,
+            "UPDATE tasks SET state=?, rank=?, attempt=?, failure_count=?, started_at=?, deadline=?, finished_at=?,"
+            " exit_code=?, error=?, wall_s=?, result=?, stdout=? WHERE idx=?");
+    Stmt ins(db_,
+             "INSERT INTO tasks(state, rank, attempt, failure_count, started_at, deadline, finished_at, exit_code, error,"
+             " wall_s, result, stdout, idx, task_id, spec_hash) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    auto bind_record = [](Stmt& s, std::uint32_t idx, const TaskRecord& t) {
       s.bind(1, std::string(to_string(t.state)));
       s.bind(2, static_cast<std::int64_t>(t.rank));
       s.bind(3, static_cast<std::int64_t>(t.attempt));
@@ -507,10 +505,19 @@ void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& upd
       if (!t.values.empty()) s.bind_blob(11, t.values.data(), t.values.size() * sizeof(double));
       s.bind(12, t.stdout_text);
       s.bind(13, static_cast<std::int64_t>(idx));
-      s.bind(14, job_->tasks[idx].id);
-      s.bind(15, job_->tasks[idx].spec_hash);
-      s.step();
-      s.reset();
+    };
+    for (const auto& [idx, t] : updates) {
+      if (job_ == nullptr || idx >= job_->size())
+        throw std::runtime_error(fmt::format("journal {}: a write of task {} without its job attached", path_, idx));
+      bind_record(up, idx, t);
+      up.step();
+      up.reset();
+      if (sqlite3_changes(db_) > 0) continue;
+      bind_record(ins, idx, t);
+      ins.bind(14, job_->id(idx));
+      ins.bind(15, job_->spec_hash(idx));
+      ins.step();
+      ins.reset();
     }
     exec("COMMIT;");
   } catch (...) {
@@ -677,6 +684,82 @@ void JournalWriter::loop() {
     done_cv_.notify_all();
     if (stopping && queue_.empty() && outputs_.empty()) return;
   }
+}
+
+void TaskRecords::assign(std::size_t n) {
+  hot_.assign(n, Hot{});
+  value_at_.assign(n, 0);
+  arena_.assign(1, 0.0);
+  error_.clear();
+  stdout_.clear();
+}
+
+TaskRecord TaskRecords::get(std::uint32_t i) const {
+  const Hot& h = hot_.at(i);
+  TaskRecord r;
+  r.state = h.state;
+  r.rank = h.rank;
+  r.attempt = h.attempt;
+  r.failure_count = h.failure_count;
+  r.started_at = h.started_at;
+  r.deadline = h.deadline;
+  r.finished_at = h.finished_at;
+  r.exit_code = h.exit_code;
+  r.wall_s = h.wall_s;
+  r.error = error(i);
+  r.values = values(i);
+  r.stdout_text = stdout_text(i);
+  return r;
+}
+
+void TaskRecords::set(std::uint32_t i, const TaskRecord& r) {
+  Hot& h = hot_.at(i);
+  h.state = r.state;
+  h.rank = r.rank;
+  h.attempt = static_cast<std::uint16_t>(std::clamp(r.attempt, 0, 65535));
+  h.failure_count = static_cast<std::uint16_t>(std::clamp(r.failure_count, 0, 65535));
+  h.started_at = r.started_at;
+  h.deadline = r.deadline;
+  h.finished_at = r.finished_at;
+  h.exit_code = r.exit_code;
+  h.wall_s = r.wall_s;
+  auto put_text = [i](std::unordered_map<std::uint32_t, std::string>& m, const std::string& text) {
+    if (text.empty()) m.erase(i);
+    else m[i] = text;
+  };
+  put_text(error_, r.error);
+  put_text(stdout_, r.stdout_text);
+  // Values: appended to the arena unless they are the ones kept already (a record read,
+  // changed elsewhere and set back).
+  if (r.values.empty()) {
+    value_at_[i] = 0;
+  } else if (const std::uint64_t at = value_at_[i];
+             at == 0 || static_cast<std::size_t>(arena_[at]) != r.values.size() ||
+             !std::equal(r.values.begin(), r.values.end(), arena_.begin() + static_cast<std::ptrdiff_t>(at) + 1)) {
+    value_at_[i] = arena_.size();
+    arena_.push_back(static_cast<double>(r.values.size()));
+    arena_.insert(arena_.end(), r.values.begin(), r.values.end());
+  }
+}
+
+std::vector<double> TaskRecords::values(std::uint32_t i) const {
+  const std::uint64_t at = value_at_.at(i);
+  if (at == 0) return {};
+  const auto n = static_cast<std::ptrdiff_t>(arena_[at]);
+  const auto first = arena_.begin() + static_cast<std::ptrdiff_t>(at) + 1;
+  return {first, first + n};
+}
+
+const std::string& TaskRecords::error(std::uint32_t i) const {
+  static const std::string none;
+  auto it = error_.find(i);
+  return it == error_.end() ? none : it->second;
+}
+
+const std::string& TaskRecords::stdout_text(std::uint32_t i) const {
+  static const std::string none;
+  auto it = stdout_.find(i);
+  return it == stdout_.end() ? none : it->second;
 }
 
 }  // namespace rankfarm::runtime

@@ -22,13 +22,13 @@ void begin_assign(WireWriter& w) {
 }
 
 void add_assignment(WireWriter& w, std::uint32_t idx, std::uint32_t attempt, std::uint8_t flags, const std::vector<int>& members,
-                    const TaskSpec& task) {
+                    const Job& job, std::uint32_t task) {
   w.put<std::uint32_t>(idx);
   w.put<std::uint32_t>(attempt);
   w.put<std::uint8_t>(flags);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(members.size()));
   for (int m : members) w.put<std::uint32_t>(static_cast<std::uint32_t>(m));
-  encode_task(task, w);
+  encode_task(job, task, w);
 }
 
 void finish_assign(WireWriter& w, std::uint32_t count) { std::memcpy(w.bytes().data(), &count, sizeof count); }
@@ -73,8 +73,11 @@ std::pair<std::uint32_t, std::uint32_t> decode_started(WireReader& r) {
 
 // ---- the job as broadcast to workers ---------------------------------------------------
 
-void encode_task(const TaskSpec& t, WireWriter& w) {
-  w.put_str(t.id);
+void encode_task(const Job& job, std::uint32_t idx, WireWriter& w) {
+  const JobEntry& e = job.entry_of(idx);
+  const TaskSpec& t = e.base;
+  if (e.is_sweep()) w.put_str(job.id(idx));
+  else w.put_str(t.id);
   w.put<std::uint8_t>(static_cast<std::uint8_t>(t.kind));
   w.put<double>(t.timeout_s);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(t.ranks));
@@ -83,14 +86,14 @@ void encode_task(const TaskSpec& t, WireWriter& w) {
     return;
   }
   w.put_str(t.kernel);
-  w.put<std::uint32_t>(static_cast<std::uint32_t>(t.params.values().size()));
-  for (const auto& [name, v] : t.params.values()) {
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(t.params.values().size() + e.axes.size()));
+  job.for_each_param(idx, [&](const std::string& name, const kernels::ParamValue& v) {
     w.put_str(name);
     w.put<std::uint8_t>(static_cast<std::uint8_t>(v.index()));
     if (v.index() == 0) w.put<std::int64_t>(std::get<0>(v));
     else if (v.index() == 1) w.put<double>(std::get<1>(v));
     else w.put_str(std::get<2>(v));
-  }
+  });
 }
 
 TaskSpec decode_task(WireReader& r) {

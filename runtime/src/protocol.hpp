@@ -104,14 +104,14 @@ struct Assignment {
 /// kTagAssign: begin, add each assignment, then finish (which writes the count).
 void begin_assign(WireWriter& w);
 void add_assignment(WireWriter& w, std::uint32_t idx, std::uint32_t attempt, std::uint8_t flags, const std::vector<int>& members,
-                    const TaskSpec& task);
+                    const Job& job, std::uint32_t task);
 void finish_assign(WireWriter& w, std::uint32_t count);
 /// Decodes kTagAssign: throws WireError for a malformed task or a member list that does not
 /// fit the task's `ranks`.
 std::vector<Assignment> decode_assign(WireReader& r);
 /// What a worker needs of one task: id, kind, timeout, ranks, then the command, or the kernel
 /// and its parameters (name, type 0 int / 1 double / 2 string, value).
-void encode_task(const TaskSpec& t, WireWriter& w);
+void encode_task(const Job& job, std::uint32_t idx, WireWriter& w);
 TaskSpec decode_task(WireReader& r);
 /// kTagStop.
 void encode_stop(WireWriter& w, std::int32_t code, bool kill);

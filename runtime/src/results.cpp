@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <ctime>
 #include <filesystem>
 #include <fmt/format.h>
@@ -47,7 +49,9 @@ hid_t vlen_string_type() {
   return t;
 }
 
-// A table being assembled row by row into a packed compound buffer.
+// A table written in blocks of rows: `fill(r)` puts row r's values (put_*) in column order.
+// Rows are produced twice: once to size the string columns, then block by block into the
+// dataset, so a table of 10 million rows never sits in memory whole.
 class Table {
  public:
   enum Kind { I64, I32, U8, F64, STR };
@@ -59,78 +63,98 @@ class Table {
     cols_.push_back({std::move(name), k, row_size_});
     row_size_ += size_of(k);
   }
-  void new_row() { buf_.resize(buf_.size() + row_size_); col_ = 0; }
   void put_i64(std::int64_t v) { put(&v, sizeof v); }
   void put_i32(std::int32_t v) { put(&v, sizeof v); }
   void put_u8(std::uint8_t v) { put(&v, sizeof v); }
   void put_f64(double v) { put(&v, sizeof v); }
-  void put_str(const std::string& s) {
-    strings_.push_back(s);  // laid out in write(), once every row is in
+  void put_str(std::string s) {
+    strings_.push_back(std::move(s));  // laid out in write_block()
     ++col_;
   }
+  /// True while rows are produced only to size the string columns: other values are not
+  /// needed (a fill may skip what is costly to compute).
+  bool sizing() const { return sizing_; }
 
   // A string column is stored as fixed-size strings (NUL-terminated, as long as its longest
   // value + 1) when its longest value has at most kFixedStringMax bytes, else as variable-length
   // strings: fixed ones cost no global-heap object per value (a million task ids: ~10x less
   // time and space), variable ones keep a long stdout from widening every row.
   static constexpr std::size_t kFixedStringMax = 255;
+  static constexpr std::size_t kBlockRows = 1 << 16;
 
-  void write(hid_t file, const std::string& name, const std::map<std::string, std::string>& attrs) {
-    const std::size_t rows = row_size_ ? buf_.size() / row_size_ : 0;
-    // The strings, in row-major order of insertion; each column's longest.
+  void write(hid_t file, const std::string& name, std::size_t rows, const std::function<void(std::size_t)>& fill,
+             const std::map<std::string, std::string>& attrs) {
+    // Pass 1: each string column's longest value.
     std::vector<std::size_t> longest(cols_.size(), 0);
-    {
-      std::size_t s = 0;
-      for (std::size_t r = 0; r < rows; ++r)
-        for (std::size_t c = 0; c < cols_.size(); ++c)
-          if (cols_[c].kind == STR) longest[c] = std::max(longest[c], strings_[s++].size());
+    sizing_ = true;
+    for (std::size_t r = 0; r < rows; ++r) {
+      begin_row();
+      fill(r);
+      std::size_t k = 0;
+      for (std::size_t c = 0; c < cols_.size(); ++c)
+        if (cols_[c].kind == STR) longest[c] = std::max(longest[c], strings_[k++].size());
     }
+    sizing_ = false;
     // The file's layout: fixed strings change the row size.
-    std::vector<std::size_t> width(cols_.size()), offset(cols_.size());
-    std::size_t out_row = 0;
+    width_.assign(cols_.size(), 0);
+    offset_.assign(cols_.size(), 0);
+    fixed_.assign(cols_.size(), false);
+    out_row_ = 0;
     for (std::size_t c = 0; c < cols_.size(); ++c) {
-      const bool fixed = cols_[c].kind == STR && longest[c] <= kFixedStringMax;
-      width[c] = fixed ? longest[c] + 1 : size_of(cols_[c].kind);
-      offset[c] = out_row;
-      out_row += width[c];
+      fixed_[c] = cols_[c].kind == STR && longest[c] <= kFixedStringMax;
+      width_[c] = fixed_[c] ? longest[c] + 1 : size_of(cols_[c].kind);
+      offset_[c] = out_row_;
+      out_row_ += width_[c];
     }
-    std::vector<char> out(rows * out_row, '\0');
-    std::size_t s = 0;
-    for (std::size_t r = 0; r < rows; ++r)
-      for (std::size_t c = 0; c < cols_.size(); ++c) {
-        char* dst = out.data() + r * out_row + offset[c];
-        if (cols_[c].kind != STR) {
-          std::memcpy(dst, buf_.data() + r * row_size_ + cols_[c].offset, width[c]);
-          continue;
-        }
-        const std::string& str = strings_[s++];
-        if (longest[c] <= kFixedStringMax) {
-          std::copy(str.begin(), str.end(), dst);  // the rest of the slot is zero: NUL-terminated
-        } else {
-          const char* p = str.c_str();
-          std::memcpy(dst, &p, sizeof p);
-        }
-      }
     H5Id vstr(vlen_string_type(), H5Tclose, "H5Tcopy");
-    H5Id type(H5Tcreate(H5T_COMPOUND, std::max<std::size_t>(out_row, 1)), H5Tclose, "H5Tcreate");
+    H5Id type(H5Tcreate(H5T_COMPOUND, std::max<std::size_t>(out_row_, 1)), H5Tclose, "H5Tcreate");
     std::vector<std::unique_ptr<H5Id>> fixed_types;
     for (std::size_t c = 0; c < cols_.size(); ++c) {
       const Kind k = cols_[c].kind;
       hid_t t = k == I64 ? H5T_NATIVE_INT64 : k == I32 ? H5T_NATIVE_INT32 : k == U8 ? H5T_NATIVE_UINT8 : k == F64 ? H5T_NATIVE_DOUBLE : hid_t(vstr);
-      if (k == STR && longest[c] <= kFixedStringMax) {
+      if (fixed_[c]) {
         fixed_types.push_back(std::make_unique<H5Id>(H5Tcopy(H5T_C_S1), H5Tclose, "H5Tcopy"));
         t = *fixed_types.back();
-        check(H5Tset_size(t, width[c]), "H5Tset_size");
+        check(H5Tset_size(t, width_[c]), "H5Tset_size");
         check(H5Tset_strpad(t, H5T_STR_NULLTERM), "H5Tset_strpad");
         check(H5Tset_cset(t, H5T_CSET_UTF8), "H5Tset_cset");
       }
-      check(H5Tinsert(type, cols_[c].name.c_str(), offset[c], t), "H5Tinsert");
+      check(H5Tinsert(type, cols_[c].name.c_str(), offset_[c], t), "H5Tinsert");
     }
     hsize_t dims[1] = {rows};
     H5Id space(H5Screate_simple(1, dims, nullptr), H5Sclose, "H5Screate_simple");
     H5Id dset(H5Dcreate2(file, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose,
               "H5Dcreate2");
-    if (rows) check(H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), "H5Dwrite");
+    // Pass 2: block by block.
+    std::vector<char> out;
+    std::vector<char> row;  // one row's values as put
+    for (std::size_t first = 0; first < rows; first += kBlockRows) {
+      const std::size_t n = std::min(kBlockRows, rows - first);
+      out.assign(n * out_row_, '\0');
+      block_strings_.clear();
+      for (std::size_t r = 0; r < n; ++r) {
+        begin_row();
+        fill(first + r);
+        std::size_t k = 0;
+        for (std::size_t c = 0; c < cols_.size(); ++c) {
+          char* dst = out.data() + r * out_row_ + offset_[c];
+          if (cols_[c].kind != STR) {
+            std::memcpy(dst, row_.data() + cols_[c].offset, width_[c]);
+          } else if (fixed_[c]) {
+            const std::string& str = strings_[k++];
+            std::copy(str.begin(), str.end(), dst);  // the rest of the slot is zero: NUL-terminated
+          } else {
+            block_strings_.push_back(std::move(strings_[k++]));
+            const char* p = block_strings_.back().c_str();
+            std::memcpy(dst, &p, sizeof p);
+          }
+        }
+      }
+      hsize_t start[1] = {first}, count[1] = {n};
+      H5Id mem(H5Screate_simple(1, count, nullptr), H5Sclose, "H5Screate_simple");
+      check(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr), "H5Sselect_hyperslab");
+      check(H5Dwrite(dset, type, mem, space, H5P_DEFAULT, out.data()), "H5Dwrite");
+    }
     for (const auto& [k, v] : attrs) write_attr(dset, k, v);
   }
 
@@ -150,13 +174,20 @@ class Table {
     Kind kind;
     std::size_t offset;
   };
-  void put(const void* p, std::size_t n) {
-    std::memcpy(buf_.data() + buf_.size() - row_size_ + cols_[col_++].offset, p, n);
+  void begin_row() {
+    row_.assign(row_size_, '\0');
+    strings_.clear();
+    col_ = 0;
   }
+  void put(const void* p, std::size_t n) { std::memcpy(row_.data() + cols_[col_++].offset, p, n); }
   std::vector<Col> cols_;
-  std::size_t row_size_ = 0, col_ = 0;
-  std::vector<char> buf_;
-  std::vector<std::string> strings_;
+  std::size_t row_size_ = 0, col_ = 0, out_row_ = 0;
+  bool sizing_ = false;
+  std::vector<char> row_;
+  std::vector<std::string> strings_;        // the row's strings
+  std::deque<std::string> block_strings_;   // variable-length strings of the block being written (stable addresses)
+  std::vector<std::size_t> width_, offset_;
+  std::vector<bool> fixed_;
 };
 
 void fsync_path(const std::string& path, int flags) {
@@ -178,7 +209,7 @@ std::string iso8601(double epoch_s) {
   return buf;
 }
 
-void write_results(const std::string& path, const Job& job, const std::vector<TaskRecord>& records,
+void write_results(const std::string& path, const Job& job, const TaskRecords& records,
                    const Provenance& prov, const kernels::Registry& registry) {
   const std::string tmp = path + ".tmp";
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
@@ -189,10 +220,19 @@ void write_results(const std::string& path, const Job& job, const std::vector<Ta
     std::vector<const kernels::KernelSpec*> used;
     std::set<std::string> seen;
     bool any_shell = false;
-    for (const auto& t : job.tasks) {
-      if (t.kind == TaskKind::Shell) any_shell = true;
-      else if (seen.insert(t.kernel).second) used.push_back(registry.find(t.kernel));
+    for (const auto& e : job.entries) {
+      if (e.base.kind == TaskKind::Shell) any_shell = true;
+      else if (seen.insert(e.base.kernel).second) used.push_back(registry.find(e.base.kernel));
     }
+    // The done tasks of the entries with this kernel (or shell tasks: kernel "").
+    auto done_tasks = [&](TaskKind kind, const std::string& kernel) {
+      std::vector<std::uint32_t> rows;
+      for (const auto& e : job.entries)
+        if (e.base.kind == kind && (kind == TaskKind::Shell || e.base.kernel == kernel))
+          for (std::uint32_t i = e.first; i < e.first + e.count; ++i)
+            if (records.state(i) == TaskState::Done) rows.push_back(i);
+      return rows;
+    };
     for (const kernels::KernelSpec* k : used) {
       Table tab;
       tab.column("task_id", Table::STR);
@@ -204,32 +244,33 @@ void write_results(const std::string& path, const Job& job, const std::vector<Ta
       tab.column("wall_s", Table::F64);
       tab.column("rank", Table::I32);
       tab.column("attempt", Table::I32);
-      for (std::size_t i = 0; i < job.tasks.size(); ++i) {
-        const TaskSpec& t = job.tasks[i];
-        const TaskRecord& r = records[i];
-        if (t.kind != TaskKind::Kernel || t.kernel != k->name || r.state != TaskState::Done) continue;
-        if (r.values.size() != k->outputs.size())
-          throw std::runtime_error(fmt::format("task {}: {} result values, kernel {} declares {}", t.id,
-                                               r.values.size(), k->name, k->outputs.size()));
-        tab.new_row();
-        tab.put_str(t.id);
+      const std::vector<std::uint32_t> rows = done_tasks(TaskKind::Kernel, k->name);
+      std::string run_columns;
+      for (const auto& o : k->outputs)
+        if (o.timing) run_columns += o.name + ",";
+      tab.write(file, k->name, rows.size(), [&](std::size_t row) {
+        const std::uint32_t i = rows[row];
+        const std::vector<double> values = records.values(i);
+        if (values.size() != k->outputs.size())
+          throw std::runtime_error(fmt::format("task {}: {} result values, kernel {} declares {}", job.id(i),
+                                               values.size(), k->name, k->outputs.size()));
+        tab.put_str(job.id(i));
         for (const auto& p : k->params) {
-          const auto& v = t.params.values().at(p.name);
+          if (tab.sizing() && p.type != kernels::ParamType::String) {
+            tab.put_i64(0);
+            continue;
+          }
+          const kernels::ParamValue v = job.param(i, p.name);
           if (p.type == kernels::ParamType::Int) tab.put_i64(std::get<std::int64_t>(v));
           else if (p.type == kernels::ParamType::Double) tab.put_f64(std::get<double>(v));
           else tab.put_str(std::get<std::string>(v));
         }
-        for (double v : r.values) tab.put_f64(v);
-        if (k->check) tab.put_u8(k->check(t.params, r.values) ? 1 : 0);
-        tab.put_f64(r.wall_s);
-        tab.put_i32(r.rank);
-        tab.put_i32(r.attempt);
-      }
-      std::string run_columns;
-      for (const auto& o : k->outputs)
-        if (o.timing) run_columns += o.name + ",";
-      tab.write(file, k->name,
-                {{"summary", k->summary}, {"check", k->check_description}, {"run_columns", run_columns + "wall_s,rank,attempt"}});
+        for (double v : values) tab.put_f64(v);
+        if (k->check) tab.put_u8(!tab.sizing() && k->check(job.task(i).params, values) ? 1 : 0);
+        tab.put_f64(records.wall_s(i));
+        tab.put_i32(records.rank(i));
+        tab.put_i32(records.attempt(i));
+      }, {{"summary", k->summary}, {"check", k->check_description}, {"run_columns", run_columns + "wall_s,rank,attempt"}});
     }
     if (any_shell) {
       Table tab;
@@ -237,35 +278,32 @@ void write_results(const std::string& path, const Job& job, const std::vector<Ta
                              {"stdout", Table::STR}, {"wall_s", Table::F64}, {"rank", Table::I32},
                              {"attempt", Table::I32}})
         tab.column(n, kind);
-      for (std::size_t i = 0; i < job.tasks.size(); ++i) {
-        const TaskSpec& t = job.tasks[i];
-        const TaskRecord& r = records[i];
-        if (t.kind != TaskKind::Shell || r.state != TaskState::Done) continue;
-        tab.new_row();
-        tab.put_str(t.id);
-        tab.put_str(t.command);
-        tab.put_i32(r.exit_code);
-        tab.put_str(r.stdout_text);
-        tab.put_f64(r.wall_s);
-        tab.put_i32(r.rank);
-        tab.put_i32(r.attempt);
-      }
-      tab.write(file, "commands", {{"summary", "shell tasks run with /bin/sh -c"}, {"run_columns", "wall_s,rank,attempt"}});
+      const std::vector<std::uint32_t> rows = done_tasks(TaskKind::Shell, "");
+      tab.write(file, "commands", rows.size(), [&](std::size_t row) {
+        const std::uint32_t i = rows[row];
+        const JobEntry& e = job.entry_of(i);
+        tab.put_str(job.id(i));
+        tab.put_str(e.base.command);
+        tab.put_i32(records.exit_code(i));
+        tab.put_str(records.stdout_text(i));
+        tab.put_f64(records.wall_s(i));
+        tab.put_i32(records.rank(i));
+        tab.put_i32(records.attempt(i));
+      }, {{"summary", "shell tasks run with /bin/sh -c"}, {"run_columns", "wall_s,rank,attempt"}});
     }
     {
       Table tab;
       for (auto [n, kind] : {std::pair{"task_id", Table::STR}, {"state", Table::STR}, {"attempts", Table::I32},
                              {"failure_count", Table::I32}, {"error", Table::STR}})
         tab.column(n, kind);
-      for (std::size_t i = 0; i < job.tasks.size(); ++i) {
-        tab.new_row();
-        tab.put_str(job.tasks[i].id);
-        tab.put_str(to_string(records[i].state));
-        tab.put_i32(records[i].attempt);
-        tab.put_i32(records[i].failure_count);
-        tab.put_str(records[i].error);
-      }
-      tab.write(file, "tasks", {{"summary", "every task of the job and its final state"}, {"run_columns", ""}});
+      tab.write(file, "tasks", job.size(), [&](std::size_t row) {
+        const auto i = static_cast<std::uint32_t>(row);
+        tab.put_str(job.id(i));
+        tab.put_str(to_string(records.state(i)));
+        tab.put_i32(records.attempt(i));
+        tab.put_i32(records.failure_count(i));
+        tab.put_str(records.error(i));
+      }, {{"summary", "every task of the job and its final state"}, {"run_columns", ""}});
     }
     const std::map<std::string, std::string> attrs = {
         {"rankfarm_version", RANKFARM_VERSION}, {"git_revision", RANKFARM_GIT_REVISION},

@@ -8,27 +8,35 @@ namespace rankfarm::runtime::detail {
 
 TaskTable TaskTable::from_job(const Job& job) {
   TaskTable t;
-  const std::size_t n = job.tasks.size();
+  const std::size_t n = job.size();
   t.priority.resize(n);
   t.ranks.resize(n);
   t.retries.resize(n);
   t.timeout_s.resize(n);
   t.ndeps.resize(n);
   t.first_dependent.assign(n + 1, 0);
-  for (std::size_t i = 0; i < n; ++i) {
-    const TaskSpec& s = job.tasks[i];
-    t.priority[i] = s.priority;
-    t.ranks[i] = static_cast<std::uint16_t>(std::clamp(s.ranks, 1, 65535));
-    t.retries[i] = s.retries;
-    t.timeout_s[i] = static_cast<float>(s.timeout_s);
-    t.ndeps[i] = static_cast<std::uint32_t>(s.deps.size());
-    for (auto d : s.deps) ++t.first_dependent[d + 1];
+  for (const JobEntry& e : job.entries) {
+    const TaskSpec& s = e.base;
+    std::uint32_t ndeps = 0;
+    for (const auto& [b, end] : e.deps) {
+      ndeps += end - b;
+      for (std::uint32_t d = b; d < end; ++d) t.first_dependent[d + 1] += e.count;
+    }
+    for (std::uint32_t i = e.first; i < e.first + e.count; ++i) {
+      t.priority[i] = s.priority;
+      t.ranks[i] = static_cast<std::uint16_t>(std::clamp(s.ranks, 1, 65535));
+      t.retries[i] = s.retries;
+      t.timeout_s[i] = static_cast<float>(s.timeout_s);
+      t.ndeps[i] = ndeps;
+    }
   }
   for (std::size_t i = 0; i < n; ++i) t.first_dependent[i + 1] += t.first_dependent[i];
   t.dependents.resize(t.first_dependent[n]);
   std::vector<std::uint32_t> fill(t.first_dependent.begin(), t.first_dependent.end() - 1);
-  for (std::uint32_t i = 0; i < n; ++i)
-    for (auto d : job.tasks[i].deps) t.dependents[fill[d]++] = i;
+  for (const JobEntry& e : job.entries)
+    for (const auto& [b, end] : e.deps)
+      for (std::uint32_t d = b; d < end; ++d)
+        for (std::uint32_t i = e.first; i < e.first + e.count; ++i) t.dependents[fill[d]++] = i;
   return t;
 }
 

@@ -12,8 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string& path = rankfarm::fuzz::write_input(data, size, ".cmds");
   try {
     rankfarm::runtime::Job job = rankfarm::runtime::load_command_file(path, {});
-    for (const auto& t : job.tasks)
-      if (t.command.empty() || t.command.find('\0') != std::string::npos) std::abort();
+    for (const auto& e : job.entries)
+      if (const auto& t = e.base; t.command.empty() || t.command.find('\0') != std::string::npos) std::abort();
   } catch (const rankfarm::runtime::InputError&) {
   }
   return 0;

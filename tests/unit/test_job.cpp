@@ -23,6 +23,12 @@ class JobFile : public ::testing::Test {
   rankfarm::testing::TempDir dir_{"job"};
 };
 
+std::vector<std::uint32_t> deps(const rt::Job& j, std::uint32_t i) {
+  std::vector<std::uint32_t> out;
+  j.for_each_dep(i, [&](std::uint32_t d) { out.push_back(d); });
+  return out;
+}
+
 const char* kOption = R"(spot = 100.0, strike = 100.0, rate = 0.05, volatility = 0.2, maturity = 1.0, paths = 1000)";
 
 TEST_F(JobFile, TaskWithDefaultsAndCommand) {
@@ -41,9 +47,9 @@ command = "echo hi"
 depends_on = ["a"]
 retries = 0
 )");
-  ASSERT_EQ(j.tasks.size(), 2u);
+  ASSERT_EQ(j.size(), 2u);
   EXPECT_EQ(j.name, "j");
-  const auto& a = j.tasks[0];
+  const auto a = j.task(0);
   EXPECT_EQ(a.kind, rt::TaskKind::Kernel);
   EXPECT_EQ(a.priority, 4);
   EXPECT_EQ(a.retries, 3);
@@ -51,11 +57,11 @@ retries = 0
   EXPECT_EQ(a.params.get_int("seed"), 1);            // default filled in
   EXPECT_EQ(a.params.get_string("type"), "call");    // default filled in
   EXPECT_DOUBLE_EQ(a.params.get_double("spot"), 100.0);
-  const auto& b = j.tasks[1];
+  const auto b = j.task(1);
   EXPECT_EQ(b.kind, rt::TaskKind::Shell);
   EXPECT_EQ(b.command, "echo hi");
   EXPECT_EQ(b.retries, 0);
-  EXPECT_EQ(b.deps, std::vector<std::uint32_t>{0});
+  EXPECT_EQ(deps(j, 1), std::vector<std::uint32_t>{0});
   EXPECT_EQ(b.line, 10);
   EXPECT_EQ(j.hash.size(), 16u);
 }
@@ -68,7 +74,7 @@ id = "a"
 kernel = "spin_ms"
 params = { ms = 3 }
 )");
-  EXPECT_DOUBLE_EQ(j.tasks[0].params.get_double("ms"), 3.0);
+  EXPECT_DOUBLE_EQ(j.task(0).params.get_double("ms"), 3.0);
 }
 
 TEST_F(JobFile, SweepExpandsCartesianProductLastAxisFastest) {
@@ -84,17 +90,65 @@ id = "after"
 command = "true"
 depends_on = ["bs"]
 )");
-  ASSERT_EQ(j.tasks.size(), 7u);
+  ASSERT_EQ(j.size(), 7u);
   // Axes in alphabetical order (strike, volatility), the last fastest.
   const double strikes[] = {90, 90, 100, 100, 110, 110};
   const double vols[] = {0.1, 0.2, 0.1, 0.2, 0.1, 0.2};
   for (int n = 0; n < 6; ++n) {
-    EXPECT_EQ(j.tasks[n].id, "bs." + std::to_string(n));
-    EXPECT_DOUBLE_EQ(j.tasks[n].params.get_double("strike"), strikes[n]);
-    EXPECT_DOUBLE_EQ(j.tasks[n].params.get_double("volatility"), vols[n]);
+    const auto u = static_cast<std::uint32_t>(n);
+    EXPECT_EQ(j.id(u), "bs." + std::to_string(n));
+    EXPECT_EQ(j.task(u).id, "bs." + std::to_string(n));
+    EXPECT_DOUBLE_EQ(j.task(u).params.get_double("strike"), strikes[n]);
+    EXPECT_DOUBLE_EQ(std::get<double>(j.param(u, "volatility")), vols[n]);
+    EXPECT_EQ(j.find("bs." + std::to_string(n)), u);
   }
+  EXPECT_EQ(j.find("bs.6"), std::nullopt);
+  EXPECT_EQ(j.find("bs.01"), std::nullopt);
+  EXPECT_EQ(j.find("after"), 6u);
+  // Kept as its product: one entry, two axes of typed values.
+  ASSERT_EQ(j.entries.size(), 2u);
+  EXPECT_EQ(j.entries[0].count, 6u);
+  EXPECT_EQ(j.entries[0].axes.size(), 2u);
   // A sweep id in depends_on stands for all of its tasks.
-  EXPECT_EQ(j.tasks[6].deps, (std::vector<std::uint32_t>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(deps(j, 6), (std::vector<std::uint32_t>{0, 1, 2, 3, 4, 5}));
+}
+
+// The job hash and every task's spec hash are those the previous release (which expanded
+// sweeps into tasks) computed for the same file, so its journals still resume.
+TEST_F(JobFile, HashesAreThoseOfTheReleaseThatExpandedSweeps) {
+  rt::Job j = load(R"([job]
+name = "hj"
+[[task]]
+id = "first"
+command = "echo 'a b'"
+[[sweep]]
+id = "bs"
+kernel = "black_scholes_mc"
+params = { spot = 100.0, rate = 0.01, maturity = 1.0, paths = 100 }
+vary = { strike = [90, 100, 110], volatility = [0.1, 0.2] }
+depends_on = ["first"]
+[[task]]
+id = "after"
+kernel = "sleep_ms"
+params = { ms = 1 }
+depends_on = ["bs", "first"]
+[[sweep]]
+id = "s2"
+kernel = "sleep_ms"
+vary = { ms = [0, 1, 2] }
+depends_on = ["bs.3", "after"]
+)");
+  EXPECT_EQ(j.hash, "dd8efddab8a86e29");
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"first", "0d8496dd5b728b80"}, {"bs.0", "775bcde6db3ac0ae"}, {"bs.1", "bb10a9a47cfd64b2"}, {"bs.2", "a5989d19c70843f7"},
+      {"bs.3", "97a86da29fd3b7ed"},  {"bs.4", "0f4ed8503dab644e"}, {"bs.5", "1959dd557cee9262"}, {"after", "2b49996e8ed2a3f2"},
+      {"s2.0", "14a6238bbe9515a1"},  {"s2.1", "5671925da97bd853"}, {"s2.2", "6932ba5c0f14514d"}};
+  ASSERT_EQ(j.size(), expected.size());
+  for (std::uint32_t i = 0; i < j.size(); ++i) {
+    EXPECT_EQ(j.id(i), expected[i].first);
+    EXPECT_EQ(j.spec_hash(i), expected[i].second) << j.id(i);
+  }
+  EXPECT_EQ(deps(j, 8), (std::vector<std::uint32_t>{4, 7}));
 }
 
 TEST_F(JobFile, HashChangesWithWhatATaskComputesNotWithPolicy) {
@@ -115,14 +169,14 @@ priority = )" + prio + "\n";
 TEST_F(JobFile, CommandFileSkipsCommentsAndBlanks) {
   std::string p = write("cmds.txt", "# header\n\necho one\n   # indented comment\necho 'two words'\r\n");
   rt::Job j = rt::load_command_file(p, {2, 5.0});
-  ASSERT_EQ(j.tasks.size(), 2u);
+  ASSERT_EQ(j.size(), 2u);
   EXPECT_EQ(j.name, "cmds");
-  EXPECT_EQ(j.tasks[0].id, "cmd3");
-  EXPECT_EQ(j.tasks[0].command, "echo one");
-  EXPECT_EQ(j.tasks[1].id, "cmd5");
-  EXPECT_EQ(j.tasks[1].command, "echo 'two words'");
-  EXPECT_EQ(j.tasks[1].retries, 2);
-  EXPECT_DOUBLE_EQ(j.tasks[1].timeout_s, 5.0);
+  EXPECT_EQ(j.id(0), "cmd3");
+  EXPECT_EQ(j.task(0).command, "echo one");
+  EXPECT_EQ(j.id(1), "cmd5");
+  EXPECT_EQ(j.task(1).command, "echo 'two words'");
+  EXPECT_EQ(j.task(1).retries, 2);
+  EXPECT_DOUBLE_EQ(j.task(1).timeout_s, 5.0);
 }
 
 // Found by fuzzing: a command that is not valid UTF-8 (a Latin-1 file name) made the job hash
@@ -130,10 +184,10 @@ TEST_F(JobFile, CommandFileSkipsCommentsAndBlanks) {
 TEST_F(JobFile, CommandFileWithNonUtf8BytesLoadsAndHashesDistinctly) {
   rt::Job a = rt::load_command_file(write("latin1.txt", "cat caf\xe9.txt\n"));
   rt::Job b = rt::load_command_file(write("latin1.txt", "cat caf\xe8.txt\n"));
-  ASSERT_EQ(a.tasks.size(), 1u);
-  EXPECT_EQ(a.tasks[0].command, "cat caf\xe9.txt");
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a.task(0).command, "cat caf\xe9.txt");
   EXPECT_NE(a.hash, b.hash);
-  EXPECT_NE(a.tasks[0].spec_hash, rt::load_command_file(write("utf8.txt", "cat caf\xc3\xa9.txt\n")).tasks[0].spec_hash);
+  EXPECT_NE(a.spec_hash(0), rt::load_command_file(write("utf8.txt", "cat caf\xc3\xa9.txt\n")).spec_hash(0));
 }
 
 TEST_F(JobFile, CommandFileErrors) {

@@ -23,7 +23,7 @@ rt::Job three_tasks() {
     t.id = id;
     t.kind = rt::TaskKind::Shell;
     t.command = std::string("echo ") + id;
-    job.tasks.push_back(t);
+    job.add_task(t);
   }
   rt::hash_job(job);
   return job;
@@ -61,14 +61,14 @@ TEST_F(JournalTest, CreateWriteReload) {
   EXPECT_EQ(rows[0].idx, 0u);
   EXPECT_EQ(rows[1].idx, 2u);
   EXPECT_EQ(rows[0].task_id, "a");
-  EXPECT_EQ(rows[0].spec_hash, job.tasks[0].spec_hash);
+  EXPECT_EQ(rows[0].spec_hash, job.spec_hash(0));
   EXPECT_EQ(rows[0].record.state, rt::TaskState::Done);
   EXPECT_EQ(rows[0].record.rank, 2);
   EXPECT_EQ(rows[0].record.attempt, 3);
   EXPECT_EQ(rows[0].record.failure_count, 2);
   EXPECT_EQ(rows[0].record.values, (std::vector<double>{1.5, -0.25, 1e300}));
   EXPECT_EQ(rows[0].record.stdout_text, "out\n");
-  EXPECT_EQ(rows[1].task_id, job.tasks[2].id);
+  EXPECT_EQ(rows[1].task_id, job.id(2));
   EXPECT_EQ(rows[1].record.state, rt::TaskState::Failed);
   EXPECT_EQ(rows[1].record.error, "exit status 3");
   EXPECT_EQ(rows[1].record.exit_code, 3);
@@ -113,7 +113,7 @@ TEST_F(JournalTest, WriterUnderLoadKeepsTheLastUpdateOfEveryTask) {
     t.id = "t" + std::to_string(i);
     t.kind = rt::TaskKind::Shell;
     t.command = "true";
-    job.tasks.push_back(t);
+    job.add_task(t);
   }
   rt::hash_job(job);
   auto j = rt::Journal::create(path_, job);
@@ -196,7 +196,7 @@ rt::Job many_tasks(int n) {
     t.id = "cmd" + std::to_string(i + 1);
     t.kind = rt::TaskKind::Shell;
     t.command = "echo " + std::to_string(i);
-    job.tasks.push_back(t);
+    job.add_task(t);
   }
   rt::hash_job(job);
   return job;
@@ -225,7 +225,7 @@ TEST_F(JournalTest, TruncatedJournalIsDamagedNotForeignAndItsReadableRowsAreSalv
     EXPECT_NE(std::string(e.what()).find("journal.sqlite: the journal is damaged ("), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("add --salvage to --resume"), std::string::npos) << e.what();
   }
-  const rt::Salvage sv = rt::salvage_journal(path_, job.tasks.size());
+  const rt::Salvage sv = rt::salvage_journal(path_, job.size());
   EXPECT_EQ(sv.job_hash, job.hash);
   EXPECT_GT(sv.rows.size(), 100u);
   EXPECT_LT(sv.rows.size(), 2000u);
@@ -233,7 +233,7 @@ TEST_F(JournalTest, TruncatedJournalIsDamagedNotForeignAndItsReadableRowsAreSalv
   EXPECT_LE(sv.rows.size() + sv.unreadable, 2000u);
   for (std::size_t k = 1; k < sv.rows.size(); ++k) EXPECT_LT(sv.rows[k - 1].idx, sv.rows[k].idx) << "each row once, in order";
   for (const auto& r : sv.rows) {
-    EXPECT_EQ(r.task_id, job.tasks[r.idx].id);
+    EXPECT_EQ(r.task_id, job.id(r.idx));
     EXPECT_EQ(r.record.state, rt::TaskState::Done);
     EXPECT_EQ(r.record.stdout_text, std::string(40, 'x') + std::to_string(r.idx));
   }

@@ -30,7 +30,7 @@ class ResultsTest : public ::testing::Test {
     c.kind = rt::TaskKind::Shell;
     c.command = "echo 'tab\there'";
     job_.name = "r";
-    job_.tasks = {a, b, c};
+    for (const auto& t : {a, b, c}) job_.add_task(t);
     rt::hash_job(job_);
     rec_.resize(3);
     rec_[0].state = rt::TaskState::Done;
@@ -54,6 +54,11 @@ class ResultsTest : public ::testing::Test {
     rt::export_results_tsv(path_, dataset, run_columns, out);
     return out.str();
   }
+  rt::TaskRecords store() const {
+    rt::TaskRecords r(rec_.size());
+    for (std::uint32_t i = 0; i < rec_.size(); ++i) r.set(i, rec_[i]);
+    return r;
+  }
   rankfarm::testing::TempDir dir_{"results"};
   std::string path_ = dir_.file("results.h5");
   rt::Job job_;
@@ -62,7 +67,7 @@ class ResultsTest : public ::testing::Test {
 };
 
 TEST_F(ResultsTest, OneRowPerDoneTaskInJobOrder) {
-  rt::write_results(path_, job_, rec_, prov_, kn::builtin_registry());
+  rt::write_results(path_, job_, store(), prov_, kn::builtin_registry());
   EXPECT_EQ(rt::result_datasets(path_), (std::vector<std::string>{"commands", "spin_ms", "tasks"}));
   // elapsed_ms is a timing output: left out with the run columns.
   EXPECT_EQ(tsv("spin_ms"), "task_id\tms\nspin.0\t1.5\n");
@@ -75,17 +80,17 @@ TEST_F(ResultsTest, OneRowPerDoneTaskInJobOrder) {
 }
 
 TEST_F(ResultsTest, AFailedRewriteLeavesThePreviousFileIntact) {
-  rt::write_results(path_, job_, rec_, prov_, kn::builtin_registry());
+  rt::write_results(path_, job_, store(), prov_, kn::builtin_registry());
   const std::string before = tsv("spin_ms");
   rec_[1].state = rt::TaskState::Done;
   rec_[1].values = {1.0, 2.0};  // wrong number of outputs: the writer throws mid-file
-  EXPECT_THROW(rt::write_results(path_, job_, rec_, prov_, kn::builtin_registry()), std::runtime_error);
+  EXPECT_THROW(rt::write_results(path_, job_, store(), prov_, kn::builtin_registry()), std::runtime_error);
   EXPECT_EQ(tsv("spin_ms"), before);
 }
 
 TEST_F(ResultsTest, MissingFileOrDatasetIsAnInputError) {
   EXPECT_THROW(tsv("spin_ms"), rt::InputError);
-  rt::write_results(path_, job_, rec_, prov_, kn::builtin_registry());
+  rt::write_results(path_, job_, store(), prov_, kn::builtin_registry());
   EXPECT_THROW(tsv("no_such_kernel"), rt::InputError);
 }
 

@@ -17,13 +17,13 @@ using Kind = SchedEvent::Kind;
 TaskTable table(const std::vector<std::vector<std::uint32_t>>& deps, std::vector<int> priority = {}, int retries = 0,
                 std::vector<int> ranks = {}, float timeout_s = 0) {
   Job job;
-  job.tasks.resize(deps.size());
   for (std::size_t i = 0; i < deps.size(); ++i) {
-    job.tasks[i].deps = deps[i];
-    job.tasks[i].priority = priority.empty() ? 0 : priority[i];
-    job.tasks[i].retries = retries;
-    job.tasks[i].ranks = ranks.empty() ? 1 : ranks[i];
-    job.tasks[i].timeout_s = timeout_s;
+    TaskSpec t;
+    t.priority = priority.empty() ? 0 : priority[i];
+    t.retries = retries;
+    t.ranks = ranks.empty() ? 1 : ranks[i];
+    t.timeout_s = timeout_s;
+    job.add_task(t, deps[i]);
   }
   return TaskTable::from_job(job);
 }

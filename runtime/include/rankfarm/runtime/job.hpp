@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rankfarm/kernels/registry.hpp"
@@ -34,6 +35,7 @@ namespace rankfarm::runtime {
 
 enum class TaskKind : std::uint8_t { Kernel = 0, Shell = 1 };
 
+/// What one task runs, and how it is scheduled. Dependencies are kept by its entry (JobEntry).
 struct TaskSpec {
   std::string id;
   TaskKind kind = TaskKind::Kernel;
@@ -41,17 +43,50 @@ struct TaskSpec {
   kernels::Params params;      ///< Kernel tasks: checked against the kernel's schema
   std::string command;         ///< Shell tasks: passed to /bin/sh -c
   int priority = 0;            ///< higher runs first among ready tasks
-  std::vector<std::uint32_t> deps;  ///< indices into Job::tasks of tasks that must be done first
   int retries = 0;             ///< extra attempts after the first failure
   double timeout_s = 0.0;      ///< wall-clock limit per attempt, seconds; 0 = none
   int ranks = 1;               ///< worker ranks the task runs on together (kernels with run_on)
   int line = 0;                ///< line in the job or command file
-  std::string spec_hash;       ///< 16 hex digits over what the task computes (see below)
 };
 
-/// A loaded job. `hash` covers every task's id and spec_hash: a change to what any task
+/// One varied parameter of a sweep: its values in file order, all of the parameter's type
+/// (checked against the kernel's schema when loaded; an integer given for a double is
+/// converted). 8 bytes per numeric value.
+struct SweepAxis {
+  std::string name;
+  kernels::ParamType type = kernels::ParamType::Int;
+  std::vector<std::int64_t> ints;      ///< type Int
+  std::vector<double> reals;           ///< type Double
+  std::vector<std::string> strings;    ///< type String
+
+  std::size_t size() const;
+  kernels::ParamValue at(std::size_t i) const;
+};
+
+/// One [[task]], [[sweep]] or command-file line: the tasks `first` .. `first + count - 1`.
+/// A sweep is kept as its product and expanded on demand: point n (0-based) has id
+/// "<base.id>.<n>" and takes value (n / stride_k) % size_k of axis k, where the last axis varies
+/// fastest (stride 1). Its other fields are base's.
+struct JobEntry {
+  TaskSpec base;                 ///< a [[task]]; for a sweep its common part (fixed params with defaults)
+  std::vector<SweepAxis> axes;   ///< a sweep's varied parameters, by name (alphabetical); empty for a task
+  std::uint32_t first = 0;       ///< index of the entry's first task
+  std::uint32_t count = 1;       ///< its tasks (1 for a [[task]])
+  /// Tasks every task of the entry waits for, as sorted, disjoint [begin, end) index ranges.
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> deps;
+  std::string spec_hash;         ///< a [[task]]'s spec hash (set by hash_job); sweeps derive theirs per point
+  std::string deps_text;         ///< a sweep's canonical dependency text (set by hash_job)
+
+  bool is_sweep() const { return !axes.empty(); }
+};
+
+/// A loaded job. `hash` covers every task's id and spec hash: a change to what any task
 /// computes (kind, kernel, parameters, command, dependencies) changes it. Scheduling policy
 /// (priority, retries, timeout_s) is not part of it, so it may be changed on --resume.
+///
+/// Tasks are numbered 0 .. size()-1 in file order (results are written in this order); a
+/// task's id, parameters and spec hash are derived from its entry when asked for, so a
+/// 10-million-point sweep costs its axes' values, not 10 million TaskSpecs.
 struct Job {
   std::string name;
   std::string source;           ///< path of the job or command file
@@ -60,12 +95,59 @@ struct Job {
   /// Bytes of each shell task's standard output kept with its result (its last bytes), from
   /// [job].keep_stdout; 4096 by default, at most 64 MiB.
   std::uint64_t keep_stdout = 4096;
-  std::vector<TaskSpec> tasks;  ///< in file order; results are written in this order
+  std::vector<JobEntry> entries;  ///< in file order, consecutive: entries[k+1].first == entries[k].first + entries[k].count
   std::string hash;             ///< 16 hex digits
 
+  /// Number of tasks.
+  std::size_t size() const { return entries.empty() ? 0 : entries.back().first + std::size_t{entries.back().count}; }
+  /// The entry that task `idx` (< size()) belongs to: O(log entries).
+  const JobEntry& entry_of(std::uint32_t idx) const;
+  /// Task `idx` in full (its parameters merged from the sweep point).
+  TaskSpec task(std::uint32_t idx) const;
+  /// Task `idx`'s id.
+  std::string id(std::uint32_t idx) const;
+  /// Task `idx`'s 16-hex-digit spec hash (FNV-1a of canonical_spec).
+  std::string spec_hash(std::uint32_t idx) const;
+  /// Task `idx`'s parameter `name` (kernel tasks; std::out_of_range if it has none).
+  kernels::ParamValue param(std::uint32_t idx, const std::string& name) const;
+  /// Calls f(name, value) for each of task `idx`'s parameters in name order.
+  template <class F>
+  void for_each_param(std::uint32_t idx, F&& f) const;
+  /// Calls f(dependency index) for each task that task `idx` waits for, ascending.
+  template <class F>
+  void for_each_dep(std::uint32_t idx, F&& f) const {
+    for (const auto& [b, e] : entry_of(idx).deps)
+      for (std::uint32_t d = b; d < e; ++d) f(d);
+  }
   /// Index of the task called `id`, if any.
   std::optional<std::uint32_t> find(const std::string& id) const;
+  /// Appends a task (an entry of its own) that waits for the tasks at `deps` (indices, which
+  /// check_acyclic checks); returns its index. For jobs built in code; call hash_job after.
+  std::uint32_t add_task(TaskSpec task, const std::vector<std::uint32_t>& deps = {});
 };
+
+template <class F>
+void Job::for_each_param(std::uint32_t idx, F&& f) const {
+  const JobEntry& e = entry_of(idx);
+  const auto& fixed = e.base.params.values();
+  if (!e.is_sweep()) {
+    for (const auto& [k, v] : fixed) f(k, v);
+    return;
+  }
+  // The point's value of each axis (last fastest), merged with the fixed ones in name order.
+  std::size_t rest = idx - e.first;
+  std::vector<kernels::ParamValue> point(e.axes.size());
+  for (std::size_t a = e.axes.size(); a-- > 0;) {
+    point[a] = e.axes[a].at(rest % e.axes[a].size());
+    rest /= e.axes[a].size();
+  }
+  auto it = fixed.begin();
+  for (std::size_t a = 0; a < e.axes.size(); ++a) {
+    for (; it != fixed.end() && it->first < e.axes[a].name; ++it) f(it->first, it->second);
+    f(e.axes[a].name, point[a]);
+  }
+  for (; it != fixed.end(); ++it) f(it->first, it->second);
+}
 
 /// Loads and checks a TOML job file against `registry`. Throws InputError.
 Job load_job_file(const std::string& path, const kernels::Registry& registry);
@@ -79,14 +161,18 @@ struct CommandFileOptions {
 /// for an unreadable or empty file, or a line with a NUL byte.
 Job load_command_file(const std::string& path, const CommandFileOptions& options = {});
 
-/// Fills spec_hash of every task and the job hash. Called by both loaders.
+/// Fills the entries' spec_hash / deps_text and the job hash. Called by both loaders.
 void hash_job(Job& job);
 
-/// Throws InputError naming the cycle ("a -> b -> a") if the dependencies have one.
+/// Throws InputError naming the cycle ("a -> b -> a", by entry id) if the dependencies have one.
+/// Checked on the entries: every task of an entry waits for the same tasks, so the tasks have a
+/// cycle exactly when the entries do (a task waiting for its own entry is refused on loading).
 void check_acyclic(const Job& job);
 
-/// A canonical one-line text of what a task computes; equal specs give equal text.
-std::string canonical_spec(const TaskSpec& task, const Job& job);
+/// A canonical one-line text of what task `idx` computes; equal specs give equal text:
+/// "<kind>|<id>|<kernel>|<name>=<value>;...|deps:<id>,...," for kernels, with the command
+/// (JSON-quoted) in place of kernel and parameters for shell tasks.
+std::string canonical_spec(const Job& job, std::uint32_t idx);
 
 /// 64-bit FNV-1a of `data` as 16 lowercase hex digits (change detection, not security).
 std::string fnv1a_hex(const std::string& data);

@@ -37,6 +37,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "rankfarm/runtime/error.hpp"
@@ -65,6 +66,47 @@ struct TaskRecord {
   double wall_s = 0;      ///< wall time of the successful attempt, seconds
   std::vector<double> values;  ///< kernel outputs of the successful attempt
   std::string stdout_text;     ///< shell tasks: the last <= 4096 bytes of standard output
+};
+
+/// Every task's record, compact: 56 bytes per task, plus each done task's values (8 bytes
+/// each and a count), and the error and standard-output text of the tasks that have any. A
+/// 10-million-task job's records take about 0.7 GB instead of the ~2 GB of TaskRecords.
+class TaskRecords {
+ public:
+  TaskRecords() = default;
+  explicit TaskRecords(std::size_t n) { assign(n); }
+  /// `n` pending tasks (what was there before is dropped).
+  void assign(std::size_t n);
+  std::size_t size() const { return hot_.size(); }
+  /// Task i's record as a whole (a copy).
+  TaskRecord get(std::uint32_t i) const;
+  /// Replaces task i's record. Values equal to those already kept are not stored again.
+  void set(std::uint32_t i, const TaskRecord& r);
+
+  TaskState state(std::uint32_t i) const { return hot_[i].state; }
+  int rank(std::uint32_t i) const { return hot_[i].rank; }
+  int attempt(std::uint32_t i) const { return hot_[i].attempt; }
+  int failure_count(std::uint32_t i) const { return hot_[i].failure_count; }
+  int exit_code(std::uint32_t i) const { return hot_[i].exit_code; }
+  double wall_s(std::uint32_t i) const { return hot_[i].wall_s; }
+  /// Task i's kernel output values (those of its successful attempt).
+  std::vector<double> values(std::uint32_t i) const;
+  /// Task i's last error ("" when none).
+  const std::string& error(std::uint32_t i) const;
+  /// Task i's kept standard output ("" when none).
+  const std::string& stdout_text(std::uint32_t i) const;
+
+ private:
+  struct Hot {
+    double started_at = 0, deadline = 0, finished_at = 0, wall_s = 0;
+    std::int32_t rank = -1, exit_code = 0;
+    std::uint16_t attempt = 0, failure_count = 0;  // attempts <= retries + 1 <= 1001 (job.hpp)
+    TaskState state = TaskState::Pending;
+  };
+  std::vector<Hot> hot_;
+  std::vector<std::uint64_t> value_at_;  // 0: none; else arena_[at] = count, then the values
+  std::vector<double> arena_{0.0};
+  std::unordered_map<std::uint32_t, std::string> error_, stdout_;  // only non-empty texts
 };
 
 /// One start of the job: the first run, or a resume.

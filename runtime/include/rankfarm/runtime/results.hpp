@@ -41,8 +41,10 @@ struct Provenance {
   double finished_at = 0;   ///< epoch seconds: end of this run
 };
 
-/// Writes (atomically replaces) the results file. `records` is parallel to job.tasks.
-void write_results(const std::string& path, const Job& job, const std::vector<TaskRecord>& records,
+/// Writes (atomically replaces) the results file. `records` holds task i's record at i. The
+/// rows are produced in blocks of 65,536 (twice: once to size the string columns), so memory
+/// stays flat however many tasks the job has.
+void write_results(const std::string& path, const Job& job, const TaskRecords& records,
                    const Provenance& prov, const kernels::Registry& registry);
 
 /// Names of the datasets in a results file.
