@@ -367,10 +367,18 @@ int main(int argc, char** argv) {
       if (plan.ranks > 0) rt::check_task_ranks(check->job, plan.ranks > 1 ? plan.ranks - 1 : 1);
       // The ranks' stderr is a pipe to mpirun; tell rank 0 whether a person is watching.
       if (std::getenv("RANKFARM_PROGRESS") == nullptr && isatty(2)) plan.env.push_back("RANKFARM_PROGRESS=bar");
+      if (check->finished && !dry_run) {
+        // Nothing to run, and the results are written: no rank is started.
+        std::cout << fmt::format("rankfarm: job {}: all {} tasks are done (journal {}); nothing to run\n"
+                                 "rankfarm: results: {}\n",
+                                 check->job.name, check->job.size(), check->journal_path, rt::OutputDir(check->output_dir).results());
+        return rt::kExitOk;
+      }
       if (dry_run) {
         std::cout << fmt::format("# job {}: {} tasks, hash {}; output {}{}\n", check->job.name, check->job.size(),
                                  check->job.hash, check->output_dir,
-                                 check->resuming ? fmt::format(" (resuming: {} done)", check->done) : "");
+                                 check->finished  ? " (resuming: every task is done; nothing would run)"
+                                 : check->resuming ? fmt::format(" (resuming: {} done)", check->done) : "");
         for (const auto& note : plan.notes) std::cout << "# " << note << "\n";
         std::cout << rankfarm::launcher::render(plan) << "\n";
         return 0;

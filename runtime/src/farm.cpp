@@ -217,6 +217,9 @@ void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
     // here, only counted (prepare() reads them once).
     for (const auto& [state, n] : journal->count_states())
       if (state == TaskState::Done) c.done = n;
+    const std::vector<RunRecord> runs = journal->runs();
+    c.finished = c.done == task_count && !runs.empty() && runs.back().outcome == "complete" &&
+                 fs::exists(OutputDir(c.output_dir).results());
     return;
   }
   std::vector<JournalRow> loaded;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -412,13 +413,13 @@ std::string quoted(const std::string& s) {
 
 void append_value(std::string& out, const ParamValue& v) {
   if (auto* i = std::get_if<std::int64_t>(&v)) fmt::format_to(std::back_inserter(out), "i{}", *i);
-  else if (auto* d = std::get_if<double>(&v)) fmt::format_to(std::back_inserter(out), "d{:a}", *d);  // exact bits
+  else if (auto* d = std::get_if<double>(&v)) out += "d", append_hex_double(out, *d);  // exact bits
   else out += "s" + quoted(std::get<std::string>(v));
 }
 
 void append_axis_value(std::string& out, const SweepAxis& a, std::size_t i) {
   if (a.type == kernels::ParamType::Int) fmt::format_to(std::back_inserter(out), "i{}", a.ints[i]);
-  else if (a.type == kernels::ParamType::Double) fmt::format_to(std::back_inserter(out), "d{:a}", a.reals[i]);
+  else if (a.type == kernels::ParamType::Double) out += "d", append_hex_double(out, a.reals[i]);
   else out += "s" + quoted(a.strings[i]);
 }
 
@@ -479,7 +480,7 @@ CanonicalForm canonical_form(const Job& job, const JobEntry& e, const std::strin
 }
 
 // The canonical text of point `n` of entry `e` (n = 0 for a task) into `out`.
-void canonical_text(const JobEntry& e, const CanonicalForm& f, std::size_t n, std::string& out) {
+void canonical_text(const JobEntry& e, const std::vector<std::pair<std::string, int>>& pieces, std::size_t n, std::string& out) {
   out.clear();
   std::size_t coord[16];
   std::vector<std::size_t> many;
@@ -492,7 +493,7 @@ void canonical_text(const JobEntry& e, const CanonicalForm& f, std::size_t n, st
     c[a] = rest % e.axes[a].size();
     rest /= e.axes[a].size();
   }
-  for (const auto& [text, what] : f.pieces) {
+  for (const auto& [text, what] : pieces) {
     out += text;
     if (what == CanonicalForm::kId) {
       out += e.base.id;
@@ -553,16 +554,25 @@ kernels::ParamValue Job::param(std::uint32_t idx, const std::string& name) const
 
 std::string canonical_spec(const Job& job, std::uint32_t idx) {
   const JobEntry& e = job.entry_of(idx);
-  const CanonicalForm f = canonical_form(job, e, e.is_sweep() && !e.deps_text.empty() ? &e.deps_text : nullptr);
   std::string out;
-  canonical_text(e, f, idx - e.first, out);
+  if (e.is_sweep() && !e.canonical.empty()) {
+    canonical_text(e, e.canonical, idx - e.first, out);
+  } else {
+    const CanonicalForm f = canonical_form(job, e, nullptr);
+    canonical_text(e, f.pieces, idx - e.first, out);
+  }
   return out;
 }
 
 std::string Job::spec_hash(std::uint32_t idx) const {
   const JobEntry& e = entry_of(idx);
   if (!e.is_sweep() && !e.spec_hash.empty()) return e.spec_hash;
-  return fnv1a_hex(canonical_spec(*this, idx));
+  if (e.canonical.empty()) return fnv1a_hex(canonical_spec(*this, idx));
+  thread_local std::string text;  // a sweep point: no allocation once the buffer has grown
+  canonical_text(e, e.canonical, idx - e.first, text);
+  Fnv h;
+  h.add(text);
+  return h.hex();
 }
 
 std::optional<std::uint32_t> Job::find(const std::string& id) const {
@@ -592,6 +602,35 @@ std::uint32_t Job::add_task(TaskSpec task, const std::vector<std::uint32_t>& dep
   }
   entries.push_back(std::move(e));
   return entries.back().first;
+}
+
+void append_hex_double(std::string& out, double v) {
+  std::uint64_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const int biased = static_cast<int>((bits >> 52) & 0x7ff);
+  std::uint64_t mantissa = bits & ((std::uint64_t{1} << 52) - 1);
+  if (biased == 0x7ff) {  // inf, nan: not parameters (check_param refuses them); as fmt writes them
+    fmt::format_to(std::back_inserter(out), "{:a}", v);
+    return;
+  }
+  if (bits >> 63) out += '-';
+  if (biased == 0 && mantissa == 0) {
+    out += "0x0p+0";
+    return;
+  }
+  out += biased == 0 ? "0x0" : "0x1";  // subnormals: 0x0.<fraction>p-1022
+  if (mantissa != 0) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    char digits[13];
+    int n = 13;
+    for (int k = 12; k >= 0; --k, mantissa >>= 4) digits[k] = kHex[mantissa & 0xf];
+    while (n > 0 && digits[n - 1] == '0') --n;
+    out += '.';
+    out.append(digits, static_cast<std::size_t>(n));
+  }
+  const int exponent = biased == 0 ? -1022 : biased - 1023;
+  out += exponent < 0 ? "p-" : "p+";
+  out += std::to_string(exponent < 0 ? -exponent : exponent);
 }
 
 Job load_job_file(const std::string& path, const kernels::Registry& registry) {
@@ -642,12 +681,12 @@ void hash_job(Job& job) {
   all.add("\n");
   std::string text;
   for (auto& e : job.entries) {
-    e.deps_text.clear();
+    e.canonical.clear();
     e.spec_hash.clear();
     const std::string deps = deps_text(job, e);
-    const CanonicalForm f = canonical_form(job, e, &deps);
+    CanonicalForm f = canonical_form(job, e, &deps);
     for (std::size_t n = 0; n < e.count; ++n) {
-      canonical_text(e, f, n, text);
+      canonical_text(e, f.pieces, n, text);
       Fnv h;
       h.add(text);
       const std::string hex = h.hex();
@@ -655,7 +694,7 @@ void hash_job(Job& job) {
       all.add("\n");
       if (!e.is_sweep()) e.spec_hash = hex;
     }
-    if (e.is_sweep()) e.deps_text = deps;
+    if (e.is_sweep()) e.canonical = std::move(f.pieces);
   }
   job.hash = all.hex();
 }

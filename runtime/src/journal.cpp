@@ -483,15 +483,17 @@ void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& upd
         o.reset();
       }
     }
-    // A task's first change inserts its row (format 2), later ones update it: the id and spec
-    // hash (derived from the job, for sweeps) are computed for the insert only.
-    Stmt up(db_,
-            "UPDATE tasks SET state=?, rank=?, attempt=?, failure_count=?, started_at=?, deadline=?, finished_at=?,"
-            " exit_code=?, error=?, wall_s=?, result=?, stdout=? WHERE idx=?");
-    Stmt ins(db_,
-             "INSERT INTO tasks(state, rank, attempt, failure_count, started_at, deadline, finished_at, exit_code, error,"
-             " wall_s, result, stdout, idx, task_id, spec_hash) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-    auto bind_record = [](Stmt& s, std::uint32_t idx, const TaskRecord& t) {
+    // A task's first change inserts its row (format 2), later ones update it.
+    Stmt s(db_,
+           "INSERT INTO tasks(state, rank, attempt, failure_count, started_at, deadline, finished_at, exit_code, error,"
+           " wall_s, result, stdout, idx, task_id, spec_hash) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+           " ON CONFLICT(idx) DO UPDATE SET state=excluded.state, rank=excluded.rank, attempt=excluded.attempt,"
+           " failure_count=excluded.failure_count, started_at=excluded.started_at, deadline=excluded.deadline,"
+           " finished_at=excluded.finished_at, exit_code=excluded.exit_code, error=excluded.error, wall_s=excluded.wall_s,"
+           " result=excluded.result, stdout=excluded.stdout");
+    for (const auto& [idx, t] : updates) {
+      if (job_ == nullptr || idx >= job_->size())
+        throw std::runtime_error(fmt::format("journal {}: a write of task {} without its job attached", path_, idx));
       s.bind(1, std::string(to_string(t.state)));
       s.bind(2, static_cast<std::int64_t>(t.rank));
       s.bind(3, static_cast<std::int64_t>(t.attempt));
@@ -505,19 +507,10 @@ void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& upd
       if (!t.values.empty()) s.bind_blob(11, t.values.data(), t.values.size() * sizeof(double));
       s.bind(12, t.stdout_text);
       s.bind(13, static_cast<std::int64_t>(idx));
-    };
-    for (const auto& [idx, t] : updates) {
-      if (job_ == nullptr || idx >= job_->size())
-        throw std::runtime_error(fmt::format("journal {}: a write of task {} without its job attached", path_, idx));
-      bind_record(up, idx, t);
-      up.step();
-      up.reset();
-      if (sqlite3_changes(db_) > 0) continue;
-      bind_record(ins, idx, t);
-      ins.bind(14, job_->id(idx));
-      ins.bind(15, job_->spec_hash(idx));
-      ins.step();
-      ins.reset();
+      s.bind(14, job_->id(idx));           // derived from the sweep: a few hundred ns
+      s.bind(15, job_->spec_hash(idx));
+      s.step();
+      s.reset();
     }
     exec("COMMIT;");
   } catch (...) {
@@ -612,7 +605,15 @@ JournalWriter::~JournalWriter() {
 }
 
 void JournalWriter::push(std::uint32_t idx, const TaskRecord& record) {
-  std::lock_guard lk(mu_);
+  std::unique_lock lk(mu_);
+  // Back-pressure: a writer that falls behind (the disk, or a machine whose cores all run
+  // tasks) holds the pusher back rather than queueing without bound. Done work then waits at
+  // most one batch to be durable, and the queue's memory stays flat (10M empty tasks on 2 cores
+  // queued 2.4 GB before this).
+  if (queue_.size() >= kMaxQueued) {
+    cv_.notify_all();
+    done_cv_.wait(lk, [&] { return queue_.size() < kMaxQueued || error_ || stop_; });
+  }
   queue_.emplace_back(idx, record);
   ++pushed_;
   if (queue_.size() >= 4096) cv_.notify_all();
@@ -655,6 +656,7 @@ void JournalWriter::loop() {
       outputs.swap(outputs_);
       const std::uint64_t n = batch.size();
       lk.unlock();
+      done_cv_.notify_all();  // room in the queue again
       // One transaction: only each task's last state in it matters (a short task is often
       // pushed started and done in the same batch). Written in index order, which also keeps
       // SQLite's b-tree pages hot.

@@ -1,7 +1,10 @@
 // Job-file and command-file parsing, sweep expansion, dependencies, and the bad-input table.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <fmt/format.h>
 #include <fstream>
 
 #include "rankfarm/kernels/registry.hpp"
@@ -111,6 +114,28 @@ depends_on = ["bs"]
   EXPECT_EQ(j.entries[0].axes.size(), 2u);
   // A sweep id in depends_on stands for all of its tasks.
   EXPECT_EQ(deps(j, 6), (std::vector<std::uint32_t>{0, 1, 2, 3, 4, 5}));
+}
+
+// The spec text's own hexadecimal doubles are those fmt writes, bit for bit: normal numbers,
+// subnormals, zeros, both signs, and random bit patterns.
+TEST(HexDouble, MatchesFmt) {
+  std::vector<double> values = {0.0, -0.0, 1.0, -1.0, 0.1, 3.0, 1e300, -2.5e-300, 4.9406564584124654e-324,
+                                2.2250738585072009e-308, 2.2250738585072014e-308, 1.7976931348623157e308, 100.0, 0.5};
+  std::uint64_t x = 0x9e3779b97f4a7c15ULL;
+  for (int i = 0; i < 100000; ++i) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    double d;
+    std::memcpy(&d, &x, sizeof d);
+    if (std::isfinite(d)) values.push_back(d);
+    const std::uint64_t sub = x >> 12;  // subnormal bit patterns
+    std::memcpy(&d, &sub, sizeof d);
+    values.push_back(d);
+  }
+  for (double d : values) {
+    std::string mine;
+    rt::append_hex_double(mine, d);
+    ASSERT_EQ(mine, fmt::format("{:a}", d));
+  }
 }
 
 // The job hash and every task's spec hash are those the previous release (which expanded

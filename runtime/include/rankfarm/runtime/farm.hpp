@@ -86,6 +86,9 @@ struct JobCheck {
   /// rebuilds the journal from these rows instead of reading the file again).
   std::optional<Salvage> salvaged;
   std::size_t done = 0;   ///< tasks the journal has done (readable ones, when salvaging)
+  /// Resuming a job that is over: every task is done, the journal's last run ended complete
+  /// and its results file is there. A resume has nothing to run or write.
+  bool finished = false;
 };
 
 /// Every check run_farm makes before it changes anything, without changing anything: loads the

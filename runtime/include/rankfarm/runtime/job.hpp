@@ -75,7 +75,9 @@ struct JobEntry {
   /// Tasks every task of the entry waits for, as sorted, disjoint [begin, end) index ranges.
   std::vector<std::pair<std::uint32_t, std::uint32_t>> deps;
   std::string spec_hash;         ///< a [[task]]'s spec hash (set by hash_job); sweeps derive theirs per point
-  std::string deps_text;         ///< a sweep's canonical dependency text (set by hash_job)
+  /// A sweep's canonical text (canonical_spec) in pieces, set by hash_job: each piece's text
+  /// is followed by the value of axis k (k >= 0), the point's id (-1) or nothing (-2).
+  std::vector<std::pair<std::string, int>> canonical;
 
   bool is_sweep() const { return !axes.empty(); }
 };
@@ -161,7 +163,7 @@ struct CommandFileOptions {
 /// for an unreadable or empty file, or a line with a NUL byte.
 Job load_command_file(const std::string& path, const CommandFileOptions& options = {});
 
-/// Fills the entries' spec_hash / deps_text and the job hash. Called by both loaders.
+/// Fills the entries' spec_hash / canonical and the job hash. Called by both loaders.
 void hash_job(Job& job);
 
 /// Throws InputError naming the cycle ("a -> b -> a", by entry id) if the dependencies have one.
@@ -173,6 +175,11 @@ void check_acyclic(const Job& job);
 /// "<kind>|<id>|<kernel>|<name>=<value>;...|deps:<id>,...," for kernels, with the command
 /// (JSON-quoted) in place of kernel and parameters for shell tasks.
 std::string canonical_spec(const Job& job, std::uint32_t idx);
+
+/// Appends `v` in C's "%a" hexadecimal notation as fmt's "{:a}" writes it ("0x1.8p+1" for 3,
+/// "0x0p+0" for 0, "0x0.<fraction>p-1022" for subnormals): the exact bits, in the spec-hash
+/// text. Several times faster than formatting through printf.
+void append_hex_double(std::string& out, double v);
 
 /// 64-bit FNV-1a of `data` as 16 lowercase hex digits (change detection, not security).
 std::string fnv1a_hex(const std::string& data);

@@ -226,7 +226,10 @@ class JournalWriter {
   JournalWriter(const JournalWriter&) = delete;
   JournalWriter& operator=(const JournalWriter&) = delete;
 
+  /// Queues a task's new record. Blocks while kMaxQueued updates wait for the writer.
   void push(std::uint32_t idx, const TaskRecord& record);
+  /// Updates queued at most (about 150 bytes each) before push() waits for the writer.
+  static constexpr std::size_t kMaxQueued = 1 << 16;
   /// Queues an `outputs` row; committed in the same transaction as the task updates pushed
   /// with it.
   void push_output(OutputRow row);
