@@ -18,6 +18,7 @@
 #include <set>
 
 #include "progress.hpp"
+#include "report.hpp"
 #include "scheduler.hpp"
 #include "rankfarm/runtime/output_dir.hpp"
 #include "rankfarm/runtime/error.hpp"
@@ -217,6 +218,7 @@ class Coordinator {
     }
     rec_.set(o.idx, r);
     apply_events(o.error);
+    if (o.ok) record_check(job_, rec_, registry_, o.idx);  // once: the summary and results.h5 read it
   }
 
 
@@ -440,8 +442,12 @@ class Coordinator {
     const std::string h5 = OutputDir(s_.dir).results();
     // results.h5 belongs to the run that holds the directory now; this one's results are in
     // the journal, from which that run (or a resume) writes them.
+    record_checks(job_, rec_, registry_);  // tasks done in earlier runs
     if (!lock_lost_) write_results(h5, job_, rec_, prov_, registry_);
-    s_.journal->end_run(run_id_, code == kExitInterrupted ? "interrupted" : code == kExitOk ? "complete" : "complete with failures");
+    const std::size_t failed = sched_.failed_total(), skipped = sched_.skipped(), done = sched_.done();
+    s_.journal->end_run(run_id_, code == kExitInterrupted ? "interrupted" : code == kExitOk ? "complete" : "complete with failures",
+                        {{TaskState::Pending, sched_.size() - done - failed - skipped}, {TaskState::Done, done},
+                         {TaskState::Failed, failed}, {TaskState::Skipped, skipped}});
     progress_->tick(sched_.finished(), sched_.done() - initially_done_, sched_.failed(), run_seconds(), true);
     print_summary(code, h5);
     if (!all_gone) {
@@ -463,61 +469,26 @@ class Coordinator {
   static void announce_finished(int code) { announce("RANKFARM_DONE_FILE", fmt::format("{}\n", code)); }
 
   void print_summary(int code, const std::string& h5) {
-    const double wall = run_seconds();
-    const std::size_t ran = sched_.done() - initially_done_;
-    const std::size_t skipped = sched_.skipped(), failed = sched_.failed_total();
-    const std::size_t pending = sched_.size() - sched_.finished();
-    auto& out = std::cout;
-    out << fmt::format("rankfarm: job {}: {} tasks: {} done, {} failed, {} skipped, {} pending\n", job_.name, rec_.size(),
-                       sched_.done(), failed, skipped, pending);
-    out << fmt::format("rankfarm: this run: {} tasks done in {:.3f} s wall ({:.1f} tasks/s) on {} rank(s), window {}; {} retried attempt(s)\n",
-                       ran, wall, wall > 0 ? static_cast<double>(ran) / wall : 0.0, size_,
-                       window_ > 0 ? std::to_string(window_) : fmt::format("auto (last {})", sched_.window()), sched_.retried());
-    // Busy fraction per worker rank and load imbalance (max busy / mean busy).
-    std::vector<double> busy;
-    for (int w = size_ == 1 ? 0 : 1; w < size_; ++w) busy.push_back(workers_[static_cast<std::size_t>(w)].busy_s / std::max(wall, 1e-9));
-    if (!busy.empty()) {
-      double mean = 0, mx = 0;
-      for (double b : busy) mean += b, mx = std::max(mx, b);
-      mean /= static_cast<double>(busy.size());
-      std::string per;
-      for (std::size_t i = 0; i < busy.size(); ++i)
-        per += fmt::format("{}{}:{:.0f}%", i ? " " : "", (size_ == 1 ? 0 : 1) + static_cast<int>(i), 100 * busy[i]);
-      out << fmt::format("rankfarm: busy fraction per rank: {}; load imbalance (max/mean): {:.2f}\n", per, mean > 0 ? mx / mean : 1.0);
-    }
-    // Kernels that validate themselves: how many results pass.
-    std::map<std::string, std::pair<std::size_t, std::size_t>> checks;
-    for (std::size_t i = 0; i < rec_.size(); ++i) {
-      const TaskSpec& base = job_.entry_of(static_cast<std::uint32_t>(i)).base;
-      if (base.kind != TaskKind::Kernel || rec_.state(static_cast<std::uint32_t>(i)) != TaskState::Done) continue;
-      const kernels::KernelSpec* k = registry_.find(base.kernel);
-      if (!k || !k->check) continue;
-      auto& c = checks[base.kernel];
-      c.second++;
-      c.first += k->check(job_.task(static_cast<std::uint32_t>(i)).params, rec_.values(static_cast<std::uint32_t>(i))) ? 1 : 0;
-    }
-    for (const auto& [name, c] : checks)
-      out << fmt::format("rankfarm: {}: {} of {} results pass the kernel's check ({})\n", name, c.first, c.second,
-                         registry_.find(name)->check_description);
-    int shown = 0;
-    for (std::uint32_t i = 0; i < rec_.size(); ++i) {
-      if (rec_.state(i) != TaskState::Failed) continue;
-      if (shown++ == 10) {
-        out << fmt::format("rankfarm:   ... and {} more (rankfarm status {})\n", failed - 10, s_.dir);
-        break;
-      }
-      out << fmt::format("rankfarm:   failed {} after {} attempt(s): {}\n", job_.id(i), rec_.attempt(i), rec_.error(i));
-    }
-    if (stale_) out << fmt::format("rankfarm: {} late result(s) of abandoned attempts were ignored\n", stale_);
-    if (bell_ != nullptr && !bell_->describe().empty()) out << fmt::format("rankfarm: idle ranks: {}\n", bell_->describe());
+    RunCounts c;
+    c.done = sched_.done();
+    c.failed = sched_.failed_total();
+    c.skipped = sched_.skipped();
+    c.pending = sched_.size() - sched_.finished();
+    c.ran = sched_.done() - initially_done_;
+    c.retried = sched_.retried();
+    c.stale = stale_;
+    c.wall_s = run_seconds();
+    c.ranks = size_;
+    c.window = window_ > 0 ? std::to_string(window_) : fmt::format("auto (last {})", sched_.window());
+    for (int w = size_ == 1 ? 0 : 1; w < size_; ++w) c.busy_s.emplace_back(w, workers_[static_cast<std::size_t>(w)].busy_s);
+    if (bell_ != nullptr) c.idle_ranks = bell_->describe();
     if (data_ != nullptr)
-      out << fmt::format("rankfarm: bulk data: {} result(s), {:.1f} MB of stdout through the {} transport ({})\n", bulk_results_,
-                         static_cast<double>(bulk_bytes_) / 1e6, data_->name(), data_->describe());
-    out << fmt::format("rankfarm: results: {}\nrankfarm: journal: {}\n", h5, s_.journal->path());
-    if (code == kExitInterrupted)
-      out << fmt::format("rankfarm: interrupted; nothing done is lost. Resume with: rankfarm run {}{} --resume --output {}\n",
-                         opt_.commands ? "--commands " : "", opt_.job_path, s_.dir);
-    out.flush();
+      c.bulk = fmt::format("{} result(s), {:.1f} MB of stdout through the {} transport ({})", bulk_results_,
+                           static_cast<double>(bulk_bytes_) / 1e6, data_->name(), data_->describe());
+    const std::string hint = code == kExitInterrupted ? fmt::format("rankfarm run {}{} --resume --output {}",
+                                                                    opt_.commands ? "--commands " : "", opt_.job_path, s_.dir)
+                                                      : "";
+    detail::print_summary(std::cout, job_, rec_, registry_, c, s_.dir, h5, s_.journal->path(), hint);
   }
 
   struct Bulk {

@@ -440,6 +440,29 @@ std::vector<JournalRow> Journal::tasks_in_state(TaskState state) const {
 }
 
 std::vector<std::pair<TaskState, std::size_t>> Journal::count_states() const {
+  // Counted at the end of the last run (end_run) and untouched since: no scan.
+  if (const std::string stored = meta("state_counts"); !stored.empty()) {
+    const std::vector<RunRecord> all = runs();
+    std::vector<std::pair<TaskState, std::size_t>> out;
+    bool ok = !all.empty() && !all.back().outcome.empty();
+    std::size_t pos = 0;
+    while (ok && pos < stored.size()) {
+      std::size_t semi = stored.find(';', pos);
+      if (semi == std::string::npos) semi = stored.size();
+      const std::string item = stored.substr(pos, semi - pos);
+      pos = semi + 1;
+      const auto eq = item.find('=');
+      if (eq == std::string::npos) { ok = false; break; }
+      const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+      char* end = nullptr;
+      const unsigned long long n = std::strtoull(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0') { ok = false; break; }
+      if (key == "run") ok = static_cast<int>(n) == all.back().run;
+      else if (const auto st = parse_task_state(key)) out.emplace_back(*st, static_cast<std::size_t>(n));
+      else ok = false;
+    }
+    if (ok) return out;
+  }
   Stmt s(db_, "SELECT state, count(*) FROM tasks GROUP BY state");
   std::vector<std::pair<TaskState, std::size_t>> out;
   while (s.step()) {
@@ -468,6 +491,10 @@ void Journal::attach(const Job& job) { job_ = &job; }
 void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs) {
   exec("BEGIN IMMEDIATE;");
   try {
+    if (counts_stored_) {  // the counts of the last run's end no longer hold
+      exec("DELETE FROM meta WHERE key='state_counts';");
+      counts_stored_ = false;
+    }
     if (!outputs.empty()) {
       Stmt o(db_, "INSERT OR REPLACE INTO outputs VALUES(?,?,?,?,?,?,?,?)");
       for (const auto& row : outputs) {
@@ -584,12 +611,27 @@ int Journal::begin_run(int ranks, const std::string& hosts) {
   return static_cast<int>(sqlite3_last_insert_rowid(db_));
 }
 
-void Journal::end_run(int run, const std::string& outcome) {
-  Stmt s(db_, "UPDATE runs SET finished_at=?, outcome=? WHERE run=?");
-  s.bind(1, epoch_seconds());
-  s.bind(2, outcome);
-  s.bind(3, static_cast<std::int64_t>(run));
-  s.step();
+void Journal::end_run(int run, const std::string& outcome, const std::vector<std::pair<TaskState, std::size_t>>& counts) {
+  exec("BEGIN IMMEDIATE;");
+  try {
+    Stmt s(db_, "UPDATE runs SET finished_at=?, outcome=? WHERE run=?");
+    s.bind(1, epoch_seconds());
+    s.bind(2, outcome);
+    s.bind(3, static_cast<std::int64_t>(run));
+    s.step();
+    if (!counts.empty()) {
+      std::string text = fmt::format("run={}", run);
+      for (const auto& [state, n] : counts) text += fmt::format(";{}={}", to_string(state), n);
+      Stmt m(db_, "INSERT OR REPLACE INTO meta VALUES('state_counts', ?)");
+      m.bind(1, text);
+      m.step();
+      counts_stored_ = true;
+    }
+    exec("COMMIT;");
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK;", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 JournalWriter::JournalWriter(Journal& journal, std::chrono::milliseconds interval)
@@ -733,11 +775,13 @@ void TaskRecords::set(std::uint32_t i, const TaskRecord& r) {
   put_text(stdout_, r.stdout_text);
   // Values: appended to the arena unless they are the ones kept already (a record read,
   // changed elsewhere and set back).
+  if (r.state != TaskState::Done) h.check = 0;  // a verdict is about the values of a done task
   if (r.values.empty()) {
     value_at_[i] = 0;
   } else if (const std::uint64_t at = value_at_[i];
              at == 0 || static_cast<std::size_t>(arena_[at]) != r.values.size() ||
              !std::equal(r.values.begin(), r.values.end(), arena_.begin() + static_cast<std::ptrdiff_t>(at) + 1)) {
+    h.check = 0;
     value_at_[i] = arena_.size();
     arena_.push_back(static_cast<double>(r.values.size()));
     arena_.insert(arena_.end(), r.values.begin(), r.values.end());
@@ -756,6 +800,12 @@ const std::string& TaskRecords::error(std::uint32_t i) const {
   static const std::string none;
   auto it = error_.find(i);
   return it == error_.end() ? none : it->second;
+}
+
+std::optional<bool> TaskRecords::check(std::uint32_t i) const {
+  const std::uint8_t c = hot_.at(i).check;
+  if (c == 0) return std::nullopt;
+  return c == 1;
 }
 
 const std::string& TaskRecords::stdout_text(std::uint32_t i) const {

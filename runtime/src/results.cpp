@@ -266,7 +266,10 @@ void write_results(const std::string& path, const Job& job, const TaskRecords& r
           else tab.put_str(std::get<std::string>(v));
         }
         for (double v : values) tab.put_f64(v);
-        if (k->check) tab.put_u8(!tab.sizing() && k->check(job.task(i).params, values) ? 1 : 0);
+        if (k->check) {
+          const std::optional<bool> known = records.check(i);  // checked when the result came
+          tab.put_u8(!tab.sizing() && (known ? *known : k->check(job.task(i).params, values)) ? 1 : 0);
+        }
         tab.put_f64(records.wall_s(i));
         tab.put_i32(records.rank(i));
         tab.put_i32(records.attempt(i));

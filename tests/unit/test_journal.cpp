@@ -1,5 +1,7 @@
 // The SQLite journal: create, write in batches, reload, refuse foreign files.
 #include <gtest/gtest.h>
+
+#include <map>
 #include <sqlite3.h>
 
 #include <filesystem>
@@ -263,6 +265,41 @@ TEST_F(JournalTest, RunsAreRecorded) {
   EXPECT_EQ(runs[1].run, second);
   EXPECT_EQ(runs[1].outcome, "");  // never ended
   EXPECT_EQ(runs[1].finished_at, 0.0);
+}
+
+// The counts a run records at its end stand for a scan until the journal changes: a write, or
+// a run that starts and does not end.
+TEST_F(JournalTest, CountsOfTheLastRunStandInForAScanUntilTheJournalChanges) {
+  const rt::Job job = three_tasks();
+  auto j = rt::Journal::create(path_, job);
+  using S = rt::TaskState;
+  auto counts = [&] {
+    std::map<S, std::size_t> m;
+    for (const auto& [s, n] : j->count_states()) m[s] += n;
+    return m;
+  };
+  rt::TaskRecord done;
+  done.state = S::Done;
+  j->write({{0, done}, {1, done}});
+  const int run = j->begin_run(2, "n1");
+  // Recorded counts cover every task (task 2 has no row), and are what count_states returns.
+  j->end_run(run, "complete with failures", {{S::Pending, 0}, {S::Done, 2}, {S::Failed, 1}, {S::Skipped, 0}});
+  EXPECT_EQ(counts(), (std::map<S, std::size_t>{{S::Pending, 0}, {S::Done, 2}, {S::Failed, 1}, {S::Skipped, 0}}));
+  {
+    auto ro = rt::Journal::open(path_, true);
+    EXPECT_EQ(ro->meta("state_counts"), "run=1;pending=0;done=2;failed=1;skipped=0");
+  }
+  // A write: the rows are counted again (task 2's row now says running).
+  rt::TaskRecord running;
+  running.state = S::Running;
+  j->write({{2, running}});
+  EXPECT_EQ(j->meta("state_counts"), "");
+  EXPECT_EQ(counts(), (std::map<S, std::size_t>{{S::Done, 2}, {S::Running, 1}}));
+  // Counts of an earlier run do not hold once another run has begun.
+  j->end_run(run, "complete", {{S::Done, 3}});
+  EXPECT_EQ(counts(), (std::map<S, std::size_t>{{S::Done, 3}}));
+  j->begin_run(2, "n1");
+  EXPECT_EQ(counts(), (std::map<S, std::size_t>{{S::Done, 2}, {S::Running, 1}}));
 }
 
 TEST(TaskState, RoundTrip) {

@@ -8,7 +8,10 @@
 //
 // Schema (SQLite, WAL mode, synchronous=FULL):
 //   meta(key PRIMARY KEY, value)            format, job_name, job_hash, job_source, created_at,
-//                                           task_count (the job's tasks)
+//                                           task_count (the job's tasks), state_counts (every
+//                                           task's state at the end of the last run, e.g.
+//                                           "run=2;pending=0;done=10;failed=0;skipped=0";
+//                                           removed by the next write)
 //   tasks(idx PRIMARY KEY, task_id UNIQUE, spec_hash, state, rank, attempt, failure_count,
 //         started_at, deadline, finished_at, exit_code, error, wall_s, result BLOB, stdout)
 //                                           one row per task from its first change on (its
@@ -95,6 +98,10 @@ class TaskRecords {
   const std::string& error(std::uint32_t i) const;
   /// Task i's kept standard output ("" when none).
   const std::string& stdout_text(std::uint32_t i) const;
+  /// The verdict of the kernel's own check on task i's values (kernels::KernelSpec::check),
+  /// once set_check recorded it: the summary and results.h5 read it instead of checking again.
+  std::optional<bool> check(std::uint32_t i) const;
+  void set_check(std::uint32_t i, bool passed) { hot_[i].check = passed ? 1 : 2; }
 
  private:
   struct Hot {
@@ -102,6 +109,7 @@ class TaskRecords {
     std::int32_t rank = -1, exit_code = 0;
     std::uint16_t attempt = 0, failure_count = 0;  // attempts <= retries + 1 <= 1001 (job.hpp)
     TaskState state = TaskState::Pending;
+    std::uint8_t check = 0;  // 0: not known, 1: passed, 2: failed
   };
   std::vector<Hot> hot_;
   std::vector<std::uint64_t> value_at_;  // 0: none; else arena_[at] = count, then the values
@@ -182,7 +190,8 @@ class Journal {
   void for_each_task(const std::function<void(JournalRow&)>& f) const;
   /// The task rows in `state`, in index order.
   std::vector<JournalRow> tasks_in_state(TaskState state) const;
-  /// How many task rows are in each state (one scan, nothing materialized).
+  /// How many task rows are in each state (one scan, nothing materialized); after a run that
+  /// ended, the counts it recorded (every task, with or without a row), without a scan.
   std::vector<std::pair<TaskState, std::size_t>> count_states() const;
   /// The job's number of tasks (meta.task_count; format 1: its rows).
   std::size_t task_count() const;
@@ -207,7 +216,10 @@ class Journal {
   std::vector<RunRecord> runs() const;
   /// Records the start of a run (first run or a resume) and returns its number.
   int begin_run(int ranks, const std::string& hosts);
-  void end_run(int run, const std::string& outcome);
+  /// Records the end of run `run`. `counts` (every task's state at the end, all tasks counted)
+  /// are kept in meta.state_counts, which count_states() returns instead of scanning the rows
+  /// while no write followed (a write removes them).
+  void end_run(int run, const std::string& outcome, const std::vector<std::pair<TaskState, std::size_t>>& counts = {});
 
  private:
   explicit Journal(std::string path) : path_(std::move(path)) {}
@@ -215,6 +227,7 @@ class Journal {
   std::string path_;
   sqlite3* db_ = nullptr;
   const Job* job_ = nullptr;
+  bool counts_stored_ = true;  // meta.state_counts may exist (write() removes it once)
 };
 
 /// Group commit: a background thread commits queued updates every `interval` (or sooner when
