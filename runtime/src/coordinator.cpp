@@ -350,8 +350,11 @@ class Coordinator {
         if (sched_.ready() > 0 && sched_.live_workers() == 0)
           throw std::runtime_error("every worker rank is presumed hung; stopping");
       }
-      if (opt_.snapshot_s > 0 && now - last_snapshot > std::chrono::duration<double>(opt_.snapshot_s)) {
+      // A snapshot rewrites results.h5 (about 1 s per million tasks) while the farm waits:
+      // never more than about 5 % of the run, however large the job.
+      if (opt_.snapshot_s > 0 && now - last_snapshot > std::chrono::duration<double>(std::max(opt_.snapshot_s, 20 * snapshot_cost_s_))) {
         write_snapshot();
+        snapshot_cost_s_ = std::chrono::duration<double>(Clock::now() - now).count();
         last_snapshot = Clock::now();
       }
       progress_->tick(sched_.finished(), sched_.done() - initially_done_, sched_.failed(), run_seconds(), false);
@@ -520,6 +523,7 @@ class Coordinator {
   std::map<std::uint32_t, GangOutcomes> gang_outcomes_;  // tasks on several ranks in flight
   std::vector<Worker> workers_;
   std::size_t stale_ = 0, initially_done_ = 0;
+  double snapshot_cost_s_ = 0;  // how long the last snapshot took
   bool stopping_ = false, lock_lost_ = false;
   std::unique_ptr<JournalWriter> writer_;
   std::unique_ptr<detail::Progress> progress_;

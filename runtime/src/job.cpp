@@ -11,6 +11,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <toml++/toml.h>
 
 #include "rankfarm/runtime/error.hpp"
@@ -284,6 +285,7 @@ class Loader {
       if (ps == nullptr) {
         kernels::Params scratch;
         put_param(k, scratch, pname, to_value(arr->front(), field), line_of(v), e);  // throws: no such parameter
+        throw std::logic_error("put_param accepted an unknown parameter");
       }
       SweepAxis axis;
       axis.name = pname;

@@ -69,7 +69,9 @@ struct FarmOptions {
   double timeout_s = 0;          ///< command files: timeout per attempt (0 = none)
   double grace_s = 10;           ///< after a stop signal: how long running tasks may finish
   double progress_s = 0;         ///< progress interval; 0 = 0.2 s on a terminal, else 10 s
-  double snapshot_s = 60;        ///< results.h5 is rewritten at most this often while running
+  /// results.h5 is rewritten at most this often while running, seconds, and at most every 20
+  /// times the last rewrite's duration (a snapshot stalls the farm: ~1 s per million tasks).
+  double snapshot_s = 60;
   std::int64_t keep_stdout = -1; ///< bytes of each shell task's stdout kept; -1 = [job].keep_stdout
   std::chrono::milliseconds commit_interval{100};  ///< journal group-commit interval
   /// Shell tasks' stdout/stderr: stream files per rank (default) or a file per task.
