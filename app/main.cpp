@@ -389,12 +389,14 @@ int main(int argc, char** argv) {
       // lock if it got past the check above in a race) never touches this run's files.
       // The ranks read the job themselves: this process keeps nothing of it while it waits on
       // mpirun (memory handed back to the system, not only to the allocator).
-      const std::string output_dir = check->output_dir;
-      check.reset();
-      malloc_trim(0);
       char host[256] = {};
       gethostname(host, sizeof host - 1);
       const std::string me = fmt::format("{}.{}", host, getpid());
+      // Rank 0 reads the job as loaded here instead of parsing the file again.
+      const std::string job_plan = rt::save_job_plan(*check, opt, me);
+      const std::string output_dir = check->output_dir;
+      check.reset();
+      malloc_trim(0);
       const std::string done_file = rt::OutputDir(output_dir).done_file(me);
       const std::string ready_file = rt::OutputDir(output_dir).ready_file(me);
       std::error_code ec;
@@ -402,11 +404,15 @@ int main(int argc, char** argv) {
       std::filesystem::remove(ready_file, ec);
       plan.env.push_back("RANKFARM_DONE_FILE=" + done_file);
       plan.env.push_back("RANKFARM_READY_FILE=" + ready_file);
-      if (!plan.argv.empty() && plan.argv[0] == "mpirun")
+      if (!job_plan.empty()) plan.env.push_back("RANKFARM_JOB_PLAN=" + job_plan);
+      if (!plan.argv.empty() && plan.argv[0] == "mpirun") {
         plan.argv.insert(plan.argv.begin() + 1, {"-x", "RANKFARM_DONE_FILE", "-x", "RANKFARM_READY_FILE"});
+        if (!job_plan.empty()) plan.argv.insert(plan.argv.begin() + 1, {"-x", "RANKFARM_JOB_PLAN"});
+      }
       const int code = rankfarm::launcher::run_plan(plan, done_file, 30, ready_file);
       std::filesystem::remove(done_file, ec);
       std::filesystem::remove(ready_file, ec);
+      if (!job_plan.empty()) std::filesystem::remove(job_plan, ec);
       return code;
     }
     if (dry_run) {

@@ -575,7 +575,7 @@ namespace {
 // of another front end uses them. This run's own (named in its environment) are kept.
 void remove_stale_announcements(const std::string& dir) {
   std::error_code ec;
-  const char* mine[] = {std::getenv("RANKFARM_READY_FILE"), std::getenv("RANKFARM_DONE_FILE")};
+  const char* mine[] = {std::getenv("RANKFARM_READY_FILE"), std::getenv("RANKFARM_DONE_FILE"), std::getenv("RANKFARM_JOB_PLAN")};
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     if (!OutputDir::is_front_end_file(name)) continue;

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "coordinator.hpp"
+#include "job_plan.hpp"
 #include "executor.hpp"
 #include "rankfarm/runtime/output_dir.hpp"
 #include "rankfarm/runtime/error.hpp"
@@ -177,8 +178,12 @@ void check_task_ranks(const Job& job, int workers) {
 
 JobCheck detail::locate_job(const FarmOptions& opt, const kernels::Registry& registry) {
   JobCheck c;
-  c.job = opt.commands ? load_command_file(opt.job_path, {opt.retries, opt.timeout_s})
-                       : load_job_file(opt.job_path, registry);
+  // The job as the front end loaded it (a plan of the same file, build and options), or parsed.
+  std::optional<Job> planned;
+  if (const char* plan = std::getenv("RANKFARM_JOB_PLAN"); plan != nullptr && *plan != '\0')
+    planned = detail::read_job_plan(plan, detail::plan_key(opt));
+  if (planned) c.job = std::move(*planned);
+  else c.job = opt.commands ? load_command_file(opt.job_path, {opt.retries, opt.timeout_s}) : load_job_file(opt.job_path, registry);
   c.output_dir = opt.output_dir.empty() ? default_output_dir(c.job.output_dir, c.job.name) : opt.output_dir;
   c.journal_path = OutputDir(c.output_dir).journal();
   // The output directory, or the nearest ancestor that exists, must be a writable directory
@@ -237,6 +242,20 @@ void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
                                  count_differs ? fmt::format("it has {} tasks, the journalled one {}; ", c.job.size(), task_count) : "",
                                  detail::describe_change(c.job, rows, true)));
   c.done = static_cast<std::size_t>(std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.record.state == TaskState::Done; }));
+}
+
+std::string save_job_plan(const JobCheck& check, const FarmOptions& opt, const std::string& front_end) {
+  const std::string key = detail::plan_key(opt);
+  if (key.empty()) return {};
+  try {
+    std::error_code ec;
+    fs::create_directories(check.output_dir, ec);
+    const std::string path = OutputDir(check.output_dir).job_plan(front_end);
+    detail::write_job_plan(path, check.job, key);
+    return path;
+  } catch (const std::exception&) {
+    return {};  // rank 0 parses the job file
+  }
 }
 
 JobCheck check_job(const FarmOptions& opt, const kernels::Registry& registry) {

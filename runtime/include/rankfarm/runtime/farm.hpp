@@ -100,6 +100,15 @@ struct JobCheck {
 /// InputError. Used before launching ranks.
 JobCheck check_job(const FarmOptions& options, const kernels::Registry& registry);
 
+/// For `rankfarm run`, which loaded and checked the job before starting the ranks: saves the
+/// loaded job in the output directory (created if need be) as OutputDir::job_plan(front_end),
+/// for rank 0 to read instead of parsing the job file again (the environment variable
+/// RANKFARM_JOB_PLAN names it). The file is keyed by this build, the job file's path, size and
+/// modification time, and the command-file options: rank 0 parses the job file itself when any
+/// differs or the file cannot be read whole. Returns the path, or "" when it could not be
+/// written (rank 0 then parses).
+std::string save_job_plan(const JobCheck& check, const FarmOptions& options, const std::string& front_end);
+
 /// Checks the environment variables a run reads (RANKFARM_TRANSPORT: auto or a backend of
 /// this build; RANKFARM_BULK_THRESHOLD: bytes; RANKFARM_PROGRESS: bar or lines;
 /// RANKFARM_LOCK_LEASE: seconds; RANKFARM_SHEPHERD: an executable). Throws

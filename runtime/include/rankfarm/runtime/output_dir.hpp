@@ -14,6 +14,9 @@
 //   .rankfarm-ready.<host>.<pid>, .rankfarm-finished.<host>.<pid>
 //                             what rank 0 tells the `rankfarm run` front end <host>.<pid>: every
 //                             rank handles stop signals; the job ended (its exit code)
+//   .rankfarm-job.<host>.<pid>
+//                             the job as that front end loaded it: rank 0 reads it instead of
+//                             parsing the job file again (farm.hpp, save_job_plan)
 // Paths are the directory as given joined with the name (relative stays relative). Nothing here
 // touches the file system.
 #pragma once
@@ -40,9 +43,12 @@ class OutputDir {
   /// The ready and done files of the front end `front_end` ("<host>.<pid>").
   std::string ready_file(const std::string& front_end) const { return join(".rankfarm-ready." + front_end); }
   std::string done_file(const std::string& front_end) const { return join(".rankfarm-finished." + front_end); }
-  /// Whether a file name (no directory) is a front end's ready or done file.
+  /// The job as the front end `front_end` loaded it, for rank 0 (saved by save_job_plan).
+  std::string job_plan(const std::string& front_end) const { return join(".rankfarm-job." + front_end); }
+  /// Whether a file name (no directory) is a front end's ready, done or job-plan file.
   static bool is_front_end_file(const std::string& name) {
-    return name.rfind(".rankfarm-ready.", 0) == 0 || name.rfind(".rankfarm-finished.", 0) == 0;
+    return name.rfind(".rankfarm-ready.", 0) == 0 || name.rfind(".rankfarm-finished.", 0) == 0 ||
+           name.rfind(".rankfarm-job.", 0) == 0;
   }
 
  private:
