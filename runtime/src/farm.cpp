@@ -250,7 +250,7 @@ std::string save_job_plan(const JobCheck& check, const FarmOptions& opt, const s
   try {
     std::error_code ec;
     fs::create_directories(check.output_dir, ec);
-    const std::string path = OutputDir(check.output_dir).job_plan(front_end);
+    std::string path = OutputDir(check.output_dir).job_plan(front_end);
     detail::write_job_plan(path, check.job, key);
     return path;
   } catch (const std::exception&) {

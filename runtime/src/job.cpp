@@ -356,7 +356,7 @@ class Loader {
   void add(JobEntry entry, Entry e) {
     entry.first = static_cast<std::uint32_t>(job_.size());
     if (job_.size() + entry.count > std::numeric_limits<std::uint32_t>::max() - 1u)
-      throw InputError(path_, e.line, e.what, "the job has more than 2^32 - 2 tasks");
+      throw InputError(path_, e.line, e.what, fmt::format("the job expands to more than {} tasks", std::numeric_limits<std::uint32_t>::max() - 1u));
     if (entry.is_sweep()) sweeps_[entry.base.id] = {entry.first, entry.count};
     else task_index_[entry.base.id] = entry.first;
     entries_.push_back(std::move(e));

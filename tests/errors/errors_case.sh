@@ -49,6 +49,19 @@ run_case() {
   job-cycle) job '[job]\nname = "x"\n[[task]]\nid = "a"\ncommand = "true"\ndepends_on = ["b"]\n[[task]]\nid = "b"\ncommand = "true"\ndepends_on = ["a"]\n'; "$RF" run job.toml ;;
   job-sweep-empty-vary) job '[job]\nname = "x"\n[[sweep]]\nid = "s"\nkernel = "spin_ms"\nvary = { ms = [] }\n'; "$RF" run job.toml ;;
   job-sweep-bad-value) job '[job]\nname = "x"\n[[sweep]]\nid = "s"\nkernel = "spin_ms"\nvary = { ms = [1, 2, -1, 3] }\n'; "$RF" run job.toml ;;
+  job-sweep-too-large)  # 3163 x 3163 points
+    job '[job]\nname = "x"\n[[sweep]]\nid = "s"\nkernel = "black_scholes_mc"\nvary = { strike = [%s], volatility = [%s] }\nparams = { spot = 100.0, rate = 0.01, maturity = 1.0, paths = 100 }\n' \
+      "$(seq -s, 1 3163)" "$(awk 'BEGIN { for (k = 1; k <= 3163; k++) printf "%s%.3f", (k > 1 ? "," : ""), k / 1000 }')"
+    "$RF" run job.toml ;;
+  job-too-many-tasks)  # 430 sweeps of 3162 x 3162 points: 4.3e9 tasks from 2.7 million values
+    strikes=$(seq -s, 1 3162)
+    vols=$(awk 'BEGIN { for (k = 1; k <= 3162; k++) printf "%s%.3f", (k > 1 ? "," : ""), k / 1000 }')
+    { printf '[job]\nname = "x"\n'
+      for k in $(seq 0 429); do
+        printf '[[sweep]]\nid = "s%d"\nkernel = "black_scholes_mc"\nparams = { spot = 100.0, rate = 0.01, maturity = 1.0, paths = 100 }\nvary = { strike = [%s], volatility = [%s] }\n\n' "$k" "$strikes" "$vols"
+      done
+    } > job.toml
+    "$RF" run job.toml ;;
   job-sweep-vary-and-param) job '[job]\nname = "x"\n[[sweep]]\nid = "s"\nkernel = "spin_ms"\nparams = { ms = 1 }\nvary = { ms = [1, 2] }\n'; "$RF" run job.toml ;;
   job-ranks-one-rank-kernel) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "spin_ms"\nranks = 2\nparams = { ms = 1 }\n'; "$RF" run job.toml ;;
   job-ranks-too-many) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "stencil"\nranks = 99\n'; "$RF" run job.toml -n 3 ;;
