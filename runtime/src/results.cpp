@@ -50,8 +50,9 @@ hid_t vlen_string_type() {
 }
 
 // A table written in blocks of rows: `fill(r)` puts row r's values (put_*) in column order.
-// Rows are produced twice: once to size the string columns, then block by block into the
-// dataset, so a table of 10 million rows never sits in memory whole.
+// A table larger than one block has its rows produced twice: once to size the string columns,
+// then block by block into the dataset, so a table of 10 million rows never sits in memory
+// whole. A table of one block is produced once.
 class Table {
  public:
   enum Kind { I64, I32, U8, F64, STR };
@@ -84,17 +85,27 @@ class Table {
 
   void write(hid_t file, const std::string& name, std::size_t rows, const std::function<void(std::size_t)>& fill,
              const std::map<std::string, std::string>& attrs) {
-    // Pass 1: each string column's longest value.
+    // Pass 1: each string column's longest value. A table of one block is produced once and
+    // kept for pass 2.
     std::vector<std::size_t> longest(cols_.size(), 0);
-    sizing_ = true;
+    const bool one_block = rows <= kBlockRows;
+    sizing_ = !one_block;
+    std::vector<char> kept_rows;
+    std::vector<std::string> kept_strings;
     for (std::size_t r = 0; r < rows; ++r) {
       begin_row();
       fill(r);
       std::size_t k = 0;
       for (std::size_t c = 0; c < cols_.size(); ++c)
         if (cols_[c].kind == STR) longest[c] = std::max(longest[c], strings_[k++].size());
+      if (one_block) {
+        kept_rows.insert(kept_rows.end(), row_.begin(), row_.end());
+        for (auto& str : strings_) kept_strings.push_back(std::move(str));
+      }
     }
     sizing_ = false;
+    std::size_t strings_per_row = 0;
+    for (const auto& c : cols_) strings_per_row += c.kind == STR;
     // The file's layout: fixed strings change the row size.
     width_.assign(cols_.size(), 0);
     offset_.assign(cols_.size(), 0);
@@ -133,8 +144,15 @@ class Table {
       out.assign(n * out_row_, '\0');
       block_strings_.clear();
       for (std::size_t r = 0; r < n; ++r) {
-        begin_row();
-        fill(first + r);
+        if (one_block) {  // produced in pass 1
+          row_.assign(kept_rows.begin() + static_cast<std::ptrdiff_t>(r * row_size_),
+                      kept_rows.begin() + static_cast<std::ptrdiff_t>((r + 1) * row_size_));
+          strings_.clear();
+          for (std::size_t k = 0; k < strings_per_row; ++k) strings_.push_back(std::move(kept_strings[r * strings_per_row + k]));
+        } else {
+          begin_row();
+          fill(first + r);
+        }
         std::size_t k = 0;
         for (std::size_t c = 0; c < cols_.size(); ++c) {
           char* dst = out.data() + r * out_row_ + offset_[c];
