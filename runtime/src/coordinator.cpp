@@ -95,7 +95,8 @@ class Coordinator {
           r.rank = e.rank;
           r.attempt = sched_.attempt(e.idx);
           r.started_at = epoch_seconds();
-          r.deadline = job_.entry_of(e.idx).base.timeout_s > 0 ? r.started_at + job_.entry_of(e.idx).base.timeout_s : 0;
+          if (const double timeout = job_.entry_of(e.idx).base.timeout_s; timeout > 0) r.deadline = r.started_at + timeout;
+          else r.deadline = 0;
           break;
         case SchedEvent::Done:
           r.state = TaskState::Done;

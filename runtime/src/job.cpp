@@ -425,21 +425,13 @@ void append_axis_value(std::string& out, const SweepAxis& a, std::size_t i) {
   else out += "s" + quoted(a.strings[i]);
 }
 
-// 64-bit FNV-1a, fed piece by piece.
-struct Fnv {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  void add(std::string_view data) {
-    for (unsigned char c : data) h = (h ^ c) * 0x100000001b3ULL;
-  }
-  std::string hex() const { return fmt::format("{:016x}", h); }
-};
+// An entry's canonical text, split where a sweep point's id and axis values go
+// (JobEntry::canonical): fixed text pieces, each followed by an axis value (axis >= 0), the
+// point id (kId) or nothing (kEnd).
+using Pieces = std::vector<std::pair<std::string, int>>;
+constexpr int kId = -1, kEnd = -2;
 
-// An entry's canonical text, split where a sweep point's id and axis values go: fixed text
-// pieces, each followed by an axis value (axis >= 0), the point id (kId) or nothing (kEnd).
-struct CanonicalForm {
-  static constexpr int kId = -1, kEnd = -2;
-  std::vector<std::pair<std::string, int>> pieces;
-};
+std::string hex64(std::uint64_t h) { return fmt::format("{:016x}", h); }
 
 std::string deps_text(const Job& job, const JobEntry& e) {
   std::string out;
@@ -448,10 +440,10 @@ std::string deps_text(const Job& job, const JobEntry& e) {
   return out;
 }
 
-CanonicalForm canonical_form(const Job& job, const JobEntry& e, const std::string* deps) {
-  CanonicalForm f;
+Pieces canonical_form(const Job& job, const JobEntry& e, const std::string* deps) {
+  Pieces pieces;
   const TaskSpec& t = e.base;
-  f.pieces.emplace_back(fmt::format("{}|", static_cast<int>(t.kind)), CanonicalForm::kId);
+  pieces.emplace_back(fmt::format("{}|", static_cast<int>(t.kind)), kId);
   std::string text = "|";
   if (t.kind == TaskKind::Kernel) {
     text += t.kernel + "|";
@@ -464,7 +456,7 @@ CanonicalForm canonical_form(const Job& job, const JobEntry& e, const std::strin
         text += ";";
       }
       text += e.axes[a].name + "=";
-      f.pieces.emplace_back(std::move(text), static_cast<int>(a));
+      pieces.emplace_back(std::move(text), static_cast<int>(a));
       text = ";";
     }
     for (; it != fixed.end(); ++it) {
@@ -477,31 +469,21 @@ CanonicalForm canonical_form(const Job& job, const JobEntry& e, const std::strin
   }
   text += "|deps:";
   text += deps != nullptr ? *deps : deps_text(job, e);
-  f.pieces.emplace_back(std::move(text), CanonicalForm::kEnd);
-  return f;
+  pieces.emplace_back(std::move(text), kEnd);
+  return pieces;
 }
 
 // The canonical text of point `n` of entry `e` (n = 0 for a task) into `out`.
-void canonical_text(const JobEntry& e, const std::vector<std::pair<std::string, int>>& pieces, std::size_t n, std::string& out) {
+void canonical_text(const JobEntry& e, const Pieces& pieces, std::size_t n, std::string& out) {
   out.clear();
-  std::size_t coord[16];
-  std::vector<std::size_t> many;
-  std::size_t* c = coord;
-  if (e.axes.size() > 16) {
-    many.resize(e.axes.size());
-    c = many.data();
-  }
-  for (std::size_t a = e.axes.size(), rest = n; a-- > 0;) {
-    c[a] = rest % e.axes[a].size();
-    rest /= e.axes[a].size();
-  }
   for (const auto& [text, what] : pieces) {
     out += text;
-    if (what == CanonicalForm::kId) {
+    if (what == kId) {
       out += e.base.id;
       if (e.is_sweep()) fmt::format_to(std::back_inserter(out), ".{}", n);
     } else if (what >= 0) {
-      append_axis_value(out, e.axes[static_cast<std::size_t>(what)], c[what]);
+      const auto a = static_cast<std::size_t>(what);
+      append_axis_value(out, e.axes[a], e.value_index(a, n));
     }
   }
 }
@@ -535,34 +517,22 @@ TaskSpec Job::task(std::uint32_t idx) const {
   TaskSpec t = e.base;
   if (!e.is_sweep()) return t;
   t.id = id(idx);
-  std::size_t rest = idx - e.first;
-  for (std::size_t a = e.axes.size(); a-- > 0;) {
-    t.params.set(e.axes[a].name, e.axes[a].at(rest % e.axes[a].size()));
-    rest /= e.axes[a].size();
-  }
+  for (std::size_t a = 0; a < e.axes.size(); ++a) t.params.set(e.axes[a].name, e.axes[a].at(e.value_index(a, idx - e.first)));
   return t;
 }
 
 kernels::ParamValue Job::param(std::uint32_t idx, const std::string& name) const {
   const JobEntry& e = entry_of(idx);
   if (e.base.params.has(name)) return e.base.params.values().at(name);
-  std::size_t rest = idx - e.first;
-  for (std::size_t a = e.axes.size(); a-- > 0;) {
-    if (e.axes[a].name == name) return e.axes[a].at(rest % e.axes[a].size());
-    rest /= e.axes[a].size();
-  }
+  for (std::size_t a = 0; a < e.axes.size(); ++a)
+    if (e.axes[a].name == name) return e.axes[a].at(e.value_index(a, idx - e.first));
   throw std::out_of_range(fmt::format("task {} has no parameter {}", id(idx), name));
 }
 
 std::string canonical_spec(const Job& job, std::uint32_t idx) {
   const JobEntry& e = job.entry_of(idx);
   std::string out;
-  if (e.is_sweep() && !e.canonical.empty()) {
-    canonical_text(e, e.canonical, idx - e.first, out);
-  } else {
-    const CanonicalForm f = canonical_form(job, e, nullptr);
-    canonical_text(e, f.pieces, idx - e.first, out);
-  }
+  canonical_text(e, e.is_sweep() && !e.canonical.empty() ? e.canonical : canonical_form(job, e, nullptr), idx - e.first, out);
   return out;
 }
 
@@ -572,9 +542,7 @@ std::string Job::spec_hash(std::uint32_t idx) const {
   if (e.canonical.empty()) return fnv1a_hex(canonical_spec(*this, idx));
   thread_local std::string text;  // a sweep point: no allocation once the buffer has grown
   canonical_text(e, e.canonical, idx - e.first, text);
-  Fnv h;
-  h.add(text);
-  return h.hex();
+  return fnv1a_hex(text);
 }
 
 std::optional<std::uint32_t> Job::find(const std::string& id) const {
@@ -671,34 +639,30 @@ Job load_command_file(const std::string& path, const CommandFileOptions& options
   return job;
 }
 
-std::string fnv1a_hex(const std::string& data) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
+std::uint64_t fnv1a(std::string_view data, std::uint64_t h) {
   for (unsigned char c : data) h = (h ^ c) * 0x100000001b3ULL;
-  return fmt::format("{:016x}", h);
+  return h;
 }
 
+std::string fnv1a_hex(std::string_view data) { return hex64(fnv1a(data)); }
+
 void hash_job(Job& job) {
-  Fnv all;
-  all.add(job.name);
-  all.add("\n");
+  std::uint64_t all = fnv1a(job.name + "\n");
   std::string text;
   for (auto& e : job.entries) {
     e.canonical.clear();
     e.spec_hash.clear();
     const std::string deps = deps_text(job, e);
-    CanonicalForm f = canonical_form(job, e, &deps);
+    Pieces pieces = canonical_form(job, e, &deps);
     for (std::size_t n = 0; n < e.count; ++n) {
-      canonical_text(e, f.pieces, n, text);
-      Fnv h;
-      h.add(text);
-      const std::string hex = h.hex();
-      all.add(hex);
-      all.add("\n");
+      canonical_text(e, pieces, n, text);
+      const std::string hex = fnv1a_hex(text);
+      all = fnv1a("\n", fnv1a(hex, all));
       if (!e.is_sweep()) e.spec_hash = hex;
     }
-    if (e.is_sweep()) e.canonical = std::move(f.pieces);
+    if (e.is_sweep()) e.canonical = std::move(pieces);
   }
-  job.hash = all.hex();
+  job.hash = hex64(all);
 }
 
 void check_acyclic(const Job& job) {

@@ -40,12 +40,8 @@ std::uint64_t get_count(WireReader& r, std::size_t least) {
   return n;
 }
 
-// 64-bit FNV-1a of the bytes before the checksum: a changed byte anywhere is a damaged plan.
-std::uint64_t checksum(const char* p, std::size_t n) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(p[i])) * 0x100000001b3ULL;
-  return h;
-}
+// FNV-1a of the bytes before the checksum: a changed byte anywhere is a damaged plan.
+std::uint64_t checksum(const char* p, std::size_t n) { return fnv1a(std::string_view(p, n)); }
 
 }  // namespace
 

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -59,7 +60,9 @@ struct SweepAxis {
   std::vector<double> reals;           ///< type Double
   std::vector<std::string> strings;    ///< type String
 
+  /// Number of values.
   std::size_t size() const;
+  /// Value i (< size()); std::out_of_range otherwise.
   kernels::ParamValue at(std::size_t i) const;
 };
 
@@ -80,6 +83,11 @@ struct JobEntry {
   std::vector<std::pair<std::string, int>> canonical;
 
   bool is_sweep() const { return !axes.empty(); }
+  /// Which value of axis `a` point `n` (0-based, < count) takes: (n / stride_a) % size_a.
+  std::size_t value_index(std::size_t a, std::size_t n) const {
+    for (std::size_t b = axes.size(); --b > a;) n /= axes[b].size();
+    return n % axes[a].size();
+  }
 };
 
 /// A loaded job. `hash` covers every task's id and spec hash: a change to what any task
@@ -132,21 +140,11 @@ template <class F>
 void Job::for_each_param(std::uint32_t idx, F&& f) const {
   const JobEntry& e = entry_of(idx);
   const auto& fixed = e.base.params.values();
-  if (!e.is_sweep()) {
-    for (const auto& [k, v] : fixed) f(k, v);
-    return;
-  }
-  // The point's value of each axis (last fastest), merged with the fixed ones in name order.
-  std::size_t rest = idx - e.first;
-  std::vector<kernels::ParamValue> point(e.axes.size());
-  for (std::size_t a = e.axes.size(); a-- > 0;) {
-    point[a] = e.axes[a].at(rest % e.axes[a].size());
-    rest /= e.axes[a].size();
-  }
+  // The point's value of each axis, merged with the fixed ones in name order.
   auto it = fixed.begin();
   for (std::size_t a = 0; a < e.axes.size(); ++a) {
     for (; it != fixed.end() && it->first < e.axes[a].name; ++it) f(it->first, it->second);
-    f(e.axes[a].name, point[a]);
+    f(e.axes[a].name, e.axes[a].at(e.value_index(a, idx - e.first)));
   }
   for (; it != fixed.end(); ++it) f(it->first, it->second);
 }
@@ -181,7 +179,12 @@ std::string canonical_spec(const Job& job, std::uint32_t idx);
 /// text. Several times faster than formatting through printf.
 void append_hex_double(std::string& out, double v);
 
-/// 64-bit FNV-1a of `data` as 16 lowercase hex digits (change detection, not security).
-std::string fnv1a_hex(const std::string& data);
+/// 64-bit FNV-1a (Fowler, Noll, Vo; offset basis 0xcbf29ce484222325, prime 0x100000001b3) of
+/// `data`, continuing from `h` (pass the previous result to hash data given in pieces).
+/// Change detection, not security.
+std::uint64_t fnv1a(std::string_view data, std::uint64_t h = 0xcbf29ce484222325ULL);
+
+/// fnv1a(`data`) as 16 lowercase hex digits.
+std::string fnv1a_hex(std::string_view data);
 
 }  // namespace rankfarm::runtime
