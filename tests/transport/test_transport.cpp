@@ -252,6 +252,9 @@ TEST_P(TransportTest, ErrorsNameTheBackendAndThePeer) {
   static_cast<void>(t_->recv(prev(), 77, small.data(), small.size(), &r));
   static_cast<void>(t_->send(next(), 77, big.data(), big.size(), &s));
   EXPECT_NE(t_->wait_all({&s, &r}, kWait), tp::Status::Ok);
+  // A refused rendezvous send completes when the receiver's finish record arrives, which needs
+  // the receiver to keep progressing (the MPI exchange below does not): fence first.
+  fence();
   EXPECT_EQ(r.status, tp::Status::Invalid);
   EXPECT_NE(r.error.find(t_->name_for(prev()) + ": rank " + std::to_string(prev()) + ": message of 20000 bytes does not fit"),
             std::string::npos) << r.error;
@@ -364,7 +367,37 @@ TEST(Selection, AutoPicksShmOnOneNodeAndRoutesAcrossNodesAndSaysWhy) {
     if (tp::rdma_devices(&why).empty())
       EXPECT_NE(all.find("verbs: passed over: rank 0: verbs: no RDMA device: " + why), std::string::npos) << all;
     EXPECT_NE(all.find("chosen for ranks on other nodes"), std::string::npos) << all;
+    // On the verbs stand-in, verbs is the first network backend and works everywhere.
+    if (std::getenv("RANKFARM_VERBS_MOCK") != nullptr) EXPECT_EQ(choice.backend, "shm+verbs") << all;
   }
+  boot.barrier();
+}
+
+// Under scripts/with-verbs-mock: the verbs backend says whose device it is, and refuses the
+// stand-in when it was not asked for (its libraries merely on the library path).
+TEST(Selection, TheVerbsStandInIsNamedAndNeverChosenByAccident) {
+  if (std::getenv("RANKFARM_VERBS_MOCK") == nullptr) {
+    std::string why;
+    const auto devices = tp::rdma_devices(&why);
+    for (const auto& d : devices) EXPECT_NE(d.name.rfind("rankfarm-mock", 0), 0u) << "the stand-in is loaded outside with-verbs-mock";
+    return;
+  }
+  tp::MpiBootstrap boot(MPI_COMM_WORLD);
+  {
+    auto t = tp::open_backend("verbs", boot);
+    EXPECT_NE(t->describe().find("device rankfarm-mock0"), std::string::npos) << t->describe();
+    if (boot.rank() == 0)
+      std::printf("verbs tested on rankfarm's userspace stand-in, NOT on RDMA hardware: %s\n", t->describe().c_str());
+    boot.barrier();
+  }
+  unsetenv("RANKFARM_VERBS_MOCK");
+  try {
+    tp::open_backend("verbs", boot);
+    ADD_FAILURE() << "the stand-in was used without RANKFARM_VERBS_MOCK";
+  } catch (const tp::TransportError& e) {
+    EXPECT_NE(std::string(e.what()).find("is rankfarm's test stand-in for RDMA hardware"), std::string::npos) << e.what();
+  }
+  setenv("RANKFARM_VERBS_MOCK", "1", 1);
   boot.barrier();
 }
 
