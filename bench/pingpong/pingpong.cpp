@@ -11,6 +11,10 @@
 // acknowledgement, repeated). Conventions of the OSU micro-benchmarks (osu_latency.c,
 // osu_bw.c): warm-up iterations first (not timed), 10000 iterations up to 8 KiB and 1000
 // above for latency, window 64. Waiting polls without sleeping, as MPI does.
+//
+// PINGPONG_VERIFY=1: a correctness run, not a measurement (few iterations): every message
+// carries a pattern that depends on its sender, size and iteration, and every received one is
+// checked; rank 0 prints "verify: N messages checked, M wrong" and the exit status is 1 when M > 0.
 #include <arpa/inet.h>
 #include <mpi.h>
 #include <netinet/in.h>
@@ -223,8 +227,24 @@ int main(int argc, char** argv) {
     MPI_Finalize();
     return 2;
   }
-  const int scale = std::getenv("PINGPONG_QUICK") ? 10 : 1;
+  const bool verify = std::getenv("PINGPONG_VERIFY") != nullptr;
+  const int scale = verify ? 100 : std::getenv("PINGPONG_QUICK") ? 10 : 1;
   std::vector<char> sbuf(4 << 20, 'a'), rbuf(4 << 20);
+  long long checked = 0, wrong = 0;
+  // Verify mode: byte j of message i of size n from rank r.
+  auto fill = [&](std::size_t n, int i) {
+    if (verify)
+      for (std::size_t j = 0; j < n; ++j) sbuf[j] = static_cast<char>((j * 31 + n + static_cast<std::size_t>(i) * 7 + static_cast<std::size_t>(rank) * 101) & 0xff);
+  };
+  auto check = [&](std::size_t n, int i) {
+    if (!verify) return;
+    ++checked;
+    for (std::size_t j = 0; j < n; ++j)
+      if (rbuf[j] != static_cast<char>((j * 31 + n + static_cast<std::size_t>(i) * 7 + static_cast<std::size_t>(peer) * 101) & 0xff)) {
+        ++wrong;
+        return;
+      }
+  };
   // Latency: 8 B to 4 MiB.
   for (std::size_t n = 8; n <= (4u << 20); n *= 2) {
     const int iters = (n <= 8192 ? 10000 : 1000) / scale, warm = (n <= 8192 ? 1000 : 100) / scale;
@@ -232,6 +252,7 @@ int main(int argc, char** argv) {
     t.reserve(static_cast<std::size_t>(iters));
     MPI_Barrier(MPI_COMM_WORLD);
     for (int i = 0; i < warm + iters; ++i) {
+      fill(n, i);
       const auto t0 = Clock::now();
       if (rank == 0) {
         ch->send(sbuf.data(), n);
@@ -240,6 +261,7 @@ int main(int argc, char** argv) {
         ch->recv(rbuf.data(), n);
         ch->send(sbuf.data(), n);
       }
+      check(n, i);
       if (i >= warm) t.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / 2);
     }
     if (rank == 0) std::printf("%s,latency,%zu,%.3f\n", label.c_str(), n, median(t));
@@ -254,11 +276,13 @@ int main(int argc, char** argv) {
     for (int i = 0; i < warm + iters; ++i) {
       if (i == warm) t0 = Clock::now();
       if (rank == 0) {
+        fill(n, i);
         ch->send_window(sbuf.data(), n);
         ch->recv(ack, sizeof ack);
       } else {
         ch->recv_window(rbuf.data(), n);
         ch->send(ack, sizeof ack);
+        check(n, i);
       }
     }
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -266,6 +290,14 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   ch.reset();
+  long long totals[2] = {checked, wrong}, sums[2] = {0, 0};
+  MPI_Reduce(totals, sums, 2, MPI_LONG_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
+  int rc = 0;
+  if (verify && rank == 0) {
+    std::printf("verify: %lld messages checked, %lld wrong\n", sums[0], sums[1]);
+    rc = sums[0] == 0 || sums[1] != 0;
+  }
+  MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
   MPI_Finalize();
-  return 0;
+  return rc;
 }

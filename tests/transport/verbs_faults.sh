@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One fault scenario of tests/transport/verbs_faults.cpp on the verbs stand-in, with the faults
+# and settings it needs:   verbs_faults.sh SCENARIO VERBS_FAULTS_BINARY
+# Passes when rank 0 prints "verbs_faults SCENARIO: passed" (and, except where a rank is killed
+# on purpose, mpirun succeeds).
+set -uo pipefail
+scenario=$1 exe=$2
+here=$(cd "$(dirname "$0")/../.." && pwd)
+log=$(mktemp /tmp/rankfarm-verbs-mock-log-XXXXXX)
+trap 'rm -f "$log"' EXIT
+export RANKFARM_VERBS_MOCK_LOG=$log
+extra=()
+case $scenario in
+  rnr_storm)      export RANKFARM_VERBS_MOCK_FAULTS=rnr:3000@0 ;;
+  retry_exc)      export RANKFARM_VERBS_MOCK_FAULTS=retry_exc:1/5@1 ;;
+  rem_access)     ;;
+  reg_mr_enomem)  export RANKFARM_VERBS_MOCK_FAULTS=reg_mr_enomem:1/2@1 ;;
+  reject)         export RANKFARM_VERBS_MOCK_FAULTS=reject:3@0 ;;
+  unreachable)    export RANKFARM_VERBS_MOCK_FAULTS=unreachable@1 RANKFARM_VERBS_CONNECT_TIMEOUT=2 ;;
+  vanish)         export RANKFARM_VERBS_MOCK_FAULTS=vanish:1/2@1
+                  extra=(--mca orte_abort_on_non_zero_status 0) ;;
+  cq_burst)       export RANKFARM_VERBS_MOCK_MAX_CQE=600 ;;
+  close_quiesces) ;;
+  address)        ;;
+  address_down)   scenario=address; export VERBS_FAULTS_ALL_DOWN=1 ;;
+  ipv6)           export RANKFARM_VERBS_ADDR=::1 ;;
+  *) echo "verbs_faults.sh: unknown scenario $scenario" >&2; exit 2 ;;
+esac
+out=$("$here/scripts/with-verbs-mock" mpirun -n 2 --oversubscribe "${extra[@]}" "$exe" "$scenario" 2>&1)
+rc=$?
+echo "$out"
+grep -q "^verbs_faults $scenario: passed" <<< "$out" || { echo "FAIL: no pass verdict from rank 0"; exit 1; }
+if [[ ${RANKFARM_VERBS_MOCK_FAULTS:-} != vanish* && $rc -ne 0 ]]; then echo "FAIL: mpirun exited $rc"; exit 1; fi
+exit 0
