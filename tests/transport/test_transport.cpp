@@ -16,8 +16,12 @@
 #include <set>
 #include <thread>
 
+#include "rankfarm/config.hpp"
 #include "rankfarm/transport/probe.hpp"
 #include "rankfarm/transport/transport.hpp"
+#if RANKFARM_HAVE_OFI
+#include "ofi/tag_layout.hpp"
+#endif
 
 namespace tp = rankfarm::transport;
 using namespace std::chrono_literals;
@@ -337,12 +341,47 @@ TEST_P(TransportTest, ConnectionWithoutTheJobTokenIsRefusedAndCounted) {
   if (rank_ == 0) EXPECT_EQ(refused[1 % static_cast<std::size_t>(size_)], size_ == 1 ? "0" : "2");
 }
 
+// ofi names the sender in the tag when the provider's tag bits leave room for the job's ranks,
+// else through directed receives and FI_SOURCE (RANKFARM_OFI_TAG_BITS narrows the provider, as
+// cxi's 48 bits would for 256 ranks and more); describe() says which, and the tests above pass
+// either way.
+TEST_P(TransportTest, OfiSaysHowItNamesTheSender) {
+  if (name_ != "ofi") GTEST_SKIP() << "ofi only";
+  const char* bits = std::getenv("RANKFARM_OFI_TAG_BITS");
+  const bool narrow = bits != nullptr && (1 << (std::atoi(bits) - 40)) < size_;
+  EXPECT_NE(t_->describe().find(narrow ? "sender from FI_SOURCE (directed receives)" : "sender in the tag"), std::string::npos)
+      << t_->describe();
+  EXPECT_NE(t_->describe().find("puts complete at the target (FI_DELIVERY_COMPLETE)"), std::string::npos) << t_->describe();
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, TransportTest, ::testing::ValuesIn(instances()), [](const auto& info) {
   std::string n = info.param;
   for (char& c : n)
     if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
   return n;
 });
+
+#if RANKFARM_HAVE_OFI
+// The tag layout as a pure decision (what a provider's mem_tag_format allows).
+TEST(OfiTagLayout, RankInTheTagWhenItFitsElseDirectedReceivesElseAnError) {
+  namespace ofi = rankfarm::transport::ofi;
+  EXPECT_EQ(ofi::tag_bits(0xaaaaaaaaaaaaaaaaull), 64);  // FI_TAG_GENERIC
+  EXPECT_EQ(ofi::tag_bits(0x0000ffffffffffffull), 48);  // a 48-bit provider (cxi)
+  EXPECT_EQ(ofi::tag_bits(0), 64);
+  auto t = ofi::plan_tags(48, 256, false, "cxi");
+  EXPECT_TRUE(t.rank_in_tag && t.error.empty());
+  EXPECT_EQ(t.rank_mask, 0xff0000000000ull);
+  t = ofi::plan_tags(48, 257, true, "cxi");
+  EXPECT_TRUE(!t.rank_in_tag && t.error.empty());
+  t = ofi::plan_tags(48, 257, false, "cxi");
+  EXPECT_NE(t.error.find("ofi: provider cxi carries 48 tag bits: after the 40-bit tag they name at most 256 ranks, this job has 257"),
+            std::string::npos) << t.error;
+  t = ofi::plan_tags(64, 1 << 20, false, "tcp;ofi_rxm");
+  EXPECT_TRUE(t.rank_in_tag && t.error.empty());
+  EXPECT_EQ(t.rank_mask, ~((1ull << 40) - 1));
+  EXPECT_NE(ofi::plan_tags(32, 2, true, "x").error.find("carries 32 tag bits; rankfarm's tags need 40"), std::string::npos);
+}
+#endif
 
 TEST(Selection, AutoPicksShmOnOneNodeAndRoutesAcrossNodesAndSaysWhy) {
   tp::MpiBootstrap boot(MPI_COMM_WORLD);
