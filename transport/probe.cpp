@@ -1,7 +1,6 @@
 // What this node offers: RDMA devices (rdma-core), libfabric providers, MPI's transport settings.
 #include "rankfarm/transport/probe.hpp"
 
-#include <infiniband/verbs.h>
 #include <mpi.h>
 
 #include <algorithm>
@@ -13,6 +12,9 @@
 #include <set>
 
 #include "rankfarm/config.hpp"
+#if RANKFARM_HAVE_VERBS
+#include <infiniband/verbs.h>
+#endif
 #if RANKFARM_HAVE_OFI
 #include "ofi/fabric_dl.hpp"
 #endif
@@ -48,6 +50,10 @@ double rdma_port_gbit(int active_width, int active_speed) {
 
 std::vector<RdmaDevice> rdma_devices(std::string* why) {
   std::vector<RdmaDevice> out;
+#if !RANKFARM_HAVE_VERBS
+  if (why) *why = "this build has no verbs backend (built with RANKFARM_ENABLE_VERBS=OFF)";
+  return out;
+#else
   int n = 0;
   errno = 0;
   ibv_device** list = ibv_get_device_list(&n);
@@ -99,6 +105,7 @@ std::vector<RdmaDevice> rdma_devices(std::string* why) {
   ibv_free_device_list(list);
   if (out.empty() && why) *why = "ibv_get_device_list() found 0 devices";
   return out;
+#endif
 }
 
 std::vector<FabricProvider> fabric_providers(std::string* why) {
@@ -173,22 +180,5 @@ std::vector<std::string> mpi_transport_settings() {
   return out;
 }
 
-std::vector<TransportSetting> transport_settings() {
-  std::vector<TransportSetting> out = {
-      {"RANKFARM_TRANSPORT", "", "auto", "auto, or force one backend: verbs, ofi, tcp, shm (a forced backend never falls back)"},
-      {"RANKFARM_NODE_NAME", "", "the host name", "which ranks share a node (for shm); set it where containers share a host name"},
-      {"RANKFARM_VERBS_DEVICE", "", "first device with an ACTIVE port and an IPv4 address", "RDMA device for verbs, e.g. mlx5_0"},
-      {"RANKFARM_VERBS_ADDR", "", "the IPv4 address of the device's interface", "address rdma_cm listens on for verbs"},
-      {"RANKFARM_OFI_PROVIDER", "", "best of verbs;ofi_rxm, efa, cxi, psm3, opx, tcp;ofi_rxm, shm, udp;ofi_rxd",
-       "force one libfabric provider for ofi"},
-      {"RANKFARM_TCP_ADDR", "", "127.0.0.1 on one node, else the first up non-loopback interface", "IPv4 address tcp listens on"},
-      {"RANKFARM_TCP_IF", "", "(see RANKFARM_TCP_ADDR)", "interface whose IPv4 address tcp listens on"},
-      {"RANKFARM_TCP_MAX_MESSAGE", "", "1073741824", "largest message or put/get in bytes tcp accepts in one frame"},
-      {"RANKFARM_TCP_MAX_UNEXPECTED", "", "1073741824", "bytes of not yet received messages tcp keeps per rank"},
-  };
-  for (auto& s : out)
-    if (const char* v = std::getenv(s.name.c_str())) s.value = v;
-  return out;
-}
 
 }  // namespace rankfarm::transport

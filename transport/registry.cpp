@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "backend.hpp"
+#include "settings.hpp"
 #include "rankfarm/config.hpp"
 
 namespace rankfarm::transport {
@@ -15,7 +16,9 @@ using detail::BackendEntry;
 
 // In order of preference for ranks on different nodes.
 const BackendEntry kBackends[] = {
+#if RANKFARM_HAVE_VERBS
     {"verbs", detail::create_verbs},
+#endif
 #if RANKFARM_HAVE_OFI
     {"ofi", detail::create_ofi},
 #endif
@@ -75,7 +78,7 @@ std::unique_ptr<Transport> open_backend(const std::string& name, Bootstrap& boot
 
 std::unique_ptr<Transport> open_transport(Bootstrap& boot, const std::string& request_in, Choice* choice) {
   std::string request = request_in;
-  if (request.empty()) request = std::getenv("RANKFARM_TRANSPORT") ? std::getenv("RANKFARM_TRANSPORT") : "auto";
+  if (request.empty()) request = detail::setting_text("RANKFARM_TRANSPORT");
   detail::Topology topo{boot.host_names()};
   Choice no_choice;
   Choice& c = choice ? *choice : no_choice;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "backend.hpp"
+#include "settings.hpp"
 
 namespace rankfarm::transport {
 
@@ -106,8 +107,8 @@ std::vector<RemoteRegion> exchange(Bootstrap& boot, const RemoteRegion& mine) {
 std::vector<std::string> Bootstrap::host_names() {
   char name[256] = {0};
   gethostname(name, sizeof name - 1);
-  const char* forced = std::getenv("RANKFARM_NODE_NAME");
-  return allgather(forced && *forced ? forced : name);
+  const std::string forced = detail::setting_text("RANKFARM_NODE_NAME");
+  return allgather(forced.empty() ? name : forced);
 }
 
 MpiBootstrap::MpiBootstrap(MPI_Comm comm) : comm_(comm) {

@@ -84,7 +84,14 @@ std::vector<std::pair<std::string, std::string>> forced_backends() {
 
 }  // namespace
 
+// Transport variables with malformed values (the backends' settings tables say what is
+// valid): said before launch, not when a backend first opens.
+static void check_transport_numbers() {
+  if (const auto [var, why] = transport::first_bad_transport_setting(); !var.empty()) throw InputError("environment", 0, var, why);
+}
+
 void check_forced_transport_here() {
+  check_transport_numbers();
   for (const auto& [backend, var] : forced_backends()) {
     if (backend != "verbs") continue;  // the others are judged by opening them (collective)
     std::string why;

@@ -135,6 +135,10 @@ run_case() {
     RANKFARM_TCP_IF=nope0 "$RF" run --commands cmds.txt -n 2 --output out ;;
   env-verbs-no-device) echo "true" > cmds.txt
     RANKFARM_TRANSPORT=verbs RANKFARM_VERBS_DEVICE=no-such-hca0 "$RF" run --commands cmds.txt -n 2 --output out ;;
+  env-verbs-tos) ok_job; RANKFARM_VERBS_TOS=300 "$RF" run job.toml -n 2 --output out ;;
+  env-verbs-connect-timeout) ok_job; RANKFARM_VERBS_CONNECT_TIMEOUT=soon "$RF" run job.toml -n 2 --output out ;;
+  env-tcp-max-message) ok_job; RANKFARM_TCP_MAX_MESSAGE=1e3x "$RF" run job.toml -n 2 --output out ;;
+  env-ofi-tag-bits) ok_job; RANKFARM_OFI_TAG_BITS=99 "$RF" run job.toml -n 2 --output out ;;
   env-lock-lease) ok_job; RANKFARM_LOCK_LEASE=abc "$RF" run job.toml -n 2 --output out ;;
   env-shepherd) ok_job; RANKFARM_SHEPHERD=/nonexistent/rankfarm-shepherd "$RF" run job.toml -n 2 --output out ;;
 

@@ -383,6 +383,33 @@ TEST(OfiTagLayout, RankInTheTagWhenItFitsElseDirectedReceivesElseAnError) {
 }
 #endif
 
+// The settings tables drive parsing, the check before a run, and probe's listing alike: a
+// malformed value is named the same way by all three.
+TEST(Settings, OneTableParsesChecksAndLists) {
+  tp::MpiBootstrap boot(MPI_COMM_WORLD);
+  EXPECT_TRUE(tp::first_bad_transport_setting().first.empty());
+  std::set<std::string> listed;
+  for (const auto& s : tp::transport_settings()) listed.insert(s.name);
+  for (const char* name : {"RANKFARM_VERBS_TOS", "RANKFARM_VERBS_CONNECT_TIMEOUT", "RANKFARM_OFI_TAG_BITS", "RANKFARM_TCP_MAX_MESSAGE"})
+    EXPECT_TRUE(listed.count(name)) << name << " is parsed but not listed";
+  setenv("RANKFARM_TCP_MAX_MESSAGE", "lots", 1);
+  const auto bad = tp::first_bad_transport_setting();
+  EXPECT_EQ(bad.first, "RANKFARM_TCP_MAX_MESSAGE");
+  EXPECT_EQ(bad.second, "'lots': expected a number of bytes from 1 to 2^62");
+  try {
+    tp::open_backend("tcp", boot);
+    ADD_FAILURE() << "tcp opened with a malformed RANKFARM_TCP_MAX_MESSAGE";
+  } catch (const tp::TransportError& e) {
+    EXPECT_NE(std::string(e.what()).find("tcp: RANKFARM_TCP_MAX_MESSAGE: 'lots': expected a number of bytes from 1 to 2^62"),
+              std::string::npos) << e.what();
+  }
+  unsetenv("RANKFARM_TCP_MAX_MESSAGE");
+  setenv("RANKFARM_VERBS_CONNECT_TIMEOUT", "0", 1);
+  EXPECT_EQ(tp::first_bad_transport_setting().second, "'0': expected seconds, more than 0 and at most 3600");
+  unsetenv("RANKFARM_VERBS_CONNECT_TIMEOUT");
+  boot.barrier();
+}
+
 TEST(Selection, AutoPicksShmOnOneNodeAndRoutesAcrossNodesAndSaysWhy) {
   tp::MpiBootstrap boot(MPI_COMM_WORLD);
   const auto hosts = boot.host_names();
@@ -449,6 +476,14 @@ TEST(Selection, VerbsOpensOrSaysThatThereIsNoDevice) {
                 devices[0].name.c_str());
     return;
   }
+#if !RANKFARM_HAVE_VERBS
+  // A build without rdma-core: verbs is absent, and a forced verbs says so.
+  EXPECT_EQ(why, "this build has no verbs backend (built with RANKFARM_ENABLE_VERBS=OFF)");
+  EXPECT_THROW(tp::open_transport(boot, "verbs"), tp::TransportError);
+  if (boot.rank() == 0) std::printf("verbs backend not testable here: %s\n", why.c_str());
+  boot.barrier();
+  return;
+#endif
   // rdma-core says NULL + errno, or 0 devices: either way a reason, and a forced verbs fails
   // on every rank with it.
   EXPECT_FALSE(why.empty());

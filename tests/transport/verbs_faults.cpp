@@ -7,6 +7,8 @@
 // is 0 only when every rank passed.
 #include <ifaddrs.h>
 #include <mpi.h>
+#include <rdma/rdma_cma.h>
+#include <arpa/inet.h>
 #include <net/if.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -17,6 +19,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -372,6 +375,58 @@ void ipv6(tp::Transport& t) {
   if (g_rank == 0) std::printf("ipv6: %s\n", t.describe().c_str());
 }
 
+// A connection request with a wrong job token (rank 0 dials rank 1 with librdmacm itself):
+// rank 1 rejects it and counts it; the real connections are not disturbed.
+void bad_token(tp::Transport& t) {
+  tp::MpiBootstrap boot(MPI_COMM_WORLD);
+  const auto lines = boot.allgather(t.describe());
+  if (g_rank == 0) {
+    std::smatch m;
+    CHECK(std::regex_search(lines[1], m, std::regex("rdma_cm on ([0-9.]+):([0-9]+)")), "no endpoint in: %s", lines[1].c_str());
+    sockaddr_in dst{};
+    dst.sin_family = AF_INET;
+    dst.sin_port = htons(static_cast<std::uint16_t>(std::stoi(m[2])));
+    inet_pton(AF_INET, m[1].str().c_str(), &dst.sin_addr);
+    rdma_event_channel* ch = rdma_create_event_channel();
+    rdma_cm_id* id = nullptr;
+    rdma_create_id(ch, &id, nullptr, RDMA_PS_TCP);
+    rdma_resolve_addr(id, nullptr, reinterpret_cast<sockaddr*>(&dst), 2000);
+    const auto expect = [&](rdma_cm_event_type want) {
+      rdma_cm_event* ev = nullptr;
+      if (rdma_get_cm_event(ch, &ev) != 0) return false;
+      const bool ok = ev->event == want;
+      if (!ok) std::fprintf(stderr, "[rank 0] got %s, wanted %s\n", rdma_event_str(ev->event), rdma_event_str(want));
+      rdma_ack_cm_event(ev);
+      return ok;
+    };
+    CHECK(expect(RDMA_CM_EVENT_ADDR_RESOLVED), "address");
+    rdma_resolve_route(id, 2000);
+    CHECK(expect(RDMA_CM_EVENT_ROUTE_RESOLVED), "route");
+    unsigned char hello[24] = {};
+    const std::uint32_t rank = 0, magic = 0x52464256;
+    std::memcpy(hello, &rank, 4);
+    std::memcpy(hello + 4, &magic, 4);
+    std::memset(hello + 8, 'A', 16);  // not the token
+    rdma_conn_param p{};
+    p.private_data = hello;
+    p.private_data_len = sizeof hello;
+    rdma_connect(id, &p);
+    CHECK(expect(RDMA_CM_EVENT_REJECTED), "a request without the token must be rejected");
+    rdma_destroy_id(id);
+    rdma_destroy_event_channel(ch);
+  } else {
+    const auto until = Clock::now() + 10s;
+    while (t.refused() == 0 && Clock::now() < until) static_cast<void>(t.progress());
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  both_ways(t, "after a refused connection");
+  const auto refused = boot.allgather(std::to_string(t.refused()));
+  if (g_rank == 0) {
+    CHECK(refused[1] == "1", "rank 1 counted %s refused connection(s)", refused[1].c_str());
+    std::printf("bad_token: a connection request without the job token was rejected and counted (%s)\n", refused[1].c_str());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -400,6 +455,7 @@ int main(int argc, char** argv) {
       else if (scenario == "cq_burst") cq_burst(*t);
       else if (scenario == "close_quiesces") close_quiesces(t.get(), t);
       else if (scenario == "ipv6") ipv6(*t);
+      else if (scenario == "bad_token") bad_token(*t);
       else if (scenario == "vanish") {
         vanish(*t);
         // The peer is dead: no collective can finish. Report and leave.

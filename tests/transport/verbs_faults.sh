@@ -24,6 +24,7 @@ case $scenario in
   address)        ;;
   address_down)   scenario=address; export VERBS_FAULTS_ALL_DOWN=1 ;;
   ipv6)           export RANKFARM_VERBS_ADDR=::1 ;;
+  bad_token)      ;;
   *) echo "verbs_faults.sh: unknown scenario $scenario" >&2; exit 2 ;;
 esac
 out=$("$here/scripts/with-verbs-mock" mpirun -n 2 --oversubscribe "${extra[@]}" "$exe" "$scenario" 2>&1)

@@ -1230,11 +1230,11 @@ int connect(rdma_cm_id* rid, rdma_conn_param* p) {
   Engine& e = engine();
   std::lock_guard<std::mutex> lk(e.mu);
   Id* id = as_id(rid);
-  if (rid->qp == nullptr || id->dst.ss_family == 0 || id->conn) return fail(EINVAL);
+  if (id->dst.ss_family == 0 || id->conn) return fail(EINVAL);
   auto* c = new Conn;
   c->id = id;
-  c->qp = reinterpret_cast<Qp*>(rid->qp);
-  c->qp->conn = c;
+  c->qp = reinterpret_cast<Qp*>(rid->qp);  // may be null: a connection without a queue pair
+  if (c->qp) c->qp->conn = c;
   if (p) {
     c->pdata.assign(static_cast<const char*>(p->private_data), p->private_data_len);
     c->rnr_retry = p->rnr_retry_count;

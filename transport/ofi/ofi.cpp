@@ -33,6 +33,7 @@
 
 #include "../backend.hpp"
 #include "ofi/tag_layout.hpp"
+#include "settings.hpp"
 
 namespace rankfarm::transport::detail {
 namespace {
@@ -74,7 +75,8 @@ class OfiTransport final : public Backend {
  public:
   OfiTransport(Bootstrap& boot, const Topology& topo) : rank_(boot.rank()), size_(boot.size()) {
     if (const std::string e = fabric_load_error(); !e.empty()) throw TransportError("ofi: libfabric cannot be loaded: " + e);
-    const char* forced = std::getenv("RANKFARM_OFI_PROVIDER");
+    const std::string provider = setting_text("RANKFARM_OFI_PROVIDER");
+    const char* forced = provider.empty() ? nullptr : provider.c_str();
     fi_info* list = nullptr;
     // Remote completion for puts is asked for; providers without it are taken after.
     int rc = query(forced, FI_DELIVERY_COMPLETE, 0, &list);
@@ -313,13 +315,7 @@ class OfiTransport final : public Backend {
   // Where the sender's rank goes (tag_layout.hpp). RANKFARM_OFI_TAG_BITS makes the provider
   // look narrower than it is (tests; diagnosing a provider).
   void plan_layout() {
-    int bits = ofi::tag_bits(info_->ep_attr->mem_tag_format);
-    if (const char* v = std::getenv("RANKFARM_OFI_TAG_BITS"); v && *v) {
-      char* end = nullptr;
-      const long b = std::strtol(v, &end, 10);
-      if (*end != '\0' || b < 1 || b > 64) throw TransportError(fmt::format("ofi: RANKFARM_OFI_TAG_BITS={}: not a number 1-64", v));
-      bits = std::min(bits, static_cast<int>(b));
-    }
+    const int bits = std::min(ofi::tag_bits(info_->ep_attr->mem_tag_format), static_cast<int>(setting_count("RANKFARM_OFI_TAG_BITS")));
     layout_ = ofi::plan_tags(bits, size_, false, provider_);
     if (layout_.rank_in_tag && layout_.error.empty()) return;
     if (bits < kTagBits) throw TransportError(layout_.error);

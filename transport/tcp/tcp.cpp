@@ -28,6 +28,7 @@
 #include <unordered_map>
 
 #include "../backend.hpp"
+#include "../settings.hpp"
 #include "frame.hpp"
 
 namespace rankfarm::transport::detail {
@@ -37,7 +38,7 @@ using tcp::FrameHeader;
 using tcp::FrameType;
 using Clock = std::chrono::steady_clock;
 
-// Settings, read from RANKFARM_TCP_<NAME> (printed by `rankfarm probe`).
+// Settings, from the tcp table of settings.hpp (printed by `rankfarm probe`).
 struct TcpConfig {
   std::string addr;            // ADDR: IPv4 address to listen on
   std::string iface;           // IF: interface whose IPv4 address to listen on
@@ -45,22 +46,12 @@ struct TcpConfig {
   std::uint64_t max_unexpected;  // MAX_UNEXPECTED: bytes of unmatched messages kept per rank
 };
 
-std::uint64_t env_u64(const char* name, std::uint64_t def) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return def;
-  char* end = nullptr;
-  errno = 0;
-  unsigned long long x = std::strtoull(v, &end, 10);
-  if (errno != 0 || *end != '\0') throw TransportError(fmt::format("tcp: {}={}: not a number", name, v));
-  return x;
-}
-
 TcpConfig read_config() {
   TcpConfig c;
-  c.addr = std::getenv("RANKFARM_TCP_ADDR") ? std::getenv("RANKFARM_TCP_ADDR") : "";
-  c.iface = std::getenv("RANKFARM_TCP_IF") ? std::getenv("RANKFARM_TCP_IF") : "";
-  c.max_message = env_u64("RANKFARM_TCP_MAX_MESSAGE", 1ull << 30);
-  c.max_unexpected = env_u64("RANKFARM_TCP_MAX_UNEXPECTED", 1ull << 30);
+  c.addr = detail::setting_text("RANKFARM_TCP_ADDR");
+  c.iface = detail::setting_text("RANKFARM_TCP_IF");
+  c.max_message = detail::setting_count("RANKFARM_TCP_MAX_MESSAGE");
+  c.max_unexpected = detail::setting_count("RANKFARM_TCP_MAX_UNEXPECTED");
   return c;
 }
 

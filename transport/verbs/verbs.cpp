@@ -62,6 +62,7 @@
 
 #include "../backend.hpp"
 #include "rankfarm/transport/probe.hpp"
+#include "settings.hpp"
 #include "verbs/wire.hpp"
 
 namespace rankfarm::transport::detail {
@@ -161,30 +162,12 @@ struct Rendezvous {
   int peer;
 };
 
-// Settings, read once (RANKFARM_VERBS_*; probe lists them).
+// Settings, read once from the verbs table of settings.hpp (probe lists them).
 struct Settings {
-  std::string device, addr;
-  int tos = 106;
-  std::chrono::milliseconds connect_timeout{30000};
-  static Settings from_env() {
-    Settings s;
-    if (const char* v = std::getenv("RANKFARM_VERBS_DEVICE")) s.device = v;
-    if (const char* v = std::getenv("RANKFARM_VERBS_ADDR")) s.addr = v;
-    if (const char* v = std::getenv("RANKFARM_VERBS_TOS"); v && *v) {
-      char* end = nullptr;
-      const long t = std::strtol(v, &end, 10);
-      if (*end != '\0' || t < 0 || t > 255) throw TransportError(fmt::format("verbs: RANKFARM_VERBS_TOS={}: not a number 0-255", v));
-      s.tos = static_cast<int>(t);
-    }
-    if (const char* v = std::getenv("RANKFARM_VERBS_CONNECT_TIMEOUT"); v && *v) {
-      char* end = nullptr;
-      const double t = std::strtod(v, &end);
-      if (*end != '\0' || !(t > 0) || t > 3600)
-        throw TransportError(fmt::format("verbs: RANKFARM_VERBS_CONNECT_TIMEOUT={}: not a number of seconds in (0, 3600]", v));
-      s.connect_timeout = std::chrono::milliseconds(static_cast<long long>(t * 1000));
-    }
-    return s;
-  }
+  std::string device = setting_text("RANKFARM_VERBS_DEVICE");
+  std::string addr = setting_text("RANKFARM_VERBS_ADDR");
+  int tos = static_cast<int>(setting_count("RANKFARM_VERBS_TOS"));
+  std::chrono::milliseconds connect_timeout{static_cast<long long>(setting_seconds("RANKFARM_VERBS_CONNECT_TIMEOUT") * 1000)};
 };
 
 std::string sockaddr_text(const sockaddr* sa) {
@@ -215,7 +198,7 @@ bool parse_endpoint(const std::string& s, sockaddr_storage* out) {
 
 class VerbsTransport final : public Backend {
  public:
-  VerbsTransport(Bootstrap& boot, const Topology&) : rank_(boot.rank()), size_(boot.size()), settings_(Settings::from_env()) {
+  VerbsTransport(Bootstrap& boot, const Topology&) : rank_(boot.rank()), size_(boot.size()), settings_() {
     try {
       open();
     } catch (...) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rankfarm::transport {
@@ -64,7 +65,13 @@ struct TransportSetting {
   std::string meaning;
 };
 
-/// Every RANKFARM_* variable the transport reads, with this process's values.
+/// Every RANKFARM_* variable the transport reads, with this process's values (the backends'
+/// settings tables, transport/settings.hpp).
 std::vector<TransportSetting> transport_settings();
+
+/// The first RANKFARM_* transport variable set to a malformed value: its name and why
+/// ("'300': expected a type of service from 0 to 255"); two empty strings when all are valid.
+/// For checking before a run starts what the backends would refuse when they open.
+std::pair<std::string, std::string> first_bad_transport_setting();
 
 }  // namespace rankfarm::transport
