@@ -39,6 +39,8 @@ case $what in
       --keep-stdout 1048576 --output out > run.log 2>&1 || { cat run.log; fail "rc=$?"; }
     cat run.log
     grep -q "^rankfarm: bulk data: 6 result(s), 1.4 MB of stdout through the verbs transport" run.log || fail "bulk summary"
+    # Registration counters in the summary (rank 0's receive buffers: registered per transfer).
+    grep -qE "registrations: [0-9]+ reused, [1-9][0-9]* temporary" run.log || fail "registration counters in the summary"
     n=$(sqlite3 -readonly -batch -noheader out/journal.sqlite \
           "SELECT count(*) FROM tasks WHERE state='done' AND stdout = CAST(readfile('expected.txt') AS TEXT)")
     [[ $n == 6 ]] || fail "expected 6 whole stdouts in the journal, got $n"
