@@ -74,20 +74,6 @@ inline bool matches(int want_peer, std::uint64_t want_tag, int peer, std::uint64
   return want_tag == tag && (want_peer == kAnyRank || want_peer == peer);
 }
 
-/// The oldest entry of `queue` (elements with .peer and .tag, oldest first) that a receive for
-/// (want_peer, want_tag) takes, or queue.end().
-template <class Queue>
-auto oldest_match(Queue& queue, int want_peer, std::uint64_t want_tag) {
-  return std::find_if(queue.begin(), queue.end(), [&](const auto& e) { return matches(want_peer, want_tag, e.peer, e.tag); });
-}
-
-/// The oldest receive in `posted` (elements with .peer, which may be kAnyRank, and .tag) that
-/// takes a message from `peer` with `tag`, or posted.end().
-template <class Queue>
-auto oldest_receiver(Queue& posted, int peer, std::uint64_t tag) {
-  return std::find_if(posted.begin(), posted.end(), [&](const auto& p) { return matches(p.peer, p.tag, peer, tag); });
-}
-
 /// Completes a request with a status and a message.
 inline void complete(Request* r, Status s, std::string error = {}) {
   if (r == nullptr) return;

@@ -92,7 +92,7 @@ const SettingSpec& setting_spec(const char* name) {
 
 std::string setting_problem(const SettingSpec& spec, const std::string& value) {
   if (spec.kind == SettingKind::Text) return {};
-  const std::string why = fmt::format("'{}': expected {}", value, spec.expected);
+  std::string why = fmt::format("'{}': expected {}", value, spec.expected);
   char* end = nullptr;
   errno = 0;
   const double x = std::strtod(value.c_str(), &end);

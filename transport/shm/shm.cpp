@@ -27,6 +27,7 @@
 #include <unordered_map>
 
 #include "../backend.hpp"
+#include "../matching.hpp"
 
 namespace rankfarm::transport::detail {
 namespace {
@@ -238,8 +239,7 @@ class ShmTransport final : public Backend {
     } else {
       o.rec.type = kRts;
       o.rec.a = reinterpret_cast<std::uintptr_t>(buf);
-      o.rec.id = next_id_++;
-      rts_[o.rec.id] = {req, peer};
+      o.rec.id = rts_.add(req, peer, {});
       o.req = nullptr;  // completes on the receiver's finish record
     }
     auto& q = outq_[static_cast<std::size_t>(peer)];
@@ -253,14 +253,13 @@ class ShmTransport final : public Backend {
 
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
     if (Status s = detail::begin_recv("shm", req, peer, size_, tag); s != Status::Ok) return s;
-    if (auto it = oldest_match(unexpected_, peer, tag); it != unexpected_.end()) {
-      Unexpected u = std::move(*it);
-      unexpected_.erase(it);
+    if (auto it = match_.find_arrived(peer, tag); it != match_.arrived_end()) {
+      Unexpected u = match_.take(it);
       if (u.rts) rendezvous(u.peer, u.addr, u.length, u.id, buf, cap, req);
       else deliver(u.peer, u.data.data(), u.data.size(), buf, cap, req);
       return req->status;
     }
-    posted_.push_back({peer, tag, buf, cap, req});
+    match_.post({peer, tag, buf, cap, req});
     return Status::InProgress;
   }
 
@@ -387,18 +386,15 @@ class ShmTransport final : public Backend {
 
   void handle(int peer, const Record& r) {
     if (r.type == kFin) {
-      auto it = rts_.find(r.a);
-      if (it == rts_.end()) return;
-      complete(it->second.first, r.b == 0 ? Status::Ok : Status::Invalid,
+      auto e = rts_.take(r.a, peer);
+      if (!e) return;
+      complete(e->req, r.b == 0 ? Status::Ok : Status::Invalid,
                r.b == 0 ? "" : fmt::format("shm: rank {}: the receiver's buffer was too small", label(peer)));
-      rts_.erase(it);
       return;
     }
-    if (auto it = oldest_receiver(posted_, peer, r.tag); it != posted_.end()) {
-      PostedRecv p = *it;
-      posted_.erase(it);
-      if (r.type == kMsg) deliver(peer, reinterpret_cast<const char*>(&r) + sizeof r, r.b, p.buf, p.cap, p.req);
-      else rendezvous(peer, r.a, r.b, r.id, p.buf, p.cap, p.req);
+    if (auto p = match_.take_posted(peer, r.tag)) {
+      if (r.type == kMsg) deliver(peer, reinterpret_cast<const char*>(&r) + sizeof r, r.b, p->buf, p->cap, p->req);
+      else rendezvous(peer, r.a, r.b, r.id, p->buf, p->cap, p->req);
       return;
     }
     Unexpected u{peer, r.tag, {}};
@@ -408,7 +404,7 @@ class ShmTransport final : public Backend {
     } else {
       u.rts = true, u.addr = r.a, u.length = r.b, u.id = r.id;
     }
-    unexpected_.push_back(std::move(u));
+    match_.keep(std::move(u));
   }
 
   static bool alive(pid_t pid) {
@@ -421,9 +417,10 @@ class ShmTransport final : public Backend {
   // Fails what waits on peers that have exited (a recv from them, a send they must finish).
   void check_peers() {
     std::map<int, bool> waiting;
-    for (const auto& p : posted_)
+    match_.for_each_posted([&](const PostedRecv& p) {
       if (p.peer != kAnyRank) waiting[p.peer] = true;
-    for (const auto& [id, v] : rts_) waiting[v.second] = true;
+    });
+    rts_.for_each([&](const auto& e) { waiting[e.peer] = true; });
     for (int p = 0; p < size_; ++p)
       if (!outq_[static_cast<std::size_t>(p)].empty()) waiting[p] = true;
     for (const auto& [peer, _] : waiting) {
@@ -431,12 +428,8 @@ class ShmTransport final : public Backend {
       if (gone_.count(peer) || (open && alive(pids_[static_cast<std::size_t>(peer)]))) continue;
       gone_.insert(peer);
       const std::string msg = fmt::format("shm: rank {}: the peer has {}", label(peer), open ? "exited" : "closed its transport");
-      for (auto it = posted_.begin(); it != posted_.end();)
-        if (it->peer == peer) complete(it->req, Status::PeerGone, msg), it = posted_.erase(it);
-        else ++it;
-      for (auto it = rts_.begin(); it != rts_.end();)
-        if (it->second.second == peer) complete(it->second.first, Status::PeerGone, msg), it = rts_.erase(it);
-        else ++it;
+      match_.fail_posted(peer, Status::PeerGone, msg);
+      rts_.drop_peer(peer, [&](const auto& e) { complete(e.req, Status::PeerGone, msg); });
       for (auto& o : outq_[static_cast<std::size_t>(peer)])
         if (o.req) complete(o.req, Status::PeerGone, msg);
       outq_[static_cast<std::size_t>(peer)].clear();
@@ -450,9 +443,8 @@ class ShmTransport final : public Backend {
   char* base_ = nullptr;
   std::vector<pid_t> pids_;
   std::uint64_t next_id_ = 1;
-  std::deque<PostedRecv> posted_;  // no allocation per receive, unlike a list
-  std::list<Unexpected> unexpected_;
-  std::unordered_map<std::uint64_t, std::pair<Request*, int>> rts_;  // id -> (send, peer)
+  TagMatcher<Unexpected> match_;
+  RendezvousTable<> rts_;  // rendezvous sends waiting for their finish record
   std::uint64_t polls_ = 0;
   std::vector<std::deque<Outgoing>> outq_ = std::vector<std::deque<Outgoing>>(static_cast<std::size_t>(size_));
   std::vector<std::uint64_t> tail_seen_ = std::vector<std::uint64_t>(static_cast<std::size_t>(size_));  // per peer: Ring::tail_seen

@@ -28,6 +28,7 @@
 #include <unordered_map>
 
 #include "../backend.hpp"
+#include "../matching.hpp"
 #include "../settings.hpp"
 #include "frame.hpp"
 
@@ -115,7 +116,7 @@ struct Conn {
   char* dst = nullptr;
   std::uint64_t total = 0, got = 0;
   std::string token;                           // hello payload
-  std::list<Unexpected>::iterator unexpected;  // Sink::Unexpected
+  TagMatcher<Unexpected>::iterator unexpected;  // Sink::Unexpected
   PostedRecv posted{};                         // Sink::Posted / Discard of an oversized message
   std::string discard_error;
   std::deque<OutFrame> outq;
@@ -213,8 +214,9 @@ class TcpTransport final : public Backend {
 
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
     if (Status s = detail::begin_recv("tcp", req, peer, size_, tag); s != Status::Ok) return s;
-    for (auto it = unexpected_.begin(); it != unexpected_.end(); ++it) {
-      if (it->claimed != nullptr || !matches(peer, tag, it->peer, it->tag)) continue;
+    // A message still arriving is claimed by this receive (delivered when its last byte is in).
+    if (auto it = match_.find_arrived(peer, tag, [](const Unexpected& u) { return u.claimed == nullptr; });
+        it != match_.arrived_end()) {
       if (!it->complete) {
         it->claimed = req, it->claimed_buf = buf, it->claimed_cap = cap;
         return Status::InProgress;
@@ -226,7 +228,7 @@ class TcpTransport final : public Backend {
       complete(req, Status::PeerGone, fmt::format("tcp: rank {}: the peer has closed its connection (exited?)", peer));
       return req->status;
     }
-    posted_.push_back({peer, tag, buf, cap, req});
+    match_.post({peer, tag, buf, cap, req});
     return Status::InProgress;
   }
 
@@ -518,9 +520,8 @@ class TcpTransport final : public Backend {
         c.sink = Sink::Token;
         break;
       case FrameType::Message: {
-        if (auto it = oldest_receiver(posted_, c.peer, h.key); it != posted_.end()) {
-          c.posted = *it;
-          posted_.erase(it);
+        if (auto p = match_.take_posted(c.peer, h.key)) {
+          c.posted = *p;
           if (h.length <= c.posted.cap) {
             c.sink = Sink::Posted;
             c.dst = static_cast<char*>(c.posted.buf);
@@ -533,9 +534,8 @@ class TcpTransport final : public Backend {
         if (unexpected_bytes_ + h.length > cfg_.max_unexpected)
           return protocol_error(c, fmt::format("more than RANKFARM_TCP_MAX_UNEXPECTED ({}) bytes of unmatched messages",
                                                cfg_.max_unexpected));
-        unexpected_.push_back({c.peer, h.key, std::vector<char>(h.length)});
+        c.unexpected = match_.keep({c.peer, h.key, std::vector<char>(h.length)});
         unexpected_bytes_ += h.length;
-        c.unexpected = std::prev(unexpected_.end());
         c.dst = c.unexpected->data.data();
         c.sink = Sink::Unexpected;
         break;
@@ -637,7 +637,7 @@ class TcpTransport final : public Backend {
     return true;
   }
 
-  void deliver_unexpected(std::list<Unexpected>::iterator it, Request* req, void* buf, std::size_t cap) {
+  void deliver_unexpected(TagMatcher<Unexpected>::iterator it, Request* req, void* buf, std::size_t cap) {
     req->peer = it->peer;
     req->bytes = it->data.size();
     if (it->data.size() > cap) {
@@ -648,7 +648,7 @@ class TcpTransport final : public Backend {
       complete(req, Status::Ok);
     }
     unexpected_bytes_ -= it->data.size();
-    unexpected_.erase(it);
+    match_.erase(it);
   }
 
   bool protocol_error(Conn& c, const std::string& why) {
@@ -672,7 +672,7 @@ class TcpTransport final : public Backend {
     if (c.sink == Sink::Unexpected) {
       if (c.unexpected->claimed != nullptr) complete(c.unexpected->claimed, s, msg);
       unexpected_bytes_ -= c.unexpected->data.size();
-      unexpected_.erase(c.unexpected);
+      match_.erase(c.unexpected);
     }
     const bool inbound_from_peer = !c.outbound && c.authed && peer >= 0;
     if (c.outbound && peer >= 0) {
@@ -694,10 +694,7 @@ class TcpTransport final : public Backend {
 
   void declare_gone(int peer, const std::string& msg) {
     gone_[static_cast<std::size_t>(peer)] = true;
-    for (auto it = posted_.begin(); it != posted_.end();) {
-      if (it->peer == peer) complete(it->req, Status::PeerGone, msg), it = posted_.erase(it);
-      else ++it;
-    }
+    match_.fail_posted(peer, Status::PeerGone, msg);
     for (auto* ops : {&pending_gets_, &pending_puts_})
       for (auto it = ops->begin(); it != ops->end();) {
         if (it->second.peer == peer) complete(it->second.req, Status::PeerGone, msg), it = ops->erase(it);
@@ -716,8 +713,7 @@ class TcpTransport final : public Backend {
   std::vector<Conn*> out_, in_;  // by peer: our connection to it, its (authenticated) one to us
   std::vector<bool> gone_;
   std::vector<Clock::time_point> out_closed_;  // when our connection to a peer closed (else zero)
-  std::list<PostedRecv> posted_;
-  std::list<Unexpected> unexpected_;
+  TagMatcher<Unexpected> match_;
   std::uint64_t unexpected_bytes_ = 0;
   std::map<std::uint64_t, std::pair<char*, std::size_t>> regions_;
   std::vector<Conn*> inbound_;  // authenticated connections peers send to us on

@@ -61,6 +61,7 @@
 #include <unordered_set>
 
 #include "../backend.hpp"
+#include "../matching.hpp"
 #include "rankfarm/transport/probe.hpp"
 #include "settings.hpp"
 #include "verbs/wire.hpp"
@@ -154,12 +155,6 @@ struct Unexpected {
   Header h;
   std::uint64_t tag;
   std::vector<char> data;
-};
-
-struct Rendezvous {
-  Request* req;
-  ibv_mr* temp_mr;  // null when the buffer lies in a registered region
-  int peer;
 };
 
 // Settings, read once from the verbs table of settings.hpp (probe lists them).
@@ -277,8 +272,7 @@ class VerbsTransport final : public Backend {
     ibv_mr* temp = nullptr;
     ibv_mr* mr = usable_mr(const_cast<void*>(buf), len, IBV_ACCESS_REMOTE_READ, &temp);
     if (mr == nullptr) return fail(req, Status::NoResource, peer, fmt::format("ibv_reg_mr of {} bytes: {}", len, err(errno)));
-    const std::uint64_t id = next_rts_++;
-    rts_[id] = {req, temp, peer};
+    const std::uint64_t id = rts_.add(req, peer, temp);
     Header h{static_cast<std::uint32_t>(MsgType::Rts), mr->rkey, tag, len, reinterpret_cast<std::uintptr_t>(buf), id, 0, verbs::kMagic};
     Xfer* x = new_xfer(nullptr, peer);
     x->rts_id = id;
@@ -288,15 +282,14 @@ class VerbsTransport final : public Backend {
 
   Status recv(int peer, std::uint64_t tag, void* buf, std::size_t cap, Request* req) override {
     if (Status s = detail::begin_recv("verbs", req, peer, size_, tag); s != Status::Ok) return s;
-    if (auto it = oldest_match(unexpected_, peer, tag); it != unexpected_.end()) {
-      Unexpected u = std::move(*it);
-      unexpected_.erase(it);
+    if (auto it = match_.find_arrived(peer, tag); it != match_.arrived_end()) {
+      Unexpected u = match_.take(it);
       match(u.peer, u.h, u.data.data(), buf, cap, req);
       return req->done() ? req->status : Status::InProgress;
     }
     if (peer != kAnyRank && gone_[static_cast<std::size_t>(peer)])
       return fail(req, Status::PeerGone, peer, gone_why_[static_cast<std::size_t>(peer)]);
-    posted_.push_back({peer, tag, buf, cap, req});
+    match_.post({peer, tag, buf, cap, req});
     return Status::InProgress;
   }
 
@@ -492,9 +485,9 @@ class VerbsTransport final : public Backend {
       delete x;
     }
     xfers_.clear();
-    for (auto& [id, r] : rts_)
-      if (r.temp_mr) ibv_dereg_mr(r.temp_mr);
-    rts_.clear();
+    rts_.drop_all([](const auto& e) {
+      if (e.extra) ibv_dereg_mr(e.extra);
+    });
     for (auto& [k, r] : regions_) ibv_dereg_mr(r);
     regions_.clear();
     by_addr_.clear();
@@ -545,10 +538,9 @@ class VerbsTransport final : public Backend {
     const std::uint64_t fin = x->fin_id;
     const Status st = x->status;
     if (x->rts_id != 0 && st != Status::Ok) {  // the announcement never arrived: the send fails
-      if (auto it = rts_.find(x->rts_id); it != rts_.end()) {
-        if (it->second.temp_mr) ibv_dereg_mr(it->second.temp_mr);
-        abandon(it->second.req, st, peer, x->why);
-        rts_.erase(it);
+      if (auto e = rts_.take(x->rts_id, peer)) {
+        if (e->extra) ibv_dereg_mr(e->extra);
+        abandon(e->req, st, peer, x->why);
       }
     }
     if (x->req) {
@@ -660,14 +652,12 @@ class VerbsTransport final : public Backend {
 
   Status self_send(std::uint64_t tag, const void* buf, std::size_t len, Request* req) {
     Header h{static_cast<std::uint32_t>(MsgType::Eager), 0, tag, len, 0, 0, 0, verbs::kMagic};
-    if (auto it = oldest_receiver(posted_, rank_, tag); it != posted_.end()) {
-      PostedRecv m = *it;
-      posted_.erase(it);
-      match(rank_, h, static_cast<const char*>(buf), m.buf, m.cap, m.req);
+    if (auto m = match_.take_posted(rank_, tag)) {
+      match(rank_, h, static_cast<const char*>(buf), m->buf, m->cap, m->req);
     } else {
       Unexpected u{rank_, h, tag, {}};
       u.data.assign(static_cast<const char*>(buf), static_cast<const char*>(buf) + len);
-      unexpected_.push_back(std::move(u));
+      match_.keep(std::move(u));
     }
     complete(req, Status::Ok);
     return Status::Ok;
@@ -1083,26 +1073,14 @@ class VerbsTransport final : public Backend {
     if (gone_[static_cast<std::size_t>(peer)]) return;
     gone_[static_cast<std::size_t>(peer)] = true;
     gone_why_[static_cast<std::size_t>(peer)] = why;
-    for (auto it = posted_.begin(); it != posted_.end();) {
-      if (it->peer == peer) {
-        abandon(it->req, Status::PeerGone, peer, why);
-        it = posted_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    for (auto it = rts_.begin(); it != rts_.end();) {
-      if (it->second.peer == peer) {
-        if (it->second.temp_mr) ibv_dereg_mr(it->second.temp_mr);
-        abandon(it->second.req, Status::PeerGone, peer, why);
-        it = rts_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    const std::string msg = fmt::format("verbs: rank {}: {}", peer, why);
+    match_.fail_posted(peer, Status::PeerGone, msg);
+    rts_.drop_peer(peer, [&](const auto& e) {
+      if (e.extra) ibv_dereg_mr(e.extra);
+      complete(e.req, Status::PeerGone, msg);
+    });
     // Unexpected rendezvous announcements from it can no longer be read.
-    for (auto it = unexpected_.begin(); it != unexpected_.end();)
-      it = it->peer == peer && static_cast<MsgType>(it->h.type) == MsgType::Rts ? unexpected_.erase(it) : std::next(it);
+    match_.drop_arrived_if([&](const Unexpected& u) { return u.peer == peer && static_cast<MsgType>(u.h.type) == MsgType::Rts; });
     for (auto& [id, c] : conns_)
       if (c->peer == peer && c->outbound) fail_waiting(c.get(), Status::PeerGone, why);
   }
@@ -1129,9 +1107,11 @@ class VerbsTransport final : public Backend {
   void die(const std::string& why) {
     if (!fatal_.empty()) return;
     fatal_ = why;
-    for (auto& p : posted_) abandon(p.req, Status::IoError, p.peer, why);
-    posted_.clear();
-    for (auto& [id, r] : rts_) abandon(r.req, Status::IoError, r.peer, why);
+    match_.fail_all_posted(Status::IoError, "verbs: " + why);
+    rts_.drop_all([&](const auto& e) {
+      if (e.extra) ibv_dereg_mr(e.extra);
+      abandon(e.req, Status::IoError, e.peer, why);
+    });
     for (Xfer* x : xfers_)
       if (x->req && !x->req->done()) abandon(x->req, Status::IoError, x->peer, why);
   }
@@ -1208,22 +1188,19 @@ class VerbsTransport final : public Backend {
       return;
     }
     if (static_cast<MsgType>(h.type) == MsgType::Fin) {
-      auto it = rts_.find(h.id);
-      if (it == rts_.end() || it->second.peer != peer) return;
-      if (it->second.temp_mr) ibv_dereg_mr(it->second.temp_mr);
-      complete(it->second.req, Status::Ok);
-      rts_.erase(it);
+      if (auto e = rts_.take(h.id, peer)) {
+        if (e->extra) ibv_dereg_mr(e->extra);
+        complete(e->req, Status::Ok);
+      }
       return;
     }
-    if (auto it = oldest_receiver(posted_, peer, h.tag); it != posted_.end()) {
-      PostedRecv m = *it;
-      posted_.erase(it);
-      match(peer, h, p + sizeof h, m.buf, m.cap, m.req);
+    if (auto m = match_.take_posted(peer, h.tag)) {
+      match(peer, h, p + sizeof h, m->buf, m->cap, m->req);
       return;
     }
     Unexpected u{peer, h, h.tag, {}};
     if (static_cast<MsgType>(h.type) == MsgType::Eager) u.data.assign(p + sizeof h, p + sizeof h + h.length);
-    unexpected_.push_back(std::move(u));
+    match_.keep(std::move(u));
   }
 
   // A message (or a rendezvous announcement) from `peer` meets its receive.
@@ -1291,13 +1268,11 @@ class VerbsTransport final : public Backend {
   std::unordered_map<std::uint32_t, int> qp_peer_;
   std::vector<bool> gone_;
   std::vector<std::string> gone_why_;
-  std::list<PostedRecv> posted_;
-  std::list<Unexpected> unexpected_;
-  std::unordered_map<std::uint64_t, Rendezvous> rts_;
+  TagMatcher<Unexpected> match_;
+  RendezvousTable<ibv_mr*> rts_;  // rendezvous sends (with a temporary registration, or null)
   std::unordered_set<Op*> ops_;
   std::unordered_set<Xfer*> xfers_;
   std::list<Retry> retry_;
-  std::uint64_t next_rts_ = 1;
   std::map<std::uint64_t, ibv_mr*> regions_;
   std::multimap<std::uintptr_t, ibv_mr*> by_addr_;
   std::uint64_t next_handle_ = 1;
