@@ -73,7 +73,7 @@ int run_probe(MPI_Comm comm, std::ostream& out) {
     if (name == "shm") continue;
     try {
       auto t = tp::open_backend(name, boot);
-      network.push_back(fmt::format("{}: works on every rank: {}", name, t->describe()));
+      network.push_back(fmt::format("{}: works on every rank: {}; capabilities: {}", name, t->describe(), t->caps().names()));
     } catch (const tp::TransportError& e) {
       network.push_back(fmt::format("{}: {}", name, e.what()));
     }

@@ -37,9 +37,8 @@ class RoutedTransport final : public Transport {
     return fmt::format("on this node ({} ranks): {} | other nodes: {}", world_rank_.size(), local_->describe(), net_->describe());
   }
   Caps caps() const override {
-    Caps a = local_->caps(), b = net_->caps();
-    return {a.send_recv && b.send_recv, a.put && b.put, a.get && b.get, a.zero_copy && b.zero_copy,
-            a.detects_peer_exit && b.detects_peer_exit, false};
+    // What both can do, except receives from any rank (two backends would match them).
+    return (local_->caps() & net_->caps()).without(Cap::AnySource);
   }
   std::string name_for(int peer) const override { return serves_locally(peer) ? local_->name() : net_->name(); }
   Caps caps_for(int peer) const override { return serves_locally(peer) ? local_->caps() : net_->caps(); }

@@ -29,6 +29,28 @@ const char* to_string(Status s) noexcept {
   return "?";
 }
 
+const char* to_string(Cap c) noexcept {
+  switch (c) {
+    case Cap::SendRecv: return "send_recv";
+    case Cap::Put: return "put";
+    case Cap::Get: return "get";
+    case Cap::ZeroCopy: return "zero_copy";
+    case Cap::DetectsPeerExit: return "detects_peer_exit";
+    case Cap::AnySource: return "any_source";
+  }
+  return "?";
+}
+
+std::string Caps::names() const {
+  std::string out;
+  for (Cap c : kAllCaps) {
+    if (!has(c)) continue;
+    if (!out.empty()) out += ' ';
+    out += to_string(c);
+  }
+  return out;
+}
+
 Status detail::fail(Request* req, const char* backend, Status s, int peer, const std::string& why) {
   complete(req, s, fmt::format("{}: rank {}: {}", backend, peer, why));
   return s;

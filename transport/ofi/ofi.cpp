@@ -156,8 +156,8 @@ class OfiTransport final : public Backend {
                        delivery_complete_ ? "at the target (FI_DELIVERY_COMPLETE)" : "at the source (the provider lacks FI_DELIVERY_COMPLETE)");
   }
   // A peer's exit surfaces only as errors of sends to it; a receive from it waits for wait()'s
-  // timeout.
-  Caps caps() const override { return {true, true, true, true, false}; }
+  // timeout (no DetectsPeerExit).
+  Caps caps() const override { return {Cap::SendRecv, Cap::Put, Cap::Get, Cap::ZeroCopy, Cap::AnySource}; }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 

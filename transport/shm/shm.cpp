@@ -212,7 +212,9 @@ class ShmTransport final : public Backend {
     return fmt::format("shm: {} rings of {} KiB, eager up to {} B, cross-memory attach beyond", size_ * size_,
                        ring_bytes_ >> 10, kEager);
   }
-  Caps caps() const override { return {true, true, true, true}; }
+  Caps caps() const override {
+    return {Cap::SendRecv, Cap::Put, Cap::Get, Cap::ZeroCopy, Cap::DetectsPeerExit, Cap::AnySource};
+  }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 

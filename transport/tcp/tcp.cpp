@@ -179,7 +179,7 @@ class TcpTransport final : public Backend {
   std::string describe() const override {
     return fmt::format("tcp: listening on {}:{}; {} connection(s) refused", address_, port_, refused_);
   }
-  Caps caps() const override { return {true, true, true, false}; }
+  Caps caps() const override { return {Cap::SendRecv, Cap::Put, Cap::Get, Cap::DetectsPeerExit, Cap::AnySource}; }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::uint64_t refused() const override { return refused_; }

@@ -226,7 +226,9 @@ class VerbsTransport final : public Backend {
                        refused_, reg_hits_, reg_misses_,
                        lost_slots_ ? fmt::format("; {} receive slot(s) could not be posted again", lost_slots_) : "");
   }
-  Caps caps() const override { return {true, true, true, true, true}; }
+  Caps caps() const override {
+    return {Cap::SendRecv, Cap::Put, Cap::Get, Cap::ZeroCopy, Cap::DetectsPeerExit, Cap::AnySource};
+  }
   std::uint64_t refused() const override { return refused_; }
   int rank() const override { return rank_; }
   int size() const override { return size_; }

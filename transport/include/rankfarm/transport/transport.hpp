@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -73,18 +74,52 @@ struct Request {
   bool done() const { return status != Status::InProgress; }
 };
 
-/// What a backend can do; a test checks that each advertised capability works.
-struct Caps {
-  bool send_recv = true;
-  bool put = true;
-  bool get = true;
-  bool zero_copy = false;  ///< large transfers move by RDMA or single-copy, not through buffers
-  /// A peer that exits or closes fails the operations waiting on it with PeerGone. Without
-  /// it, such operations end only by wait()'s timeout.
-  bool detects_peer_exit = true;
+/// One thing a backend can do. Each flag a backend advertises is exercised by a named test of
+/// the conformance suite (tests/transport: kCapabilityTests).
+enum class Cap : std::uint32_t {
+  SendRecv = 1u << 0,         ///< tagged two-sided messages
+  Put = 1u << 1,              ///< one-sided writes into a peer's registered region
+  Get = 1u << 2,              ///< one-sided reads from a peer's registered region
+  ZeroCopy = 1u << 3,         ///< large transfers move by RDMA or single-copy, not through bounce buffers
+  /// A peer that exits or closes fails the operations waiting on it with PeerGone. Without it,
+  /// such operations end only by wait()'s timeout.
+  DetectsPeerExit = 1u << 4,
   /// recv() accepts kAnyRank. A routed transport (shm on this node, a network backend for the
   /// others) does not: such a receive would be matched by two backends.
-  bool any_source = true;
+  AnySource = 1u << 5,
+};
+
+/// Every Cap, in declaration order.
+inline constexpr Cap kAllCaps[] = {Cap::SendRecv, Cap::Put, Cap::Get, Cap::ZeroCopy, Cap::DetectsPeerExit, Cap::AnySource};
+
+/// The flag's name: "send_recv", "put", "get", "zero_copy", "detects_peer_exit", "any_source".
+const char* to_string(Cap c) noexcept;
+
+/// A set of Cap flags.
+class Caps {
+ public:
+  constexpr Caps() = default;
+  constexpr Caps(std::initializer_list<Cap> flags) {
+    for (Cap c : flags) bits_ |= static_cast<std::uint32_t>(c);
+  }
+  constexpr bool has(Cap c) const { return (bits_ & static_cast<std::uint32_t>(c)) != 0; }
+  /// The flags both sets have.
+  constexpr Caps operator&(Caps o) const {
+    Caps r;
+    r.bits_ = bits_ & o.bits_;
+    return r;
+  }
+  constexpr Caps without(Cap c) const {
+    Caps r;
+    r.bits_ = bits_ & ~static_cast<std::uint32_t>(c);
+    return r;
+  }
+  constexpr bool operator==(const Caps&) const = default;
+  /// The names of the flags set, space-separated, in declaration order ("send_recv put get").
+  std::string names() const;
+
+ private:
+  std::uint32_t bits_ = 0;
 };
 
 class Transport {
