@@ -5,7 +5,8 @@
 #    transpose on sub-communicators) across 3 nodes gives the same results as on one node;
 #  - shell tasks whose stdout is large cross nodes through rankfarm's TCP transport, byte for
 #    byte;
-#  - the stencil across 3 nodes, halo by transport puts over TCP, is bit-identical to one node;
+#  - the stencil across 3 nodes, halo by transport puts over TCP, is bit-identical to one node,
+#    and so is it over verbs on the stand-in for RDMA hardware (tests/verbs_mock);
 #  - a node's link taken down mid-job: the job ends (no hang) and resumes with nothing lost;
 #  - the output directory's lock is honoured between nodes.
 # The namespaces are removed at the end, also on failure. Needs root and ip netns: when they are
@@ -54,6 +55,18 @@ want=$(OMP_NUM_THREADS=1 mpirun --oversubscribe -n 1 "$BIN/rankfarm-stencil" --n
 out=$(on3 -n 6 "$BIN/rankfarm-stencil" --n 203 --steps 60 --points 9 --halo put --transport tcp 2>&1) || fail "stencil on 3 nodes: $out"
 echo "$out"
 [[ $out == *"halo=put(tcp)"*": VALID;"* && ${out##*field hash } == "${want##*field hash }" ]] || fail "stencil across nodes differs from one rank: $out vs $want"
+# 3b. The same over verbs on rankfarm's stand-in for RDMA hardware (no device here): every
+#     queue pair crosses the namespaces' own network stacks and the bridge.
+if [[ -e $BIN/../verbs-mock/libibverbs.so.1 ]]; then
+  out=$(RANKFARM_VERBS_MOCK_DIR=$BIN/../verbs-mock "$SRC/scripts/with-verbs-mock" "$cluster" mpirun "$n1:2" "$n2:2" "$n3:2" -- \
+          --stdin none -x OMP_NUM_THREADS -x OMP_WAIT_POLICY -x LD_LIBRARY_PATH -x RANKFARM_VERBS_MOCK \
+          -x OMPI_MCA_mca_base_component_show_load_errors \
+          -n 6 "$BIN/rankfarm-stencil" --n 203 --steps 60 --points 9 --halo put --transport verbs 2>&1) || fail "stencil over verbs on 3 nodes: $out"
+  echo "$out"
+  [[ $out == *"halo=put(verbs)"*": VALID;"* && ${out##*field hash } == "${want##*field hash }" ]] ||
+    fail "stencil over verbs (stand-in) across nodes differs from one rank: $out vs $want"
+  echo "stencil over verbs across 3 namespace nodes: on the stand-in, NOT RDMA hardware; bit-identical"
+fi
 
 # 4. A node's link goes down mid-job (rankfarm run --hostfile, its own launcher): that node's
 #    ranks fall silent; past their tasks' timeouts + 10 s the coordinator gives them up and

@@ -139,6 +139,8 @@ run_case() {
   env-verbs-connect-timeout) ok_job; RANKFARM_VERBS_CONNECT_TIMEOUT=soon "$RF" run job.toml -n 2 --output out ;;
   env-tcp-max-message) ok_job; RANKFARM_TCP_MAX_MESSAGE=1e3x "$RF" run job.toml -n 2 --output out ;;
   env-ofi-tag-bits) ok_job; RANKFARM_OFI_TAG_BITS=99 "$RF" run job.toml -n 2 --output out ;;
+  env-verbs-stand-in) echo "true" > cmds.txt
+    LD_LIBRARY_PATH="$BIN/../verbs-mock" RANKFARM_TRANSPORT=verbs "$RF" run --commands cmds.txt -n 2 --output out ;;
   env-lock-lease) ok_job; RANKFARM_LOCK_LEASE=abc "$RF" run job.toml -n 2 --output out ;;
   env-shepherd) ok_job; RANKFARM_SHEPHERD=/nonexistent/rankfarm-shepherd "$RF" run job.toml -n 2 --output out ;;
 
