@@ -32,6 +32,9 @@ const SettingSpec kVerbs[] = {
      "address (IPv4 or IPv6) rdma_cm listens on for verbs"},
     {"RANKFARM_VERBS_TOS", "verbs", SettingKind::Count, "106", nullptr, 0, 255, "a type of service from 0 to 255",
      "IP type of service of verbs connections on RoCE (106: DSCP 26, ECN capable)"},
+    {"RANKFARM_VERBS_ODP", "verbs", SettingKind::Count, "0", nullptr, 0, 1, "0 or 1",
+     "1: register all memory once with implicit on-demand paging (devices with implicit ODP, e.g. mlx5); buffers outside "
+     "registered regions then need no registration per transfer"},
     {"RANKFARM_VERBS_CONNECT_TIMEOUT", "verbs", SettingKind::Seconds, "30", nullptr, 0, 3600,
      "seconds, more than 0 and at most 3600", "how long a verbs connection is retried (with back-off) before its work fails"},
 };

@@ -141,6 +141,7 @@ run_case() {
   env-ofi-tag-bits) ok_job; RANKFARM_OFI_TAG_BITS=99 "$RF" run job.toml -n 2 --output out ;;
   env-verbs-stand-in) echo "true" > cmds.txt
     LD_LIBRARY_PATH="$BIN/../verbs-mock" RANKFARM_TRANSPORT=verbs "$RF" run --commands cmds.txt -n 2 --output out ;;
+  env-verbs-odp) ok_job; RANKFARM_VERBS_ODP=yes "$RF" run job.toml -n 2 --output out ;;
   env-lock-lease) ok_job; RANKFARM_LOCK_LEASE=abc "$RF" run job.toml -n 2 --output out ;;
   env-shepherd) ok_job; RANKFARM_SHEPHERD=/nonexistent/rankfarm-shepherd "$RF" run job.toml -n 2 --output out ;;
 

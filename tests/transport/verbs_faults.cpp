@@ -10,6 +10,7 @@
 #include <rdma/rdma_cma.h>
 #include <arpa/inet.h>
 #include <net/if.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -375,6 +376,62 @@ void ipv6(tp::Transport& t) {
   if (g_rank == 0) std::printf("ipv6: %s\n", t.describe().c_str());
 }
 
+// Memory freed and mapped again at the same address is never used through a stale
+// registration: rank 1 sends 1 MiB from a fresh mapping, unmaps it, maps the same address again
+// with other contents and sends again; rank 0 must receive the new contents. Run with the
+// default (a registration per transfer) and with RANKFARM_VERBS_ODP=1 (one implicit
+// on-demand-paging registration, kept valid by the kernel); describe() says which was used.
+void remap(tp::Transport& t) {
+  constexpr std::size_t kBytes = 1 << 20;
+  if (g_rank == 1) {
+    void* a = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(a != MAP_FAILED, "mmap");
+    for (int round = 0; round < 2; ++round) {
+      if (round == 1) {
+        munmap(a, kBytes);
+        void* b = mmap(a, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        CHECK(b == a, "the same address could not be mapped again (%p, %p)", a, b);
+      }
+      const auto want = payload(10 + round, kBytes);
+      std::memcpy(a, want.data(), kBytes);
+      tp::Request s;
+      static_cast<void>(t.send(0, static_cast<std::uint64_t>(round), a, kBytes, &s));
+      CHECK(t.wait(s, 20s) == tp::Status::Ok, "send %d: %s", round, s.error.c_str());
+    }
+    munmap(a, kBytes);
+    std::printf("remap: %s\n", t.describe().c_str());
+  } else {
+    std::vector<char> in(kBytes);
+    for (int round = 0; round < 2; ++round) {
+      tp::Request r;
+      static_cast<void>(t.recv(1, static_cast<std::uint64_t>(round), in.data(), in.size(), &r));
+      CHECK(t.wait(r, 20s) == tp::Status::Ok, "receive %d: %s", round, r.error.c_str());
+      CHECK(in == payload(10 + round, kBytes), "round %d: the contents of the %s mapping arrived", round, round ? "old" : "other");
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  tp::MpiBootstrap boot(MPI_COMM_WORLD);
+  const auto lines = boot.allgather(t.describe());
+  const bool odp = std::getenv("RANKFARM_VERBS_ODP") != nullptr;
+  if (g_rank == 0) {
+    CHECK(lines[1].find(odp ? "2 through implicit ODP" : "2 temporary") != std::string::npos, "rank 1: %s", lines[1].c_str());
+    CHECK(lines[0].find(odp ? "2 through implicit ODP" : "2 temporary") != std::string::npos, "rank 0: %s", lines[0].c_str());
+  }
+}
+
+// RANKFARM_VERBS_ODP=1 on a device without on-demand paging: verbs refuses to open, saying so.
+void odp_unsupported(tp::Bootstrap& boot) {
+  try {
+    auto t = tp::open_backend("verbs", boot);
+    CHECK(false, "verbs opened with RANKFARM_VERBS_ODP=1 on a device without ODP");
+  } catch (const tp::TransportError& e) {
+    CHECK(std::string(e.what()).find("RANKFARM_VERBS_ODP=1: rankfarm-mock0 cannot register all memory with implicit on-demand paging") !=
+              std::string::npos,
+          "%s", e.what());
+    if (g_rank == 0) std::printf("odp_unsupported: %s\n", e.what());
+  }
+}
+
 // A connection request with a wrong job token (rank 0 dials rank 1 with librdmacm itself):
 // rank 1 rejects it and counts it; the real connections are not disturbed.
 void bad_token(tp::Transport& t) {
@@ -444,6 +501,8 @@ int main(int argc, char** argv) {
   try {
     if (scenario == "address") {
       address(boot);
+    } else if (scenario == "odp_unsupported") {
+      odp_unsupported(boot);
     } else {
       std::unique_ptr<tp::Transport> t = tp::open_backend("verbs", boot);
       if (scenario == "rnr_storm") rnr_storm(*t);
@@ -456,6 +515,7 @@ int main(int argc, char** argv) {
       else if (scenario == "close_quiesces") close_quiesces(t.get(), t);
       else if (scenario == "ipv6") ipv6(*t);
       else if (scenario == "bad_token") bad_token(*t);
+      else if (scenario == "remap" || scenario == "remap_odp") remap(*t);
       else if (scenario == "vanish") {
         vanish(*t);
         // The peer is dead: no collective can finish. Report and leave.

@@ -25,6 +25,9 @@ case $scenario in
   address_down)   scenario=address; export VERBS_FAULTS_ALL_DOWN=1 ;;
   ipv6)           export RANKFARM_VERBS_ADDR=::1 ;;
   bad_token)      ;;
+  remap)          ;;
+  remap_odp)      export RANKFARM_VERBS_ODP=1 RANKFARM_VERBS_MOCK_ODP=1 ;;
+  odp_unsupported) export RANKFARM_VERBS_ODP=1 ;;
   *) echo "verbs_faults.sh: unknown scenario $scenario" >&2; exit 2 ;;
 esac
 out=$("$here/scripts/with-verbs-mock" mpirun -n 2 --oversubscribe "${extra[@]}" "$exe" "$scenario" 2>&1)

@@ -35,6 +35,8 @@
 //   RANKFARM_VERBS_MOCK_MAX_CQE  device max_cqe (default 4194303)
 //   RANKFARM_VERBS_MOCK_MAX_INLINE  device max inline data (default 64)
 //   RANKFARM_VERBS_MOCK_MAX_SRQ_WR  device max_srq_wr (default 32767)
+//   RANKFARM_VERBS_MOCK_ODP      1: offer on-demand paging (IBV_ACCESS_ON_DEMAND, implicit too);
+//                                otherwise such registrations fail with EOPNOTSUPP
 //   RANKFARM_VERBS_MOCK_LOG      append one line per notable event (QP attributes, RNR NAKs,
 //                                overruns, faults fired) to this file
 //   RANKFARM_VERBS_MOCK_FAULTS   comma-separated NAME[:COUNT][/SKIP][@RANK]: after SKIP
@@ -1533,6 +1535,19 @@ ibv_mr* ibv_reg_mr(ibv_pd* ibpd, void* addr, std::size_t length, int access) {
   if ((access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) && !(access & IBV_ACCESS_LOCAL_WRITE)) {
     errno = EINVAL;
     return nullptr;
+  }
+  // On-demand paging: only when the stand-in is told to offer it, and then implicit ODP (the
+  // whole address space: addr NULL, length SIZE_MAX) or a range. The stand-in reads and writes
+  // the process's current mappings, as ODP does after the kernel's invalidations.
+  if (access & IBV_ACCESS_ON_DEMAND) {
+    if (env("RANKFARM_VERBS_MOCK_ODP") != "1") {
+      errno = EOPNOTSUPP;
+      return nullptr;
+    }
+    if (addr == nullptr && length != SIZE_MAX) {
+      errno = EINVAL;
+      return nullptr;
+    }
   }
   auto* m = new Mr;
   m->mr.context = ibpd->context;

@@ -221,9 +221,9 @@ class VerbsTransport final : public Backend {
     for (const auto& p : device_.ports)
       ports += fmt::format(" port {} {} {} {:g} Gb/s", p.number, p.state, p.link_layer, p.gbit_per_s);
     return fmt::format("verbs: device {}{}, rdma_cm on {} (port {}{}); {} connection(s) refused; registrations: {} reused, {} "
-                       "temporary{}",
+                       "temporary{}{}",
                        device_.name, ports, endpoint_, port_num_, roce_ ? fmt::format(", RoCE ToS {}", settings_.tos) : "",
-                       refused_, reg_hits_, reg_misses_,
+                       refused_, reg_hits_, reg_misses_, odp_mr_ ? fmt::format(", {} through implicit ODP", reg_odp_) : "",
                        lost_slots_ ? fmt::format("; {} receive slot(s) could not be posted again", lost_slots_) : "");
   }
   Caps caps() const override {
@@ -372,6 +372,16 @@ class VerbsTransport final : public Backend {
     recv_mr_ = ibv_reg_mr(pd_, recv_pool_.data(), recv_pool_.size(), IBV_ACCESS_LOCAL_WRITE);
     send_mr_ = ibv_reg_mr(pd_, send_pool_.data(), send_pool_.size(), IBV_ACCESS_LOCAL_WRITE);
     if (recv_mr_ == nullptr || send_mr_ == nullptr) throw TransportError(fmt::format("verbs: registering buffers: {}", err(errno)));
+    if (setting_count("RANKFARM_VERBS_ODP") == 1) {
+      // Implicit on-demand paging: one registration of the whole address space, kept valid by
+      // the kernel (its MMU notifiers) as memory is freed and mapped again.
+      odp_mr_ = ibv_reg_mr(pd_, nullptr, SIZE_MAX,
+                           IBV_ACCESS_ON_DEMAND | IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE);
+      if (odp_mr_ == nullptr)
+        throw TransportError(fmt::format("verbs: RANKFARM_VERBS_ODP=1: {} cannot register all memory with implicit on-demand "
+                                         "paging: {} (the device or its driver lacks implicit ODP)",
+                                         device_.name, err(errno)));
+    }
     recv_ops_.resize(static_cast<std::size_t>(recv_slots_));
     for (int i = 0; i < recv_slots_; ++i)
       if (!post_recv(i)) throw TransportError(fmt::format("verbs: ibv_post_srq_recv: {}", err(errno)));
@@ -495,6 +505,8 @@ class VerbsTransport final : public Backend {
     by_addr_.clear();
     if (recv_mr_) ibv_dereg_mr(recv_mr_);
     if (send_mr_) ibv_dereg_mr(send_mr_);
+    if (odp_mr_) ibv_dereg_mr(odp_mr_);
+    odp_mr_ = nullptr;
     if (srq_) ibv_destroy_srq(srq_);
     if (cq_) ibv_destroy_cq(cq_);
     if (pd_) ibv_dealloc_pd(pd_);
@@ -625,11 +637,17 @@ class VerbsTransport final : public Backend {
     return req && req->done() ? req->status : Status::InProgress;
   }
 
-  // A registered region holding [p, p + len), or a temporary registration (*temp) with `access`.
+  // A registered region holding [p, p + len); else the implicit on-demand-paging region
+  // (RANKFARM_VERBS_ODP=1), which covers all memory and which the kernel keeps in step with
+  // the process's mappings; else a temporary registration (*temp) with `access`.
   ibv_mr* usable_mr(void* p, std::size_t len, int access, ibv_mr** temp) {
     if (ibv_mr* mr = local_mr(p, len)) {
       ++reg_hits_;
       return mr;
+    }
+    if (odp_mr_ != nullptr) {
+      ++reg_odp_;
+      return odp_mr_;
     }
     ++reg_misses_;
     *temp = ibv_reg_mr(pd_, p, len, access);
@@ -1278,7 +1296,8 @@ class VerbsTransport final : public Backend {
   std::map<std::uint64_t, ibv_mr*> regions_;
   std::multimap<std::uintptr_t, ibv_mr*> by_addr_;
   std::uint64_t next_handle_ = 1;
-  std::uint64_t refused_ = 0, reg_hits_ = 0, reg_misses_ = 0, lost_slots_ = 0;
+  std::uint64_t refused_ = 0, reg_hits_ = 0, reg_misses_ = 0, reg_odp_ = 0, lost_slots_ = 0;
+  ibv_mr* odp_mr_ = nullptr;  // RANKFARM_VERBS_ODP=1: all memory, registered once
   int setting_up_ = 0;
   Clock::time_point last_slow_{};
   std::string fatal_;
