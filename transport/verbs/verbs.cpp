@@ -16,8 +16,10 @@
 //   has acknowledged the data. Transfers longer than the port's max_msg_sz (and 1 GiB) are split
 //   into several work requests; the caller's request completes when all have.
 // - Buffers inside a region registered with register_memory() are used through it; others are
-//   registered for one transfer and released after it (no registration cache: see
-//   docs/transport.md). describe() counts both.
+//   registered for one transfer and released after it, or, with RANKFARM_VERBS_ODP=1, go
+//   through one implicit on-demand-paging registration of all memory that the kernel keeps
+//   valid (no user-space registration cache: docs/transport.md says why). describe() counts
+//   each kind.
 // - Completion queue: one CQ, grown with ibv_resize_cq as connections are added; work is
 //   posted only while the completions it can produce fit (SRQ slots + posted work requests <=
 //   CQ entries), so it cannot overrun. Asynchronous events (CQ error, fatal device errors) are
