@@ -240,7 +240,6 @@ struct Id {
   sockaddr_storage src{}, dst{};
   bool has_src = false;
   std::uint8_t tos = 0;
-  bool tos_set = false;
 };
 
 struct Fault {
@@ -1355,7 +1354,6 @@ int set_option(rdma_cm_id* rid, int level, int optname, void* optval, std::size_
   std::lock_guard<std::mutex> lk(e.mu);
   if (level == RDMA_OPTION_ID && optname == RDMA_OPTION_ID_TOS && optlen == 1) {
     as_id(rid)->tos = *static_cast<std::uint8_t*>(optval);
-    as_id(rid)->tos_set = true;
     e.log("rdma_set_option TOS %u", as_id(rid)->tos);
     return 0;
   }

@@ -384,7 +384,6 @@ class VerbsTransport final : public Backend {
                                          "paging: {} (the device or its driver lacks implicit ODP)",
                                          device_.name, err(errno)));
     }
-    recv_ops_.resize(static_cast<std::size_t>(recv_slots_));
     for (int i = 0; i < recv_slots_; ++i)
       if (!post_recv(i)) throw TransportError(fmt::format("verbs: ibv_post_srq_recv: {}", err(errno)));
     for (int i = kSendSlots - 1; i >= 0; --i) free_send_.push_back(i);
@@ -703,8 +702,7 @@ class VerbsTransport final : public Backend {
                 static_cast<std::uint32_t>(kSlotBytes), recv_mr_->lkey};
     ibv_recv_wr wr{};
     ibv_recv_wr* bad = nullptr;
-    recv_ops_[static_cast<std::size_t>(slot)] = slot;
-    wr.wr_id = reinterpret_cast<std::uintptr_t>(&recv_ops_[static_cast<std::size_t>(slot)]) | 1;  // odd: a receive
+    wr.wr_id = (static_cast<std::uint64_t>(slot) << 1) | 1;  // odd: a receive slot (ops are aligned pointers)
     wr.sg_list = &sge;
     wr.num_sge = 1;
     return ibv_post_srq_recv(srq_, &wr, &bad) == 0;
@@ -967,7 +965,7 @@ class VerbsTransport final : public Backend {
     const auto delay = std::chrono::milliseconds(std::min(2000, 25 << std::min(c->attempt, 7)));
     if (now + delay < c->deadline) {
       c->state = Conn::Closed;
-      retry_.push_back({c->id, now + delay, why});
+      retry_.push_back({c->id, now + delay});
       return;
     }
     c->state = Conn::Closed;
@@ -981,7 +979,6 @@ class VerbsTransport final : public Backend {
   struct Retry {
     rdma_cm_id* id;
     Clock::time_point at;
-    std::string why;
   };
 
   void retries(Clock::time_point now) {
@@ -1164,7 +1161,7 @@ class VerbsTransport final : public Backend {
 
   void completion(const ibv_wc& wc) {
     if (wc.wr_id & 1) {  // a receive slot
-      const int slot = *reinterpret_cast<const int*>(wc.wr_id & ~std::uint64_t{1});
+      const int slot = static_cast<int>(wc.wr_id >> 1);
       if (wc.status == IBV_WC_SUCCESS) {
         auto it = qp_peer_.find(wc.qp_num);
         if (it != qp_peer_.end()) arrived(it->second, slot, wc.byte_len);
@@ -1283,7 +1280,6 @@ class VerbsTransport final : public Backend {
   std::vector<char> recv_pool_, send_pool_;
   ibv_mr* recv_mr_ = nullptr;
   ibv_mr* send_mr_ = nullptr;
-  std::vector<int> recv_ops_;
   std::vector<int> free_send_;
   std::map<rdma_cm_id*, std::unique_ptr<Conn>> conns_;
   std::vector<Conn*> out_;
