@@ -252,6 +252,8 @@ class JournalWriter {
   std::exception_ptr error() const;
   /// Number of transactions committed so far.
   std::uint64_t commits() const;
+  /// CPU time the writer's thread has used so far, seconds (updated after each commit).
+  double cpu_seconds() const;
 
  private:
   void loop();
@@ -262,6 +264,7 @@ class JournalWriter {
   std::vector<std::pair<std::uint32_t, TaskRecord>> queue_;
   std::vector<OutputRow> outputs_;
   std::uint64_t pushed_ = 0, committed_ = 0, commits_ = 0;
+  double cpu_s_ = 0;
   bool stop_ = false, flush_requested_ = false;
   std::exception_ptr error_;
   std::thread thread_;
