@@ -153,6 +153,9 @@ int main(int argc, char** argv) {
   run->add_flag("--salvage", opt.salvage, "with --resume: rebuild a damaged journal from its readable rows (done tasks kept, the rest run again)");
   run->add_option("--window", opt.window, "tasks in flight per worker rank (default: [job].window, else adaptive: 2 to 64)")
       ->check(CLI::Range(1, 1024));
+  std::string hierarchy = "auto";
+  run->add_option("--hierarchy", hierarchy, "auto (node leaders when the run spans nodes), flat (rank 0 talks to every rank) or nodes")
+      ->check(CLI::IsMember({"auto", "flat", "nodes"}));
   run->add_option("--retries", opt.retries, "command files: retries per task (default 0)")->check(CLI::Range(0, 1000));
   run->add_option("--timeout", opt.timeout_s, "command files: timeout per attempt in seconds (default: none)")
       ->check(CLI::Range(0.0, 1e7));
@@ -337,6 +340,7 @@ int main(int argc, char** argv) {
       throw rt::InputError("command line", 0, "run", "missing job file (rankfarm run JOB.toml, or --commands FILE)");
     if (!commands_file.empty()) opt.job_path = commands_file, opt.commands = true;
     opt.task_output = task_output == "files" ? rt::TaskOutputLayout::Files : rt::TaskOutputLayout::Streams;
+    opt.hierarchy = rt::parse_hierarchy(hierarchy);
     if (opt.retry_failed && !opt.resume) throw rt::InputError("command line", 0, "--retry-failed", "only with --resume");
     if (opt.salvage && !opt.resume) throw rt::InputError("command line", 0, "--salvage", "only with --resume");
 
@@ -362,6 +366,18 @@ int main(int argc, char** argv) {
         rt::check_forced_transport_here();  // the ranks run here
         const int n = ranks > 0 ? ranks : rankfarm::launcher::available_cores() + 1;
         plan = rankfarm::launcher::plan_local_mpirun(n, program);
+        // On one host each rank's process is watched by the rank it reports to, and each rank
+        // watches its parent (runtime/src/process_watch.hpp): a rank that dies is noticed and
+        // its tasks go elsewhere, so mpirun need not end the job for it.
+        if (!plan.argv.empty() && plan.argv[0] == "mpirun") {
+          plan.argv.insert(plan.argv.begin() + 1, "--enable-recovery");
+          plan.survives_rank_loss = true;
+          // Open MPI 4.1.4 prints this on every run with --enable-recovery (its PMIx event
+          // registration); it says nothing about the job.
+          plan.drop_stderr.push_back("PMIX ERROR: BAD-PARAM in file ../../../src/event/pmix_event_notification.c");
+          plan.notes.push_back("--enable-recovery: a rank that dies does not end the job; the rank it reports to notices and its "
+                               "tasks run on other ranks");
+        }
       }
       // Tasks on several ranks must fit the ranks planned, checked before any rank starts.
       if (plan.ranks > 0) rt::check_task_ranks(check->job, plan.ranks > 1 ? plan.ranks - 1 : 1);
@@ -426,6 +442,13 @@ int main(int argc, char** argv) {
     MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
     rt::install_stop_handlers();
     int code = rt::run_farm(MPI_COMM_WORLD, opt, kn::builtin_registry());
+    if (!rt::finalize_is_safe()) {
+      // A rank of this job died: Open MPI 4.1's MPI_Finalize would wait for it for ever.
+      // Everything is saved; the job's code reaches `rankfarm run` through its done file.
+      std::cout.flush();
+      std::cerr.flush();
+      std::_Exit(code);
+    }
     MPI_Finalize();
     return code;
   } catch (const rt::InputError& e) {

@@ -5,11 +5,13 @@
 #include <signal.h>
 #include <sys/syscall.h>
 #include <spawn.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -122,6 +124,42 @@ std::string render(const LaunchPlan& plan) {
   return out;
 }
 
+namespace {
+// Copies `fd` to stderr line by line (a line ends at \n or \r: progress bars pass through as
+// they are drawn), dropping lines that contain one of `drop`; ends at end of file, or once
+// `gone` is set and nothing more is waiting (processes that outlive the launcher may hold the
+// pipe open).
+void filter_stderr(int fd, const std::vector<std::string>& drop, const std::atomic<bool>& gone) {
+  std::string line;
+  char buf[4096];
+  auto emit = [&] {
+    const bool noise = std::any_of(drop.begin(), drop.end(), [&](const std::string& d) { return line.find(d) != std::string::npos; });
+    if (!noise) {
+      std::fwrite(line.data(), 1, line.size(), stderr);
+      std::fflush(stderr);
+    }
+    line.clear();
+  };
+  for (;;) {
+    struct pollfd p {fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, gone ? 0 : 100);
+    if (ready == 0) {
+      if (gone) break;
+      continue;
+    }
+    if (ready < 0 && errno == EINTR) continue;
+    const ssize_t n = ready > 0 ? ::read(fd, buf, sizeof buf) : -1;
+    if (n <= 0) break;
+    for (ssize_t i = 0; i < n; ++i) {
+      line.push_back(buf[i]);
+      if (buf[i] == '\n' || buf[i] == '\r') emit();
+    }
+  }
+  if (!line.empty()) emit();
+  ::close(fd);
+}
+}  // namespace
+
 int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardown_s, const std::string& ready_file) {
   std::set<std::string> names;
   for (const auto& e : plan.env) names.insert(e.substr(0, e.find('=')));
@@ -153,9 +191,29 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
   sigaddset(&def, SIGINT);
   sigaddset(&def, SIGTERM);
   posix_spawnattr_setsigdefault(&attr, &def);
+  // The launcher's stderr through a filter when some of its lines are to be dropped.
+  int err_pipe[2] = {-1, -1};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (!plan.drop_stderr.empty() && ::pipe2(err_pipe, O_CLOEXEC) == 0) posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
   pid_t pid = 0;
-  int rc = posix_spawnp(&pid, argv[0], nullptr, &attr, argv.data(), envp.data());
+  int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
   posix_spawnattr_destroy(&attr);
+  posix_spawn_file_actions_destroy(&fa);
+  std::atomic<bool> launcher_gone{false};
+  std::thread filter;
+  if (err_pipe[1] >= 0) {
+    ::close(err_pipe[1]);
+    filter = std::thread([&, fd = err_pipe[0]] { filter_stderr(fd, plan.drop_stderr, launcher_gone); });
+  }
+  struct FilterJoin {
+    std::thread& t;
+    std::atomic<bool>& gone;
+    ~FilterJoin() {
+      gone = true;
+      if (t.joinable()) t.join();
+    }
+  } filter_join{filter, launcher_gone};
   if (rc != 0) {
     sigaction(SIGINT, &old_int, nullptr);
     sigaction(SIGTERM, &old_term, nullptr);
@@ -172,6 +230,8 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
   // processes under it (ranks, or ssh to other nodes' daemons) has gone, it has teardown_s / 2
   // to exit (it normally takes well under a second), or it is stopped.
   int most_children = 0;
+  pid_t coordinator = 0;  // from the ready file
+  std::optional<Clock::time_point> first_child_at;
   std::optional<Clock::time_point> child_lost_at;
   Clock::time_point next_child_check = Clock::now();
   // Waits of 50 ms between looks, cut short when mpirun exits (a pidfd is readable then), so
@@ -215,7 +275,27 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
       next_child_check = now + std::chrono::seconds(1);
       const int children = static_cast<int>(children_of(pid).size());
       most_children = std::max(most_children, children);
-      if (children < most_children && !child_lost_at) child_lost_at = now;
+      if (!ready_file.empty() && coordinator == 0) {
+        if (std::FILE* f = std::fopen(ready_file.c_str(), "r")) {
+          long p = 0;
+          if (std::fscanf(f, "ready %ld", &p) == 1 && p > 0) coordinator = static_cast<pid_t>(p);
+          std::fclose(f);
+          ready = true;
+        }
+      }
+      if (children > 0 && !first_child_at) first_child_at = now;
+      bool lost = children < most_children;
+      if (plan.survives_rank_loss) {
+        if (ready && coordinator > 0) {
+          // The job survives the loss of a rank: after start-up only rank 0's end counts.
+          lost = kill(coordinator, 0) != 0 && errno == ESRCH;
+        } else if (plan.ranks > 0 && first_child_at && now - *first_child_at > std::chrono::duration<double>(teardown_s / 2)) {
+          // The plan's ranks are all this launcher's children (one host): one that died before
+          // it was ever counted leaves the count short for good.
+          lost = lost || children < plan.ranks;
+        }
+      }
+      if (lost && !child_lost_at) child_lost_at = now;
       if (child_lost_at && now - *child_lost_at > std::chrono::duration<double>(teardown_s / 2)) {
         std::fprintf(stderr, "rankfarm: a rank ended but %s did not end the job within %.0f s (a launcher hang); "
                              "killing it. Everything committed is in the journal: --resume continues\n",
@@ -249,7 +329,23 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
   }
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  const int launcher_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (plan.survives_rank_loss && !done_file.empty()) {
+    // mpirun --enable-recovery exits 0 whatever the ranks return: the job's code is rank 0's,
+    // from the done file; without one rank 0 never finished.
+    int code = -1;
+    if (std::FILE* f = std::fopen(done_file.c_str(), "r")) {
+      if (std::fscanf(f, "%d", &code) != 1) code = -1;
+      std::fclose(f);
+    }
+    if (code >= 0) return code;
+    if (launcher_code == 0) {
+      std::fprintf(stderr, "rankfarm: rank 0 ended without saying how the job ended (killed?); everything committed is in "
+                           "the journal: --resume continues\n");
+      return 1;
+    }
+  }
+  return launcher_code;
 }
 
 }  // namespace rankfarm::launcher

@@ -1,6 +1,7 @@
 #include "coordinator.hpp"
 
 #include <malloc.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -18,6 +20,7 @@
 #include <set>
 
 #include "progress.hpp"
+#include "relay.hpp"
 #include "report.hpp"
 #include "scheduler.hpp"
 #include "rankfarm/runtime/output_dir.hpp"
@@ -32,13 +35,22 @@ using Clock = std::chrono::steady_clock;
 
 class Coordinator {
  public:
-  Coordinator(MPI_Comm comm, Setup& s, const FarmOptions& opt, const kernels::Registry& registry, Executor* self)
-      : comm_(comm), s_(s), job_(s.job), rec_(s.records), opt_(opt), registry_(registry), self_(self),
+  Coordinator(MPI_Comm comm, Setup& s, const FarmOptions& opt, const kernels::Registry& registry, Executor* self,
+              const Topology& topo, ProcessWatch* watch)
+      : comm_(comm), s_(s), job_(s.job), rec_(s.records), opt_(opt), registry_(registry), self_(self), topo_(topo), watch_(watch),
         size_(comm_size(comm)), window_(opt.window > 0 ? opt.window : s.job.window),  // 0: adaptive
         sched_(TaskTable::from_job(s.job), size_, window_) {
     s.journal->attach(s.job);  // where the job is now (Setup may have moved since prepare())
     workers_.resize(static_cast<std::size_t>(size_));
     batch_.resize(static_cast<std::size_t>(size_));
+    sched_.set_nodes(topo.node);
+    for (int r = 1; r < size_; ++r)
+      if (topo.is_leader(r)) {
+        sched_.relay(r);
+        leaders_.push_back(r);
+      }
+    leader_batch_.resize(static_cast<std::size_t>(size_));
+    leader_heard_.assign(static_cast<std::size_t>(size_), 0.0);
   }
 
   int run(const Provenance& prov_in) {
@@ -54,14 +66,21 @@ class Coordinator {
     initially_done_ = sched_.done();
     progress_ = std::make_unique<detail::Progress>(job_.size(), opt_.progress_s);
 
+    const double cpu0 = cpu_seconds(), all0 = cpu_seconds(RUSAGE_SELF), journal0 = writer_->cpu_seconds();
     const int outcome = loop();
+    cpu_loop_s_ = cpu_seconds() - cpu0;
+    cpu_other_s_ = cpu_seconds(RUSAGE_SELF) - all0 - cpu_loop_s_;
+    writer_->flush();
+    cpu_journal_s_ = writer_->cpu_seconds() - journal0;
+    ran_in_loop_ = sched_.done() - initially_done_;
     return finish(outcome);
   }
 
  private:
   // What the channel knows of each rank beyond the scheduler: its time spent and goodbye.
   struct Worker {
-    bool gone = false;
+    bool gone = false;  // said goodbye, or lost
+    bool lost = false;  // its process ended, or its node was lost
     double busy_s = 0;
     std::uint64_t tasks = 0;
   };
@@ -78,6 +97,13 @@ class Coordinator {
     int n = 1;
     MPI_Comm_size(comm, &n);
     return n;
+  }
+  // CPU time of this thread (the coordinator's loop) or of the whole process (with the
+  // journal's writer and MPI's own threads), seconds.
+  static double cpu_seconds(int who = RUSAGE_THREAD) {
+    rusage u{};
+    getrusage(who, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
   }
   double now_s() const { return std::chrono::duration<double>(Clock::now() - t0_).count(); }
 
@@ -153,20 +179,41 @@ class Coordinator {
       for (const auto& p : placed_) local_.push_back(p.idx);
       return true;
     }
-    for (const auto& p : placed_) batch_[static_cast<std::size_t>(p.worker)].push_back(p.idx);
-    for (int w = 1; w < size_; ++w) {
+    for (const auto& p : placed_) {
+      auto& b = batch_[static_cast<std::size_t>(p.worker)];
+      if (b.empty()) touched_.push_back(p.worker);
+      b.push_back(p.idx);
+    }
+    // One message per worker of rank 0's own, one batch per node leader for the ranks of its node.
+    for (int w : touched_) {
       auto& b = batch_[static_cast<std::size_t>(w)];
-      if (b.empty()) continue;
       begin_assign(assign_);
       for (auto idx : b) {
-        // A task others wait for: its worker rings rank 0 the moment it ends.
+        // A task others wait for: its worker rings its parent the moment it ends.
         const std::uint8_t flags = sched_.has_dependents(idx) ? Assignment::kRingWhenDone : 0;
         add_assignment(assign_, idx, static_cast<std::uint32_t>(sched_.attempt(idx)), flags, sched_.members(idx), job_, idx);
       }
       finish_assign(assign_, static_cast<std::uint32_t>(b.size()));
-      post(assign_.bytes(), w, kTagAssign, comm_, bell_);
+      const int via = topo_.parent[static_cast<std::size_t>(w)];
+      if (via == 0) {
+        post(assign_.bytes(), w, kTagAssign, comm_, bell_);
+        ++direct_sent_;
+      } else {
+        BatchWriter& lb = leader_batch_[static_cast<std::size_t>(via)];
+        if (lb.count() == 0) leaders_touched_.push_back(via);
+        lb.add(w, kTagAssign, assign_.bytes().data(), assign_.bytes().size());
+      }
       b.clear();
     }
+    touched_.clear();
+    for (int l : leaders_touched_) {
+      BatchWriter& lb = leader_batch_[static_cast<std::size_t>(l)];
+      post(lb.bytes(), l, kTagBatch, comm_, bell_);
+      ++batches_down_;
+      items_down_ += lb.count();
+      lb.clear();
+    }
+    leaders_touched_.clear();
     return true;
   }
 
@@ -239,31 +286,115 @@ class Coordinator {
       any = true;
       std::vector<char> buf = mpi_recv(st, comm_);
       if (bell_ != nullptr) bell_->took();
-      const int w = st.MPI_SOURCE;
-      sched_.heard(w, now_s());
-      try {
-        if (st.MPI_TAG == kTagResult) {
-          Outcome o = decode_outcome(buf);
-          if (o.bulk_bytes > 0) expect_bulk(w, std::move(o));
-          else on_outcome(w, std::move(o));
-        } else if (st.MPI_TAG == kTagStarted) {
-          WireReader r(buf.data(), buf.size());
-          const auto [idx, attempt] = decode_started(r);
-          if (idx < rec_.size() && rec_.state(idx) == TaskState::Running && rec_.rank(idx) == w &&
-              static_cast<std::uint32_t>(rec_.attempt(idx)) == attempt) {
-            TaskRecord r = rec_.get(idx);
-            r.started_at = epoch_seconds();
-            r.deadline = r.started_at + job_.entry_of(idx).base.timeout_s;
-            rec_.set(idx, r);
-            writer_->push(idx, r);
+      const int src = st.MPI_SOURCE;
+      ++messages_in_;
+      if (st.MPI_TAG == kTagBatch && src > 0 && src < size_ && topo_.is_leader(src)) {
+        leader_heard_[static_cast<std::size_t>(src)] = now_s();
+        try {
+          const std::vector<BatchItem> items = decode_batch(buf, size_);
+          if (!items.empty()) ++batches_up_, items_up_ += items.size();
+          for (const BatchItem& it : items) {
+            if (topo_.parent[static_cast<std::size_t>(it.rank)] != src) {
+              progress_->note(fmt::format("node leader rank {} relayed a message of rank {}, not of its node; ignored", src, it.rank));
+              continue;
+            }
+            handle_message(it.rank, it.tag, it.data, it.size, src);
           }
-        } else if (st.MPI_TAG == kTagBye && w > 0 && w < size_) {
-          workers_[static_cast<std::size_t>(w)].gone = true;
-          sched_.gone(w);
+        } catch (const detail::WireError& e) {
+          progress_->note(fmt::format("malformed batch from node leader rank {}: {}; ignored", src, e.what()));
         }
-      } catch (const detail::WireError& e) {
-        progress_->note(fmt::format("malformed message from rank {} (tag {}): {}; ignored", w, st.MPI_TAG, e.what()));
+        continue;
       }
+      if (st.MPI_TAG == kTagBye && topo_.is_leader(src)) {
+        workers_[static_cast<std::size_t>(src)].gone = true;
+        continue;
+      }
+      ++direct_in_;
+      handle_message(src, st.MPI_TAG, buf.data(), buf.size(), 0);
+    }
+  }
+
+  // One message of worker `w` (`via`: the node leader that relayed it, or 0).
+  void handle_message(int w, int tag, const char* data, std::size_t size, int via) {
+    if (w <= 0 || w >= size_ || workers_[static_cast<std::size_t>(w)].lost) return;  // a lost rank stays lost
+    sched_.heard(w, now_s());
+    try {
+      if (tag == kTagResult || tag == kTagResultNow) {
+        Outcome o = decode_outcome(data, size);
+        if (o.bulk_bytes > 0) expect_bulk(w, std::move(o));
+        else on_outcome(w, std::move(o));
+      } else if (tag == kTagStarted) {
+        WireReader r(data, size);
+        const auto [idx, attempt] = decode_started(r);
+        if (idx < rec_.size() && rec_.state(idx) == TaskState::Running && rec_.rank(idx) == w &&
+            static_cast<std::uint32_t>(rec_.attempt(idx)) == attempt) {
+          TaskRecord r = rec_.get(idx);
+          r.started_at = epoch_seconds();
+          r.deadline = r.started_at + job_.entry_of(idx).base.timeout_s;
+          rec_.set(idx, r);
+          writer_->push(idx, r);
+        }
+      } else if (tag == kTagBye) {
+        workers_[static_cast<std::size_t>(w)].gone = true;
+        sched_.gone(w);
+      } else if (tag == kTagLost && via > 0) {
+        lose_rank(w, fmt::format("rank {} on node {} was lost: its process ended (seen by its node leader, rank {})", w,
+                                 node_name(w), via), true);
+      }
+    } catch (const detail::WireError& e) {
+      progress_->note(fmt::format("malformed message from rank {} (tag {}): {}; ignored", w, tag, e.what()));
+    }
+  }
+
+  const std::string& node_name(int rank) const { return topo_.node_names[static_cast<std::size_t>(topo_.node[static_cast<std::size_t>(rank)])]; }
+
+  // A worker rank that will never answer again: its tasks go to other ranks.
+  void lose_rank(int w, const std::string& why, bool crashed) {
+    Worker& wk = workers_[static_cast<std::size_t>(w)];
+    if (wk.lost) return;
+    const bool said_bye = wk.gone;
+    wk.lost = wk.gone = true;
+    if (said_bye) return;  // it had finished: nothing of it is lost
+    ++lost_ranks_;
+    forbid_finalize();
+    progress_note(why);
+    sched_.lost(w, why, crashed);
+    apply_events();
+  }
+
+  // A node whose leader is gone (its process ended, or silent past kHangGraceS): every rank of
+  // it is lost, and its tasks go to other nodes.
+  void lose_node(int leader, const std::string& why) {
+    Worker& lk = workers_[static_cast<std::size_t>(leader)];
+    if (lk.lost) return;
+    lk.lost = lk.gone = true;
+    forbid_finalize();
+    const auto children = topo_.children(leader);
+    progress_note(fmt::format("node {} lost ({}): its {} worker rank(s) get no more work; their tasks go to other nodes",
+                              node_name(leader), why, children.size()));
+    lost_nodes_.push_back(node_name(leader));
+    for (int w : children) lose_rank(w, fmt::format("rank {} was lost with its node {} ({})", w, node_name(leader), why), false);
+  }
+
+  // Processes seen to end (rank 0's own children on its host), and silent node leaders.
+  void check_lost() {
+    if (watch_ != nullptr)
+      for (int r : watch_->ended()) {
+        if (workers_[static_cast<std::size_t>(r)].gone && !topo_.is_leader(r)) continue;  // said goodbye, then exited
+        if (topo_.is_leader(r)) {
+          if (!workers_[static_cast<std::size_t>(r)].gone) lose_node(r, fmt::format("its leader, rank {}, ended", r));
+        } else {
+          lose_rank(r, fmt::format("rank {} on node {} was lost: its process ended", r, node_name(r)), true);
+        }
+      }
+    const double now = now_s();
+    for (int l : leaders_) {
+      Worker& lk = workers_[static_cast<std::size_t>(l)];
+      if (lk.gone) continue;
+      const double heard = std::max(leader_heard_[static_cast<std::size_t>(l)], 0.0);
+      if (now - heard > kHangGraceS)
+        lose_node(l, fmt::format("its leader, rank {}, sent nothing for {:.0f} s (heartbeats are every {} s): presumed hung or "
+                                 "unreachable", l, now - heard, kRelayHeartbeat.count()));
     }
   }
 
@@ -345,11 +476,12 @@ class Coordinator {
       if (now - last_hung_check > std::chrono::milliseconds(200)) {
         sched_.check_hung(now_s());
         apply_events();
+        check_lost();
         last_hung_check = now;
         if (sched_.ready() == 0 && sched_.in_flight() == 0 && !sched_.complete())
           throw std::runtime_error("no live worker ranks left for the remaining tasks");
         if (sched_.ready() > 0 && sched_.live_workers() == 0)
-          throw std::runtime_error("every worker rank is presumed hung; stopping");
+          throw std::runtime_error("every worker rank is presumed hung or was lost; stopping");
       }
       // A snapshot rewrites results.h5 (about 1 s per million tasks) while the farm waits:
       // never more than about 5 % of the run, however large the job.
@@ -392,9 +524,10 @@ class Coordinator {
     if (size_ == 1) return true;
     auto send_stop = [&](bool kill) {
       for (int w = 1; w < size_; ++w) {
-        if (workers_[static_cast<std::size_t>(w)].gone) continue;
+        // Rank 0's own children; a node leader passes the stop on to the ranks of its node.
+        if (workers_[static_cast<std::size_t>(w)].gone || topo_.parent[static_cast<std::size_t>(w)] != 0) continue;
         WireWriter m;
-        encode_stop(m, code, kill);
+        encode_stop(m, Stop{code, kill, lost_ranks_ > 0});
         post(m.bytes(), w, kTagStop, comm_, bell_);
       }
     };
@@ -407,6 +540,7 @@ class Coordinator {
       Waiter b(bell_);
       const auto end = Clock::now() + std::chrono::duration<double>(seconds);
       while (!all_gone() && Clock::now() < end) {
+        check_lost();
         if (handle_messages()) b.reset();
         else b.idle(std::chrono::milliseconds(data_ != nullptr ? 1 : 20));
       }
@@ -484,7 +618,28 @@ class Coordinator {
     c.wall_s = run_seconds();
     c.ranks = size_;
     c.window = window_ > 0 ? std::to_string(window_) : fmt::format("auto (last {})", sched_.window());
-    for (int w = size_ == 1 ? 0 : 1; w < size_; ++w) c.busy_s.emplace_back(w, workers_[static_cast<std::size_t>(w)].busy_s);
+    for (int w = size_ == 1 ? 0 : 1; w < size_; ++w)
+      if (!topo_.is_leader(w)) c.busy_s.emplace_back(w, workers_[static_cast<std::size_t>(w)].busy_s);
+    c.hierarchy = topo_.why;
+    if (ran_in_loop_ > 0)
+      c.coordinator = fmt::format("{:.2f} us of CPU per task in rank 0's loop (capacity about {:.0f} tasks/s); journal writer {:.2f} "
+                                  "us per task (capacity about {:.0f} tasks/s); other threads {:.2f} us; {} tasks, {:.3f} messages "
+                                  "per task in and out",
+                                  1e6 * cpu_loop_s_ / static_cast<double>(ran_in_loop_),
+                                  cpu_loop_s_ > 0 ? static_cast<double>(ran_in_loop_) / cpu_loop_s_ : 0.0,
+                                  1e6 * cpu_journal_s_ / static_cast<double>(ran_in_loop_),
+                                  cpu_journal_s_ > 0 ? static_cast<double>(ran_in_loop_) / cpu_journal_s_ : 0.0,
+                                  1e6 * std::max(cpu_other_s_ - cpu_journal_s_, 0.0) / static_cast<double>(ran_in_loop_), ran_in_loop_,
+                                  static_cast<double>(messages_in_ + direct_sent_ + batches_down_) / static_cast<double>(ran_in_loop_));
+    if (topo_.hierarchical)
+      c.batches = fmt::format("{} batch(es) to node leaders holding {:.1f} worker message(s) each, {} from them holding {:.1f} each; "
+                              "{} message(s) to and {} from rank 0's own workers",
+                              batches_down_, batches_down_ ? static_cast<double>(items_down_) / static_cast<double>(batches_down_) : 0.0,
+                              batches_up_, batches_up_ ? static_cast<double>(items_up_) / static_cast<double>(batches_up_) : 0.0,
+                              direct_sent_, direct_in_);
+    if (!lost_nodes_.empty() || lost_ranks_ > 0)
+      c.lost = fmt::format("{} rank(s){}; their tasks ran on other ranks", lost_ranks_,
+                           lost_nodes_.empty() ? "" : fmt::format(", node(s) {}", fmt::join(lost_nodes_, ", ")));
     if (bell_ != nullptr) c.idle_ranks = bell_->describe();
     if (data_ != nullptr)
       c.bulk = fmt::format("{} result(s), {:.1f} MB of stdout through the {} transport ({})", bulk_results_,
@@ -515,7 +670,18 @@ class Coordinator {
   transport::Transport* data_ = self_ ? self_->data : nullptr;  // bulk results; null: none
   Doorbell* bell_ = self_ ? self_->bell : nullptr;  // rank 0's doorbell; workers ring it
   WireWriter assign_;  // kTagAssign, reused
+  const Topology& topo_;
+  ProcessWatch* watch_;
   int size_ = 1, window_ = 0, run_id_ = 0;
+  std::vector<int> leaders_, touched_, leaders_touched_;
+  std::vector<BatchWriter> leader_batch_;  // by leader rank, reused by dispatch()
+  std::vector<double> leader_heard_;       // by leader rank: its last batch (now_s)
+  std::vector<std::string> lost_nodes_;
+  std::size_t lost_ranks_ = 0;
+  // Messages, for the summary: batches to and from node leaders and what they held.
+  std::uint64_t messages_in_ = 0, direct_in_ = 0, direct_sent_ = 0, batches_down_ = 0, items_down_ = 0, batches_up_ = 0, items_up_ = 0;
+  double cpu_loop_s_ = 0, cpu_other_s_ = 0, cpu_journal_s_ = 0;
+  std::size_t ran_in_loop_ = 0;
   Scheduler sched_;
   std::vector<SchedEvent> events_;                       // reused by apply_events()
   std::vector<Scheduler::Assignment> placed_;            // reused by dispatch()
@@ -723,8 +889,8 @@ void announce(const char* var, const std::string& text) {
 }
 
 int coordinate(MPI_Comm comm, Setup& setup, const FarmOptions& opt, const kernels::Registry& registry,
-               Executor* self, const Provenance& prov) {
-  Coordinator c(comm, setup, opt, registry, self);
+               Executor* self, const Provenance& prov, const Topology& topo, ProcessWatch* watch) {
+  Coordinator c(comm, setup, opt, registry, self, topo, watch);
   return c.run(prov);
 }
 

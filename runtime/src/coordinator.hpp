@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "executor.hpp"
+#include "process_watch.hpp"
+#include "topology.hpp"
 #include "rankfarm/runtime/farm.hpp"
 #include "rankfarm/runtime/journal.hpp"
 #include "rankfarm/runtime/output_lock.hpp"
@@ -49,8 +51,9 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
 void announce(const char* var, const std::string& text);
 
 /// Runs the job to its end (or a stop) from rank 0; `self` runs tasks when rank 0 is alone.
-/// Returns the job's exit code (workers get it with their stop message).
+/// `topo`: who reports to whom (node leaders relay); `watch`: rank 0's children's processes
+/// (may be null). Returns the job's exit code (workers get it with their stop message).
 int coordinate(MPI_Comm comm, Setup& setup, const FarmOptions& opt, const kernels::Registry& registry,
-               Executor* self, const Provenance& prov);
+               Executor* self, const Provenance& prov, const Topology& topo, ProcessWatch* watch);
 
 }  // namespace rankfarm::runtime::detail

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
@@ -41,7 +42,7 @@ void* map_bell(const std::string& name, bool create) {
 
 }  // namespace
 
-Doorbell::Doorbell(MPI_Comm comm, int rank, int size) : peers_(static_cast<std::size_t>(size), nullptr) {
+Doorbell::Doorbell(MPI_Comm comm, int rank, int size, const std::vector<int>& parent) : peers_(static_cast<std::size_t>(size), nullptr) {
   const char* env = std::getenv("RANKFARM_DOORBELL");
   std::int32_t on = env != nullptr && std::string(env) == "0" ? 0 : 1;
   std::uint64_t token = 0;
@@ -52,38 +53,32 @@ Doorbell::Doorbell(MPI_Comm comm, int rank, int size) : peers_(static_cast<std::
     note_ = on == 0 ? "off (RANKFARM_DOORBELL=0): idle ranks poll with a timed back-off" : "";
     return;
   }
-  // Every rank makes its bell; then maps those of the ranks it talks to.
+  // Every rank makes its bell; then maps those of the ranks it talks to: its parent and its
+  // children (the relation is symmetric, so each pair agrees below on who can ring whom).
   if (void* p = map_bell(bell_name(token, rank), true)) {
     maps_.push_back(p);
     mine_ = new (p) Bell();
   }
   MPI_Barrier(comm);
-  auto map_peer = [&](int peer) {
-    if (void* p = map_bell(bell_name(token, peer), false)) {
+  std::vector<int> talk;
+  if (rank != 0) talk.push_back(parent[static_cast<std::size_t>(rank)]);
+  for (int r = 1; r < size; ++r)
+    if (parent[static_cast<std::size_t>(r)] == rank) talk.push_back(r);
+  std::vector<std::int32_t> mapped(talk.size(), 0), theirs(talk.size(), 0);
+  for (std::size_t i = 0; i < talk.size(); ++i)
+    if (void* p = map_bell(bell_name(token, talk[i]), false)) {
       maps_.push_back(p);
-      peers_[static_cast<std::size_t>(peer)] = static_cast<Bell*>(p);
+      peers_[static_cast<std::size_t>(talk[i])] = static_cast<Bell*>(p);
+      mapped[i] = 1;
     }
-  };
-  if (rank == 0)
-    for (int w = 1; w < size; ++w) map_peer(w);
-  else
-    map_peer(0);
-  // Rank 0 is wakeable when every worker can ring it; a worker when rank 0 can ring it.
-  std::int32_t reach0 = rank != 0 && peers_[0] != nullptr ? 1 : 0;
-  std::vector<std::int32_t> reach(rank == 0 ? static_cast<std::size_t>(size) : 0);
-  MPI_Gather(&reach0, 1, MPI_INT32_T, reach.data(), 1, MPI_INT32_T, 0, comm);
-  std::vector<std::int32_t> ringable(rank == 0 ? static_cast<std::size_t>(size) : 0);
-  std::int32_t me_ringable = 0;
-  if (rank == 0) {
-    bool all = mine_ != nullptr;
-    for (int w = 1; w < size; ++w) {
-      all = all && reach[static_cast<std::size_t>(w)] != 0;
-      ringable[static_cast<std::size_t>(w)] = peers_[static_cast<std::size_t>(w)] != nullptr ? 1 : 0;
-    }
-    wakeable_ = all;
+  // This rank is wakeable when every rank that posts to it can ring it.
+  std::vector<MPI_Request> reqs(2 * talk.size());
+  for (std::size_t i = 0; i < talk.size(); ++i) {
+    MPI_Irecv(&theirs[i], 1, MPI_INT32_T, talk[i], 77, comm, &reqs[2 * i]);
+    MPI_Isend(&mapped[i], 1, MPI_INT32_T, talk[i], 77, comm, &reqs[2 * i + 1]);
   }
-  MPI_Scatter(ringable.data(), 1, MPI_INT32_T, &me_ringable, 1, MPI_INT32_T, 0, comm);
-  if (rank != 0) wakeable_ = mine_ != nullptr && me_ringable != 0;
+  MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE);
+  wakeable_ = mine_ != nullptr && std::all_of(theirs.begin(), theirs.end(), [](std::int32_t v) { return v != 0; });
   std::int32_t w = wakeable_ ? 1 : 0, wakeable_ranks = 0;
   MPI_Reduce(&w, &wakeable_ranks, 1, MPI_INT32_T, MPI_SUM, 0, comm);
   MPI_Barrier(comm);  // every bell that can be mapped is: the names can go
@@ -91,8 +86,8 @@ Doorbell::Doorbell(MPI_Comm comm, int rank, int size) : peers_(static_cast<std::
   if (rank == 0)
     note_ = wakeable_ranks == size
                 ? fmt::format("futex doorbells: every rank wakes when a message is posted to it")
-                : fmt::format("futex doorbells on {} of {} ranks (the others share no node with rank 0, or could not make "
-                              "one: they poll with a timed back-off)",
+                : fmt::format("futex doorbells on {} of {} ranks (the others share no host with a rank that posts to them, or "
+                              "could not make one: they poll with a timed back-off)",
                               wakeable_ranks, size);
 }
 

@@ -33,12 +33,13 @@ namespace rankfarm::runtime::detail {
 class Doorbell {
  public:
   /// Collective over `comm`: every rank creates its bell and maps those of the ranks it talks
-  /// to (rank 0: every worker; a worker: rank 0) when they are on its node. The object's name
+  /// to, its parent and its children (`parent`: the rank each rank reports to, topology.hpp;
+  /// flat: every worker's is rank 0), when they are on its host. The object's name
   /// carries a token from rank 0, so jobs on one node never share bells; it is unlinked once
   /// every rank has mapped it (nothing is left in /dev/shm, even after kill -9). Never throws:
   /// a rank whose bell cannot be created simply is not wakeable. RANKFARM_DOORBELL=0 turns
   /// bells off (every wait is the timed back-off; for comparisons).
-  Doorbell(MPI_Comm comm, int rank, int size);
+  Doorbell(MPI_Comm comm, int rank, int size, const std::vector<int>& parent);
   ~Doorbell();
   Doorbell(const Doorbell&) = delete;
   Doorbell& operator=(const Doorbell&) = delete;

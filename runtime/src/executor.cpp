@@ -133,28 +133,41 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
     if (st.MPI_TAG == kTagAssign) {
       for (auto& a : decode_assign(r)) queue.push_back(std::move(a));
     } else if (st.MPI_TAG == kTagStop) {
-      const auto [c, k] = decode_stop(r);
-      code = c;
-      kill = kill || k;
+      const Stop s = decode_stop(r);
+      code = s.code;
+      kill = kill || s.kill;
+      if (s.no_finalize) forbid_finalize();
       if (kill) ex.kill_flag = 1;
       stopping = true;
     }
   };
+  // The parent's process ended (rank 0 or this node's leader killed): nobody will stop this
+  // rank or take its results, so it stops by itself, killing a running shell task.
+  auto orphaned = [&] {
+    if (ex.watch == nullptr || !ex.watch->parent_ended()) return false;
+    if (!stopping)
+      std::cerr << fmt::format("rankfarm: rank {}: its {} (rank {}) has ended; stopping\n", ex.rank,
+                               ex.parent == 0 ? "coordinator" : "node leader", ex.parent);
+    stopping = kill = true;
+    code = kExitError;
+    forbid_finalize();
+    return true;
+  };
   ex.should_stop = [&] {
     int flag = 0;
     MPI_Status st;
-    MPI_Iprobe(0, kTagStop, comm, &flag, &st);
+    MPI_Iprobe(ex.parent, kTagStop, comm, &flag, &st);
     if (flag) handle(st);
-    return kill;
+    return kill || orphaned();
   };
-  // Idle: a short spin, then asleep on the doorbell until rank 0 posts something (rank 0 rings
-  // it). The cap only bounds the wait when a ring is missed.
+  // Idle: a short spin, then asleep on the doorbell until its parent (rank 0 or the node's
+  // leader) posts something (the poster rings it). The cap only bounds the wait when a ring is missed.
   Waiter waiter(ex.bell);
   for (;;) {
     int flag = 0;
     MPI_Status st;
-    while (MPI_Iprobe(0, MPI_ANY_TAG, comm, &flag, &st), flag) handle(st);
-    if (stopping) break;
+    while (MPI_Iprobe(ex.parent, MPI_ANY_TAG, comm, &flag, &st), flag) handle(st);
+    if (stopping || orphaned()) break;
     if (queue.empty()) {
       waiter.idle(std::chrono::milliseconds(100));
       continue;
@@ -167,7 +180,7 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
     if (next.task.timeout_s > 0 && (next.members.empty() || next.members.front() == ex.rank)) {
       WireWriter w;
       encode_started(w, idx, attempt);
-      post(w.bytes(), 0, kTagStarted, comm, ex.bell, false);
+      post(w.bytes(), ex.parent, kTagStarted, comm, ex.bell, false);
     }
     Outcome o = ex.run(next.task, idx, attempt, next.members);
     std::string bulk;
@@ -193,16 +206,18 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
     // large enough to need rank 0's part in a rendezvous. Otherwise it picks the result up at
     // its next look (it sleeps a fraction of the work queued here: coordinator.cpp).
     const bool ring = (next.flags & Assignment::kRingWhenDone) != 0 || queue.empty() || !o.ok || w.bytes().size() > 4096;
-    post(w.bytes(), 0, kTagResult, comm, ex.bell, ring);
+    // Through a node leader, the tag says it: kTagResultNow leaves its batch at once.
+    post(w.bytes(), ex.parent, ring ? kTagResultNow : kTagResult, comm, ex.bell, ring);
     // The buffer stays ours until the transport is done with it; the coordinator receives it as
     // soon as the MPI message above arrives.
     if (!bulk.empty() && ex.data->wait(sent, std::chrono::minutes(5)) != transport::Status::Ok)
       std::cerr << fmt::format("rankfarm: rank {}: stdout of task {} did not reach rank 0: {}\n", ex.rank,
                                next.task.id, sent.error.empty() ? "timed out" : sent.error);
   }
+  if (ex.watch != nullptr && ex.watch->parent_ended()) return code;  // nobody to say goodbye to
   WireWriter bye;
   bye.put<std::uint8_t>(0);
-  post(bye.bytes(), 0, kTagBye, comm, ex.bell);
+  post(bye.bytes(), ex.parent, kTagBye, comm, ex.bell);
   return code;
 }
 

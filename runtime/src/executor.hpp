@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "process_watch.hpp"
 #include "protocol.hpp"
 #include "rankfarm/transport/transport.hpp"
 #include "rankfarm/kernels/registry.hpp"
@@ -28,6 +29,10 @@ struct Executor {
   // Shell tasks' output: this rank's stream files (task_output.hpp), or null for
   // logs/<task id>.out|.err (--task-output files).
   OutputStreams* streams = nullptr;
+  // The rank this one reports to: rank 0, or its node's leader (topology.hpp).
+  int parent = 0;
+  // Watches the parent's process (null: nothing watched): a worker whose parent has ended stops.
+  ProcessWatch* watch = nullptr;
   // This rank's doorbell (workers sleep on it when idle, and ring rank 0); null: none.
   Doorbell* bell = nullptr;
 

@@ -20,6 +20,8 @@
 
 #include "coordinator.hpp"
 #include "job_plan.hpp"
+#include "relay.hpp"
+#include "topology.hpp"
 #include "executor.hpp"
 #include "rankfarm/runtime/output_dir.hpp"
 #include "rankfarm/runtime/error.hpp"
@@ -161,6 +163,7 @@ int detail::stop_signal() { return g_stop_signal; }
 
 void check_environment() {
   (void)detail::bulk_threshold_from_env();
+  (void)detail::pretend_nodes_from_env();
   (void)lock_lease_from_env();
   if (const char* sh = std::getenv("RANKFARM_SHEPHERD"); sh != nullptr && *sh != '\0' && ::access(sh, X_OK) != 0)
     throw InputError("environment", 0, "RANKFARM_SHEPHERD", fmt::format("'{}': not an executable file: {}", sh, std::strerror(errno)));
@@ -285,7 +288,22 @@ void install_stop_handlers() {
   for (int sig : {SIGINT, SIGTERM, SIGUSR1}) sigaction(sig, &sa, nullptr);
 }
 
+namespace {
+int run_farm_here(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& registry);
+}  // namespace
+
 int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& registry) {
+  const int code = run_farm_here(comm, opt, registry);
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  // Every way out of rank 0 says the job's code to `rankfarm run`: under mpirun
+  // --enable-recovery, mpirun's own exit status is 0 whatever the ranks return.
+  if (rank == 0) detail::announce("RANKFARM_DONE_FILE", fmt::format("{}\n", code));
+  return code;
+}
+
+namespace {
+int run_farm_here(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& registry) {
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -297,6 +315,10 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   std::copy(host.begin(), host.end(), mine.begin());
   MPI_Gather(mine.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, names.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, comm);
 
+  // Who reports to whom (flat, or node leaders): before the job is checked, whose tasks must
+  // fit the ranks that run tasks.
+  const detail::Topology topo = detail::make_topology(comm, opt.hierarchy);
+
   // Rank 0 reads and checks everything; the outcome is broadcast so that all ranks agree.
   detail::Setup setup;
   std::int32_t status = kExitOk;
@@ -304,7 +326,7 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   WireWriter wire;
   if (rank == 0) {
     try {
-      setup = detail::prepare(opt, registry, size > 1 ? size - 1 : 1);
+      setup = detail::prepare(opt, registry, topo.workers());
       wire.put_str(setup.dir);
       wire.put_str(setup.lock->holder().token);
       wire.put_str(setup.run_tag);
@@ -325,9 +347,6 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
     if (rank == 0) std::cerr << "rankfarm: " << message << "\n";
     return status;
   }
-  // Every rank passed install_stop_handlers() before the gather above, so a stop signal now
-  // reaches a handler everywhere: tell `rankfarm run`, which holds a Ctrl-C until then.
-  if (rank == 0) detail::announce("RANKFARM_READY_FILE", "ready\n");
   std::uint64_t nbytes = wire.bytes().size();
   MPI_Bcast(&nbytes, 1, MPI_UINT64_T, 0, comm);
   if (rank != 0) wire.bytes().resize(nbytes);
@@ -413,8 +432,12 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
   }
   ex.data = data.get();
   ex.bulk_threshold = threshold;
-  detail::Doorbell bell(comm, rank, size);
+  detail::Doorbell bell(comm, rank, size, topo.parent);
   ex.bell = &bell;
+  detail::ProcessWatch watch(comm, topo, rank);
+  ex.parent = rank == 0 ? 0 : topo.parent[static_cast<std::size_t>(rank)];
+  ex.watch = &watch;
+  if (topo.is_leader(rank)) return detail::relay_loop(comm, topo, rank, &bell, watch);
   if (rank != 0) return detail::worker_loop(comm, ex);
   if (!data_note.empty()) setup.notes.push_back(data_note);
 
@@ -439,8 +462,13 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
     if (stop_seen == Clock::time_point{}) stop_seen = Clock::now();
     return Clock::now() - stop_seen > std::chrono::duration<double>(opt.grace_s);
   };
+  // Every rank has its stop handlers and is past the last collective of the start: tell
+  // `rankfarm run`, which holds a Ctrl-C until then and, until then, stops the job when any
+  // rank dies (a death during start-up leaves the others waiting in a collective). With rank
+  // 0's pid: afterwards it stops the job only if rank 0 dies.
+  detail::announce("RANKFARM_READY_FILE", fmt::format("ready {}\n", static_cast<long>(::getpid())));
   try {
-    return detail::coordinate(comm, setup, opt, registry, &ex, prov);
+    return detail::coordinate(comm, setup, opt, registry, &ex, prov, topo, &watch);
   } catch (const std::exception& e) {
     std::cerr << "rankfarm: error: " << e.what() << "; the journal keeps everything committed; fix the cause and --resume\n";
     std::cerr.flush();
@@ -448,6 +476,8 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
     return kExitError;
   }
 }
+
+}  // namespace
 
 int print_status(const std::string& dir, std::ostream& out) {
   const std::string path = OutputDir(dir).journal();

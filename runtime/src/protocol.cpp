@@ -1,5 +1,9 @@
 #include "protocol.hpp"
 
+#include <fmt/format.h>
+
+#include <cstring>
+
 namespace rankfarm::runtime::detail {
 
 void mpi_send(const WireWriter& w, int dest, int tag, MPI_Comm comm) {
@@ -12,6 +16,37 @@ std::vector<char> mpi_recv(const MPI_Status& st, MPI_Comm comm) {
   std::vector<char> buf(static_cast<std::size_t>(n));
   MPI_Recv(buf.data(), n, MPI_BYTE, st.MPI_SOURCE, st.MPI_TAG, comm, MPI_STATUS_IGNORE);
   return buf;
+}
+
+void BatchWriter::add(int rank, int tag, const char* p, std::size_t n) {
+  w_.put<std::int32_t>(rank);
+  w_.put<std::int32_t>(tag);
+  w_.put<std::uint32_t>(static_cast<std::uint32_t>(n));
+  auto& b = w_.bytes();
+  const std::size_t at = b.size();
+  b.resize(at + n);
+  if (n) std::memcpy(b.data() + at, p, n);
+  ++count_;
+  std::memcpy(b.data(), &count_, sizeof count_);
+}
+
+std::vector<BatchItem> decode_batch(const std::vector<char>& buf, int size) {
+  WireReader r(buf.data(), buf.size());
+  const auto n = r.get<std::uint32_t>();
+  if (n > r.remaining() / 12) throw WireError("more batched messages than bytes");
+  std::vector<BatchItem> out(n);
+  for (auto& it : out) {
+    it.rank = r.get<std::int32_t>();
+    it.tag = r.get<std::int32_t>();
+    const auto len = r.get<std::uint32_t>();
+    if (it.rank < 0 || it.rank >= size) throw WireError(fmt::format("batched message for rank {} of {}", it.rank, size));
+    if (len > r.remaining()) throw WireError("truncated batched message");
+    it.data = buf.data() + (buf.size() - r.remaining());
+    it.size = len;
+    r.skip(len);
+  }
+  if (!r.done()) throw WireError("bytes after the last batched message");
+  return out;
 }
 
 // ---- control messages ------------------------------------------------------------------
@@ -51,15 +86,31 @@ std::vector<Assignment> decode_assign(WireReader& r) {
   return out;
 }
 
-void encode_stop(WireWriter& w, std::int32_t code, bool kill) {
-  w.put<std::int32_t>(code);
-  w.put<std::uint8_t>(kill ? 1 : 0);
+void encode_stop(WireWriter& w, const Stop& s) {
+  w.put<std::int32_t>(s.code);
+  w.put<std::uint8_t>(static_cast<std::uint8_t>((s.kill ? 1 : 0) | (s.no_finalize ? 2 : 0)));
 }
 
-std::pair<std::int32_t, bool> decode_stop(WireReader& r) {
-  const auto code = r.get<std::int32_t>();
-  return {code, r.get<std::uint8_t>() != 0};
+Stop decode_stop(WireReader& r) {
+  Stop s;
+  s.code = r.get<std::int32_t>();
+  const auto flags = r.get<std::uint8_t>();
+  s.kill = (flags & 1) != 0;
+  s.no_finalize = (flags & 2) != 0;
+  return s;
 }
+
+namespace {
+bool g_finalize_safe = true;
+}
+void forbid_finalize() { g_finalize_safe = false; }
+}  // namespace rankfarm::runtime::detail
+
+namespace rankfarm::runtime {
+bool finalize_is_safe() { return detail::g_finalize_safe; }
+}  // namespace rankfarm::runtime
+
+namespace rankfarm::runtime::detail {
 
 void encode_started(WireWriter& w, std::uint32_t idx, std::uint32_t attempt) {
   w.put<std::uint32_t>(idx);
@@ -142,8 +193,8 @@ void encode_outcome(const Outcome& o, WireWriter& w) {
   w.put<std::uint64_t>(o.output.err_len);
 }
 
-Outcome decode_outcome(const std::vector<char>& buf) {
-  WireReader r(buf.data(), buf.size());
+Outcome decode_outcome(const char* data, std::size_t size) {
+  WireReader r(data, size);
   Outcome o;
   o.idx = r.get<std::uint32_t>();
   o.attempt = r.get<std::uint32_t>();

@@ -9,6 +9,15 @@
 //                                      output records are; a shell task's stdout above the
 //                                      bulk threshold follows through the transport
 //                          kTagBye     u8 0: the worker stops and will send nothing more
+//                          kTagResultNow  as kTagResult, for a result that should not wait
+//                                      in a node leader's batch (tasks depend on it, the
+//                                      attempt failed, the worker ran dry)
+// Hierarchical dispatch (topology.hpp, relay.hpp): rank 0 and a node leader exchange batches
+//   kTagBatch   u32 n, n x (i32 rank, i32 tag, u32 length, bytes): messages for the ranks of the
+//               leader's node (rank 0 -> leader: a kTagAssign each), or from them (leader ->
+//               rank 0: kTagResult, kTagResultNow, kTagStarted, kTagBye, kTagLost), each as
+//               its rank sent it; an empty batch is a leader's heartbeat
+//   kTagLost    (in a batch, from a leader) empty: the leader saw this rank's process end
 // Before the first task rank 0 broadcasts what every rank needs of the job (its name and
 // keep_stdout), never its tasks. Every message's encoder and decoder are here, side by side.
 // Messages are posted with post() (doorbell.hpp), which wakes a receiver asleep on its
@@ -32,7 +41,7 @@
 
 namespace rankfarm::runtime::detail {
 
-enum Tag : int { kTagAssign = 101, kTagStarted, kTagResult, kTagStop, kTagBye };
+enum Tag : int { kTagAssign = 101, kTagStarted, kTagResult, kTagStop, kTagBye, kTagResultNow, kTagBatch, kTagLost };
 
 /// The signal that asked this rank to stop (SIGINT, SIGTERM, SIGUSR1), or 0.
 int stop_signal();
@@ -113,9 +122,17 @@ std::vector<Assignment> decode_assign(WireReader& r);
 /// and its parameters (name, type 0 int / 1 double / 2 string, value).
 void encode_task(const Job& job, std::uint32_t idx, WireWriter& w);
 TaskSpec decode_task(WireReader& r);
-/// kTagStop.
-void encode_stop(WireWriter& w, std::int32_t code, bool kill);
-std::pair<std::int32_t, bool> decode_stop(WireReader& r);
+/// kTagStop: the job's exit code and flags: kill (kill the running task), no_finalize (a rank
+/// of the job died: end without MPI_Finalize, see farm.hpp's finalize_is_safe()).
+struct Stop {
+  std::int32_t code = 0;
+  bool kill = false, no_finalize = false;
+};
+void encode_stop(WireWriter& w, const Stop& s);
+Stop decode_stop(WireReader& r);
+
+/// finalize_is_safe() (farm.hpp) becomes false for this process.
+void forbid_finalize();
 /// kTagStarted.
 void encode_started(WireWriter& w, std::uint32_t idx, std::uint32_t attempt);
 std::pair<std::uint32_t, std::uint32_t> decode_started(WireReader& r);
@@ -137,9 +154,36 @@ struct Outcome {
   OutputRef output;
 };
 
+/// kTagBatch: begin, add each message, then the bytes to post.
+class BatchWriter {
+ public:
+  BatchWriter() { clear(); }
+  void clear() {
+    w_.clear();
+    w_.put<std::uint32_t>(0);
+    count_ = 0;
+  }
+  void add(int rank, int tag, const char* p, std::size_t n);
+  std::uint32_t count() const { return count_; }
+  std::size_t size_bytes() const { return w_.bytes().size(); }
+  const std::vector<char>& bytes() { return w_.bytes(); }
+
+ private:
+  WireWriter w_;
+  std::uint32_t count_ = 0;
+};
+/// One message of a batch: a view into the batch's buffer.
+struct BatchItem {
+  int rank = 0, tag = 0;
+  const char* data = nullptr;
+  std::size_t size = 0;
+};
+/// Decodes kTagBatch; throws WireError for a malformed batch, or a rank outside [0, size).
+std::vector<BatchItem> decode_batch(const std::vector<char>& buf, int size);
+
 void mpi_send(const WireWriter& w, int dest, int tag, MPI_Comm comm);
 std::vector<char> mpi_recv(const MPI_Status& st, MPI_Comm comm);
 void encode_outcome(const Outcome& o, WireWriter& w);
-Outcome decode_outcome(const std::vector<char>& buf);
+Outcome decode_outcome(const char* data, std::size_t size);
 
 }  // namespace rankfarm::runtime::detail

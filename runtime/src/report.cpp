@@ -69,6 +69,10 @@ void print_summary(std::ostream& out, const Job& job, const TaskRecords& records
     out << fmt::format("rankfarm:   failed {} after {} attempt(s): {}\n", job.id(i), records.attempt(i), records.error(i));
   }
   if (c.stale) out << fmt::format("rankfarm: {} late result(s) of abandoned attempts were ignored\n", c.stale);
+  if (!c.hierarchy.empty()) out << fmt::format("rankfarm: dispatch: {}\n", c.hierarchy);
+  if (!c.coordinator.empty()) out << fmt::format("rankfarm: coordinator: {}\n", c.coordinator);
+  if (!c.batches.empty()) out << fmt::format("rankfarm: batches: {}\n", c.batches);
+  if (!c.lost.empty()) out << fmt::format("rankfarm: lost: {}\n", c.lost);
   if (!c.idle_ranks.empty()) out << fmt::format("rankfarm: idle ranks: {}\n", c.idle_ranks);
   if (!c.bulk.empty()) out << fmt::format("rankfarm: bulk data: {}\n", c.bulk);
   out << fmt::format("rankfarm: results: {}\nrankfarm: journal: {}\n", results_path, journal_path);

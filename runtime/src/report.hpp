@@ -26,6 +26,10 @@ struct RunCounts {
   std::vector<std::pair<int, double>> busy_s;  ///< per worker rank: seconds spent in tasks
   std::string idle_ranks;    ///< how idle ranks wait (the doorbells' description); "" to omit
   std::string bulk;          ///< the bulk-data line; "" when the run has no data transport
+  std::string hierarchy;     ///< how dispatch was organised and why (topology.hpp)
+  std::string coordinator;   ///< rank 0's CPU time per task; "" when no task ran
+  std::string batches;       ///< batch sizes to and from node leaders; "" when flat
+  std::string lost;          ///< ranks and nodes lost; "" when none
 };
 
 /// Records the check verdict (kernels::KernelSpec::check) of task `idx`, a done kernel task,

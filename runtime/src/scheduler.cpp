@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <fmt/format.h>
 
 namespace rankfarm::runtime::detail {
@@ -137,10 +138,15 @@ bool Scheduler::place_gang(std::uint32_t idx, std::vector<Assignment>& out, doub
   const int k = tasks_.ranks[idx];
   std::vector<int> idle;
   int usable = 0;
+  // Per node: usable worker ranks and idle ones (lowest ranks first).
+  std::map<int, std::pair<int, std::vector<int>>> nodes;
   for (int w = 1; w < size_; ++w) {
     const Worker& wk = workers_[static_cast<std::size_t>(w)];
     if (wk.hung || wk.gone) continue;
     ++usable;
+    auto& n = nodes[node_.empty() ? 0 : node_[static_cast<std::size_t>(w)]];
+    ++n.first;
+    if (wk.in_flight.empty()) n.second.push_back(w);
     if (wk.in_flight.empty() && static_cast<int>(idle.size()) < k) idle.push_back(w);
   }
   if (usable < k) {
@@ -148,6 +154,16 @@ bool Scheduler::place_gang(std::uint32_t idx, std::vector<Assignment>& out, doub
     failures_[idx] = static_cast<std::uint32_t>(std::max(tasks_.retries[idx], 0));  // no retry can help
     fail_attempt(idx, fmt::format("needs {} ranks, only {} worker rank(s) are left", k, usable));
     return true;
+  }
+  // Within one node when any node has k worker ranks: the first with k idle, or wait for one.
+  const bool fits = std::any_of(nodes.begin(), nodes.end(), [&](const auto& n) { return n.second.first >= k; });
+  if (fits) {
+    idle.clear();
+    for (const auto& [node, n] : nodes)
+      if (static_cast<int>(n.second.size()) >= k) {
+        idle.assign(n.second.begin(), n.second.begin() + k);
+        break;
+      }
   }
   if (static_cast<int>(idle.size()) < k) return false;
   ready_.pop();
@@ -269,7 +285,60 @@ void Scheduler::heard(int worker, double now) {
 }
 
 void Scheduler::gone(int worker) {
-  if (worker >= 0 && worker < size_) workers_[static_cast<std::size_t>(worker)].gone = true;
+  if (worker > 0 && worker < size_) mark_gone(workers_[static_cast<std::size_t>(worker)]);
+}
+
+void Scheduler::relay(int rank) {
+  if (rank <= 0 || rank >= size_) return;
+  Worker& wk = workers_[static_cast<std::size_t>(rank)];
+  mark_gone(wk);
+  wk.relay = true;
+}
+
+void Scheduler::lost(int worker, const std::string& why, bool crashed) {
+  if (worker <= 0 || worker >= size_) return;
+  Worker& wk = workers_[static_cast<std::size_t>(worker)];
+  if (wk.relay) return;
+  mark_gone(wk);
+  bool requeue = true;
+  if (crashed && !wk.in_flight.empty()) {
+    auto& c = crashes_[wk.in_flight.front()];
+    c = static_cast<std::uint8_t>(std::min(c + 1, 255));
+    requeue = c < kCrashLimit;
+  }
+  drop_in_flight(worker, requeue ? why : fmt::format("{}; the task was running on {} ranks whose process ended: presumed to end "
+                                                     "its rank's process", why, kCrashLimit), requeue);
+}
+
+// The tasks in flight on worker `w`, which will never report them: the running one (the head;
+// of a gang, its other members are presumed hung) fails with `why`, the others are pending again.
+void Scheduler::drop_in_flight(int w, const std::string& why, bool requeue_head) {
+  Worker& wk = workers_[static_cast<std::size_t>(w)];
+  if (wk.in_flight.empty()) return;
+  const std::uint32_t head = wk.in_flight.front();
+  if (auto g = gangs_.find(head); g != gangs_.end()) {
+    for (int m : g->second.members) {
+      if (m == w) continue;
+      Worker& mk = workers_[static_cast<std::size_t>(m)];
+      if (!mk.gone) set_hung(mk, true);
+      const std::size_t before = mk.in_flight.size();
+      mk.in_flight.erase(std::remove(mk.in_flight.begin(), mk.in_flight.end(), head), mk.in_flight.end());
+      in_flight_total_ -= before - mk.in_flight.size();
+    }
+    gangs_.erase(g);
+  }
+  for (auto idx : wk.in_flight) {
+    if (state(idx) != TaskState::Running || attempt_[idx] == 0) continue;
+    if (idx == head && !requeue_head) {
+      fail_attempt(idx, why);
+    } else {
+      state_[idx] = static_cast<std::uint8_t>(TaskState::Pending);  // never started there
+      push_ready(idx);
+      emit(SchedEvent::Requeued, idx, w);
+    }
+  }
+  in_flight_total_ -= wk.in_flight.size();
+  wk.in_flight.clear();
 }
 
 // A worker runs its tasks in the order assigned and reports each one's end before it starts the
@@ -279,37 +348,15 @@ void Scheduler::gone(int worker) {
 void Scheduler::check_hung(double now) {
   for (int w = 1; w < size_; ++w) {
     Worker& wk = workers_[static_cast<std::size_t>(w)];
-    if (wk.hung || wk.in_flight.empty()) continue;
+    if (wk.hung || wk.gone || wk.in_flight.empty()) continue;
     const std::uint32_t head = wk.in_flight.front();
     if (tasks_.ranks[head] > 1 && rank_[head] != w) continue;  // its leader speaks for it
     const double timeout = tasks_.timeout_s[head];
     if (timeout <= 0 || now - wk.heard < timeout + kHangGraceS) continue;
     set_hung(wk, true);
     emit(SchedEvent::Hung, head, w, static_cast<std::uint32_t>(wk.in_flight.size()));
-    // The other ranks of a task on several ranks are stuck in the same collective.
-    if (auto g = gangs_.find(head); g != gangs_.end()) {
-      for (int m : g->second.members) {
-        if (m == w) continue;
-        Worker& mk = workers_[static_cast<std::size_t>(m)];
-        set_hung(mk, true);
-        const std::size_t before = mk.in_flight.size();
-        mk.in_flight.erase(std::remove(mk.in_flight.begin(), mk.in_flight.end(), head), mk.in_flight.end());
-        in_flight_total_ -= before - mk.in_flight.size();
-      }
-      gangs_.erase(g);
-    }
-    for (auto idx : wk.in_flight) {
-      if (idx == head) {
-        fail_attempt(idx, fmt::format("rank {} did not answer within the timeout ({:.3g} s) + {:.0f} s: presumed hung or unreachable",
-                                      w, timeout, kHangGraceS));
-      } else {
-        state_[idx] = static_cast<std::uint8_t>(TaskState::Pending);  // never started there
-        push_ready(idx);
-        emit(SchedEvent::Requeued, idx, w);
-      }
-    }
-    in_flight_total_ -= wk.in_flight.size();
-    wk.in_flight.clear();
+    drop_in_flight(w, fmt::format("rank {} did not answer within the timeout ({:.3g} s) + {:.0f} s: presumed hung or unreachable", w,
+                                  timeout, kHangGraceS));
   }
 }
 
@@ -322,14 +369,21 @@ void Scheduler::abandon_running() {
 }
 
 void Scheduler::set_hung(Worker& w, bool hung) {
-  if (w.hung == hung) return;
+  if (w.hung == hung || (hung && w.gone)) return;
   w.hung = hung;
   hung_workers_ += hung ? 1 : -1;
 }
 
 int Scheduler::live_workers() const {
   if (size_ == 1) return 1;  // rank 0 works itself
-  return size_ - 1 - hung_workers_;
+  return size_ - 1 - hung_workers_ - gone_workers_;
+}
+
+void Scheduler::mark_gone(Worker& w) {
+  if (w.gone) return;
+  set_hung(w, false);
+  w.gone = true;
+  ++gone_workers_;
 }
 
 int Scheduler::window() const {
@@ -340,7 +394,7 @@ int Scheduler::window() const {
 }
 
 std::size_t Scheduler::bytes() const {
-  std::size_t b = tasks_.bytes() + state_.capacity() + (attempt_.capacity() + failures_.capacity() + missing_.capacity()) * 4 +
+  std::size_t b = tasks_.bytes() + state_.capacity() + crashes_.size() * 48 + (attempt_.capacity() + failures_.capacity() + missing_.capacity()) * 4 +
                   rank_.capacity() * 4 + ready_.size() * sizeof(Ready);
   for (const auto& w : workers_) b += sizeof(Worker) + w.in_flight.capacity() * 4;
   return b;

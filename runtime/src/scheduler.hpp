@@ -97,8 +97,21 @@ class Scheduler {
   /// Presumes hung each worker silent past its running task's timeout + kHangGraceS; its tasks
   /// are retried elsewhere (events), and it gets no more work until it speaks again.
   void check_hung(double now);
-  /// A worker that said goodbye (or was lost): gets no more work.
+  /// A worker that said goodbye: gets no more work.
   void gone(int worker);
+  /// A worker whose process ended (`crashed`), or that was lost with its node: gets no more
+  /// work, and the tasks queued behind its running one are pending again (events: Requeued).
+  /// Its running task is pending again too (Requeued: not a failure of the task), unless
+  /// `crashed` and it was running on kCrashLimit ranks whose process ended: then the attempt
+  /// fails with `why` (Retry/Failed), so that a task that kills its rank cannot kill every
+  /// rank in turn (HyperQueue's crash limit is the same idea). The other ranks of a task on
+  /// several ranks with it are presumed hung (stuck in a collective with a dead rank).
+  void lost(int worker, const std::string& why, bool crashed);
+  /// A rank that runs no tasks (a node leader, topology.hpp).
+  void relay(int rank);
+  /// The node of each rank: a task on several ranks is placed on one node when any node has
+  /// that many worker ranks, across nodes only when none has.
+  void set_nodes(std::vector<int> node) { node_ = std::move(node); }
   /// No more dispatching; retries stay pending for a resume.
   void stop() { stopping_ = true; }
   /// After a stop: every running task back to pending (events: Interrupted).
@@ -129,6 +142,7 @@ class Scheduler {
   bool complete() const { return finished_ == tasks_.size(); }
   std::size_t in_flight() const { return in_flight_total_; }
   std::size_t in_flight(int worker) const { return workers_[static_cast<std::size_t>(worker)].in_flight.size(); }
+  /// Worker ranks that can take work (not hung, lost, gone, nor relays).
   int live_workers() const;
   bool hung(int worker) const { return workers_[static_cast<std::size_t>(worker)].hung; }
   /// Tasks in flight per worker: fixed, or enough for ~2 ms of queued work behind the running
@@ -143,7 +157,7 @@ class Scheduler {
   struct Worker {
     std::vector<std::uint32_t> in_flight;
     double heard = 0;
-    bool hung = false, gone = false;
+    bool hung = false, gone = false, relay = false;
   };
   struct Gang {
     std::uint32_t attempt = 0;
@@ -161,6 +175,8 @@ class Scheduler {
 
   void push_ready(std::uint32_t idx) { ready_.push({tasks_.priority[idx], idx}); }
   void set_hung(Worker& w, bool hung);
+  void mark_gone(Worker& w);
+  void drop_in_flight(int w, const std::string& why, bool requeue_head = false);
   void begin_attempt(std::uint32_t idx, int rank);
   bool place_gang(std::uint32_t idx, std::vector<Assignment>& out, double now);
   void decide(std::uint32_t idx, bool ok, bool interrupted, const std::string& error);
@@ -175,16 +191,21 @@ class Scheduler {
   std::vector<std::uint8_t> state_;
   std::vector<std::uint32_t> attempt_, failures_, missing_;
   std::vector<std::int32_t> rank_;
+  std::map<std::uint32_t, std::uint8_t> crashes_;  // ranks whose process ended while running a task (rare: sparse)
   std::vector<Worker> workers_;
+  std::vector<int> node_;  // by rank; empty: one node
   std::priority_queue<Ready> ready_;
   std::map<std::uint32_t, Gang> gangs_;
   std::vector<SchedEvent> events_;
   std::size_t finished_ = 0, done_ = 0, failed_ = 0, failed_total_ = 0, skipped_ = 0, retried_ = 0;
   double mean_task_s_ = -1;
   std::size_t in_flight_total_ = 0;  // sum of the workers' in_flight sizes (kept, not summed: read every loop)
-  int hung_workers_ = 0;
+  int hung_workers_ = 0, gone_workers_ = 0;  // hung: not gone ones
   bool stopping_ = false;
 };
+
+/// Ranks whose process ended while running the same task before that task's attempt fails.
+inline constexpr int kCrashLimit = 2;
 
 /// Silence past a task's timeout before its rank is presumed hung, seconds.
 inline constexpr double kHangGraceS = 10.0;

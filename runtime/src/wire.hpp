@@ -57,6 +57,10 @@ class WireReader {
     off_ += len;
     return s;
   }
+  void skip(std::size_t k) {
+    need(k);
+    off_ += k;
+  }
   bool done() const { return off_ == n_; }
   std::size_t remaining() const { return n_ - off_; }
 

@@ -16,8 +16,12 @@
 # its job. At the end every task is done and its result is in results.h5 exactly once.
 # A summary line gives the figures (trials, interruptions by kind, tasks, lost, doubled).
 # Everything runs in its own temporary directory with real mpirun, SQLite and HDF5.
+# With RANKFARM_PRETEND_NODES=N in the environment, CHAOS_RANKS (default 4) ranks are split
+# into N pretend nodes with node leaders (runtime/src/topology.hpp), and a killed "worker" may
+# be a node leader.
 set -uo pipefail
 
+RANKS=${CHAOS_RANKS:-4}
 mode=$1
 RF=$(readlink -f "$2")
 TRIALS=${3:-3}
@@ -117,7 +121,7 @@ TOML
       "$i" "$((i % 4 + 1))" "$MARK" "$WORK" "$i" "$i" >> job.toml
   done
   local total=36
-  "$RF" run job.toml -n 4 --output ref > ref.log 2>&1 || fail "reference run (exit $?)"
+  "$RF" run job.toml -n "$RANKS" --output ref > ref.log 2>&1 || fail "reference run (exit $?)"
   expect_ids=$(q ref "SELECT task_id FROM tasks ORDER BY task_id")
   [[ $(echo "$expect_ids" | wc -l) -eq $total ]] || fail "reference: $(echo "$expect_ids" | wc -l) tasks, expected $total"
   # Results that do not depend on the run (hashes, prices for a fixed seed), for comparison.
@@ -135,7 +139,7 @@ TOML
       ((attempt <= 40)) || fail "trial $trial: not complete after 40 runs"
       local resume="" log="$WORK/t$trial.$attempt.log"
       [[ -f $out/journal.sqlite ]] && resume=--resume
-      "$RF" run job.toml -n 4 --output "$out" $resume > "$log" 2>&1 &
+      "$RF" run job.toml -n "$RANKS" --output "$out" $resume > "$log" 2>&1 &
       local pid=$! kind delay
       # Each kind once per round, in a random order, so that even a short run sees them all.
       ((${#round[@]} > 0)) || mapfile -t round < <(printf '%s\n' "${kinds[@]}" | shuf --random-source=<(yes "$RANDOM"))

@@ -7,7 +7,10 @@
 #    byte;
 #  - the stencil across 3 nodes, halo by transport puts over TCP, is bit-identical to one node,
 #    and so is it over verbs on the stand-in for RDMA hardware (tests/verbs_mock);
+#  - the kernel farm with node leaders (4 ranks per node) gives the same results;
 #  - a node's link taken down mid-job: the job ends (no hang) and resumes with nothing lost;
+#    with node leaders, rank 0 names the node lost when its leader's heartbeats stop, and the
+#    resumed results equal an uninterrupted run's;
 #  - the output directory's lock is honoured between nodes.
 # The namespaces are removed at the end, also on failure. Needs root and ip netns: when they are
 # missing, the test fails and says why.
@@ -40,6 +43,22 @@ for ds in cg stencil dgemm transpose; do
   cmp <("$RF" results one $ds) <("$RF" results three $ds) || fail "$ds: results across 3 nodes differ from one node"
 done
 echo "kernel farm: 15 tasks across 3 nodes, results equal to one node's"
+
+# 1b. The same with node leaders: 4 ranks per node, so --hierarchy auto gives nodes 2 and 3 a
+#     leader (ranks 4 and 8) that relays for the ranks of its node; tasks of 4 ranks are formed
+#     on node 1, the only one with 4 workers (rank 0 and 3 workers there, 3 workers elsewhere:
+#     a 4-rank task spans nodes).
+timeout 300 "$cluster" mpirun "$n1:4" "$n2:4" "$n3:4" -- --stdin none -x OMP_NUM_THREADS -x OMP_WAIT_POLICY \
+  -n 12 "$RF" run "$SRC/examples/kernel-farm/job.toml" --output leaders > leaders.log 2>&1 || { cat leaders.log; fail "leaders: exit $?"; }
+grep -q "15 tasks: 15 done, 0 failed" leaders.log || { cat leaders.log; fail "leaders: not all done"; }
+grep -q "dispatch: nodes (--hierarchy auto): 3 node(s); 2 node leader(s)" leaders.log || { cat leaders.log; fail "leaders: not hierarchical"; }
+for ds in cg stencil dgemm transpose; do
+  cmp <("$RF" results one $ds) <("$RF" results leaders $ds) || fail "$ds: results with node leaders differ from one node"
+done
+[[ $(sqlite3 -readonly -batch -noheader leaders/journal.sqlite "SELECT count(*) FROM tasks WHERE attempt = 1 AND rank NOT IN (4, 8)") -eq 15 ]] ||
+  fail "leaders: a task ran twice, or on a node leader"
+grep "^rankfarm: batches:" leaders.log
+echo "kernel farm with node leaders on 3 nodes: 15 tasks once each, results equal to one node's"
 
 # 2. Shell tasks with large stdout through the TCP transport between nodes.
 for i in $(seq 1 12); do echo "head -c $((100000 + i * 1000)) /dev/zero | tr '\\0' 'x$i'"; done > big.txt
@@ -94,6 +113,45 @@ done_n=$(sqlite3 -readonly -batch -noheader linkdown/journal.sqlite "SELECT coun
 [[ $done_n -eq 60 ]] || fail "after resume: $done_n of 60 tasks done"
 [[ $("$RF" results linkdown spin_ms | tail -n +2 | wc -l) -eq 60 ]] || fail "after resume: results.h5 should hold 60 rows"
 echo "link down, then resume: 60 of 60 tasks done, each recorded once"
+
+# 4b. The same with node leaders (3 ranks per node: rank 0 and 2 workers on n1, a leader and 2
+#     workers on n2 and n3), sleeping tasks without a timeout and Monte Carlo tasks with fixed
+#     seeds: n3's leader falls silent with its link,
+#     rank 0 names the node lost after 10 s without its heartbeat and runs its tasks on the
+#     others; the job ends, and with the link back --resume gives the results of an
+#     uninterrupted run (black_scholes_mc, fixed seeds).
+bs_sweep() {
+  echo '[[sweep]]'; echo 'id = "bs"'; echo 'kernel = "black_scholes_mc"'
+  echo 'params = { spot = 100.0, rate = 0.03, maturity = 1.0, volatility = 0.25, paths = 20000 }'
+  printf 'vary = { strike = [%s] }\n' "$(seq -s ', ' 80 109)"
+}
+{ echo '[job]'; echo 'name = "leaderdown"'
+  echo '[[sweep]]'; echo 'id = "nap"'; echo 'kernel = "sleep_ms"'; printf 'vary = { ms = [%s] }\n' "$(seq -s ', ' 1500 1535)"
+  bs_sweep; } > leaderdown.toml
+{ echo '[job]'; echo 'name = "leaderdown"'; bs_sweep; } > leaderdown-ref.toml
+"$RF" run leaderdown-ref.toml -n 3 --output leaderdown-ref > leaderdown-ref.log 2>&1 || { cat leaderdown-ref.log; fail "leader down: reference run"; }
+printf '%s slots=3\n%s slots=3\n%s slots=3\n' "$n1" "$n2" "$n3" > hosts3
+(sleep 4; "$cluster" link "$n3" down) &
+start=$SECONDS
+timeout 300 "$cluster" run "$n1" "${mpi_env[@]}" "$RF" run --hostfile hosts3 leaderdown.toml --output leaderdown > leaderdown.log 2>&1
+rc=$?
+took=$((SECONDS - start))
+wait
+grep -v progress leaderdown.log | tail -12
+[[ $rc -ne 124 ]] || fail "leader down: the job hung (killed after 300 s)"
+grep -q "dispatch: nodes" leaderdown.log || fail "leader down: the run was not hierarchical"
+echo "leader down: the job ended after ${took} s with exit code $rc"
+"$cluster" link "$n3" up
+timeout 300 "$cluster" run "$n1" "${mpi_env[@]}" "$RF" run --hostfile hosts3 leaderdown.toml --output leaderdown --resume > leaderdown-resume.log 2>&1 ||
+  { grep -v progress leaderdown-resume.log; fail "leader down: resume after the link came back: exit $?"; }
+cmp <("$RF" results leaderdown-ref black_scholes_mc) <("$RF" results leaderdown black_scholes_mc) ||
+  fail "leader down: results after the resume differ from an uninterrupted run"
+if grep -q "node ${n3} lost" leaderdown.log; then
+  echo "leader down: rank 0 named node $n3 lost and gave its tasks to the others; after --resume the results equal an uninterrupted run's"
+else
+  # The job can end before the heartbeat rule fires (the other nodes finished everything).
+  echo "leader down: the job ended before $n3 was declared lost; after --resume the results equal an uninterrupted run's"
+fi
 
 # 5. One live run per output directory across nodes: a job whose rank 0 is on n1 holds the
 #    directory; a second run started from n2 (by hand, and under its own mpirun on n2 and n3)

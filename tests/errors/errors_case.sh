@@ -129,6 +129,7 @@ run_case() {
   env-transport) ok_job; RANKFARM_TRANSPORT=bogus "$RF" run job.toml -n 2 --output out ;;
   env-bulk-threshold) ok_job; RANKFARM_BULK_THRESHOLD=abc "$RF" run job.toml -n 2 --output out ;;
   env-progress) ok_job; RANKFARM_PROGRESS=x "$RF" run job.toml -n 2 --output out ;;
+  env-pretend-nodes) ok_job; RANKFARM_PRETEND_NODES=two "$RF" run job.toml -n 2 --output out ;;
   env-transport-unusable) echo "echo hi" > cmds.txt
     RANKFARM_TCP_IF=nope0 RANKFARM_TRANSPORT=tcp "$RF" run --commands cmds.txt -n 2 --output out --keep-stdout 100000 ;;
   env-transport-unused-unusable) echo "echo hi" > cmds.txt
@@ -150,6 +151,7 @@ run_case() {
   opt-job-and-commands) ok_job; "$RF" run job.toml --commands job.toml ;;
   opt-retry-failed) ok_job; "$RF" run job.toml --retry-failed ;;
   opt-dry-run-under-mpirun) ok_job; "${MPI2[@]}" "$RF" run job.toml --dry-run ;;
+  opt-hierarchy) ok_job; "$RF" run job.toml --hierarchy tree ;;
   opt-launcher) "$RF" launch --launcher bogus --dry-run -- true ;;
   opt-sbatch-time) ok_job; "$RF" sbatch job.toml --time xyz ;;
   opt-sbatch-time-short) ok_job; "$RF" sbatch job.toml --time 1:30 ;;

@@ -162,6 +162,88 @@ TEST(Scheduler, GangThatCanNeverGetItsRanksFails) {
   EXPECT_NE(e[0].error.find("needs 3 ranks"), std::string::npos);
 }
 
+TEST(Scheduler, GangIsFormedWithinANodeWhenOneHasTheRanks) {
+  // Ranks 1-2 on node 0 (with rank 0), 3-5 on node 1 (3 is its leader: no tasks), 6-8 on node 2.
+  Scheduler s(table({{}, {}, {}}, {9, 5, 1}, 0, {2, 4, 1}), 9, 1);
+  s.set_nodes({0, 0, 0, 1, 1, 1, 2, 2, 2});
+  s.relay(3);
+  s.start();
+  EXPECT_EQ(s.live_workers(), 7);
+  auto a = dispatch(s);
+  // Task 0 (2 ranks) fits node 0's two workers: 1 and 2. Task 1 (4 ranks) fits no node: it
+  // waits, lowest idle ranks across nodes would be 4, 5, 6, 7 -- and it gets them.
+  EXPECT_EQ(s.members(0), (std::vector<int>{1, 2}));
+  EXPECT_EQ(s.members(1), (std::vector<int>{4, 5, 6, 7}));
+  for (const auto& x : a) EXPECT_NE(x.worker, 3) << "a relay got a task";
+  // Task 2 (1 rank) goes to the one idle worker left, 8.
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(a.back().idx, 2u);
+  EXPECT_EQ(a.back().worker, 8);
+}
+
+TEST(Scheduler, GangWaitsForOneNodeRatherThanSpreading) {
+  // Worker 1 on rank 0's node, workers 2-3 on node 1, 4-5 on node 2; a 2-rank task behind four
+  // one-rank tasks.
+  Scheduler s(table({{}, {}, {}, {}, {}}, {9, 9, 9, 9, 1}, 0, {1, 1, 1, 1, 2}), 6, 1);
+  s.set_nodes({0, 0, 1, 1, 2, 2});
+  s.start();
+  auto a = dispatch(s);
+  ASSERT_EQ(a.size(), 4u);  // workers 1-4 busy; only 5 is idle: the gang waits
+  events(s);
+  s.result(3, 2, 1, true, false, 0.1);  // 3 and 5 idle now, on different nodes: it still waits
+  EXPECT_TRUE(dispatch(s).empty());
+  EXPECT_TRUE(s.members(4).empty());
+  s.result(2, 1, 1, true, false, 0.1);  // 2 and 3: node 1 has the two
+  a = dispatch(s);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(s.members(4), (std::vector<int>{2, 3}));
+}
+
+TEST(Scheduler, LostRankRequeuesItsTasksAndACrashingTaskFailsAtTheLimit) {
+  Scheduler s(table({{}, {}, {}}, {}, 0), 3, 2);
+  s.start();
+  auto a = dispatch(s);
+  ASSERT_EQ(a.size(), 3u);  // worker 1: 0 and 2; worker 2: 1
+  events(s);
+  s.lost(1, "rank 1 was lost", true);
+  auto e = events(s);
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e[0].kind, Kind::Requeued);  // the running task: not a failure (first crash)
+  EXPECT_EQ(e[1].kind, Kind::Requeued);  // the queued one
+  EXPECT_EQ(s.failures(0), 0);
+  EXPECT_EQ(s.live_workers(), 1);
+  // Task 0 runs on worker 2 next, whose process ends too: the second crash fails its attempt.
+  s.result(2, 1, 1, true, false, 0.1);
+  events(s);
+  a = dispatch(s);
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(a[0].worker, 2);
+  EXPECT_EQ(a[0].idx, 0u);
+  events(s);
+  s.lost(2, "rank 2 was lost", true);
+  e = events(s);
+  ASSERT_FALSE(e.empty());
+  EXPECT_EQ(e[0].kind, Kind::Failed);  // no retries
+  EXPECT_NE(e[0].error.find("presumed to end its rank's process"), std::string::npos);
+  EXPECT_EQ(s.live_workers(), 0);
+}
+
+TEST(Scheduler, RanksLostWithTheirNodeAreNotBlamedOnTheTask) {
+  Scheduler s(table({{}}, {}, 0), 3, 1);
+  s.start();
+  dispatch(s);
+  events(s);
+  s.lost(1, "lost with its node", false);
+  auto e = events(s);
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].kind, Kind::Requeued);
+  auto a = dispatch(s);
+  ASSERT_EQ(a.size(), 1u);
+  events(s);
+  s.lost(2, "lost with its node", false);  // a second node loss: still not the task's fault
+  EXPECT_EQ(events(s).at(0).kind, Kind::Requeued);
+}
+
 TEST(Scheduler, SilentWorkerIsPresumedHungAndItsTasksGoElsewhere) {
   Scheduler s(table({{}, {}, {}}, {}, 1, {}, 1.0f), 3, 2);
   s.start();

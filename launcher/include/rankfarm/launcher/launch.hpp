@@ -31,6 +31,13 @@ struct LaunchPlan {
   std::vector<std::string> env;         ///< "NAME=value" added to the environment
   std::vector<std::string> notes;       ///< why each choice was made, for --dry-run
   int ranks = 0;                        ///< ranks the launcher starts (MPI_COMM_WORLD's size)
+  /// The job goes on when a rank other than rank 0 dies (mpirun --enable-recovery, with ranks
+  /// that watch each other): run_plan's rule for a rank that ended then watches rank 0 only.
+  bool survives_rank_loss = false;
+  /// Lines of the launcher's standard error that contain one of these are dropped (known
+  /// noise of a launcher option, e.g. Open MPI 4.1's "PMIX ERROR: BAD-PARAM" line under
+  /// --enable-recovery); everything else passes through as it comes.
+  std::vector<std::string> drop_stderr;
 };
 
 /// mpirun on this machine: `mpirun -n RANKS [--oversubscribe] --stdin none PROGRAM...`.
@@ -54,10 +61,12 @@ std::string render(const LaunchPlan& plan);
 /// killed and the code from the file returned, with a note on stderr. Whenever one of the
 /// launcher's child processes (ranks, or ssh to other nodes) has gone and the launcher has not
 /// exited teardown_s / 2 later (an Open MPI hang after a rank was killed during start-up), its
-/// process group is killed too and 1 returned (or the done file's code), with a note.
+/// process group is killed too and 1 returned (or the done file's code), with a note. With
+/// plan.survives_rank_loss, that rule applies during start-up only (before the ready file),
+/// and afterwards when the process named in the ready file (rank 0) has ended.
 ///
 /// `ready_file`, when not empty, is created by the job once every rank handles stop signals
-/// (rank 0 of `rankfarm run`, via RANKFARM_READY_FILE). A first SIGINT/SIGTERM that arrives
+/// (rank 0 of `rankfarm run`, via RANKFARM_READY_FILE: "ready PID"). A first SIGINT/SIGTERM that arrives
 /// earlier is held until then, with a note on stderr, so that a stop during start-up is still
 /// graceful; a second one before then is passed on as SIGTERM at once.
 int run_plan(const LaunchPlan& plan, const std::string& done_file = "", double teardown_s = 30,

@@ -57,6 +57,25 @@
 
 namespace rankfarm::runtime {
 
+/// How rank 0 reaches the worker ranks. Flat: rank 0 sends to and hears from every worker.
+/// Nodes: on each node other than rank 0's (a host name, or RANKFARM_NODE_NAME) with at least
+/// 3 ranks, its lowest rank is the node leader: it runs no tasks, takes rank 0's assignments
+/// for the ranks of its node in one message per dispatch and returns their results in
+/// batches, so rank 0 handles one message per batch instead of one per task (the design of
+/// ADLB's servers and Flux's nested instances, one level deep). Rank 0 keeps the journal and
+/// decides every task: nothing is recorded done that rank 0 has not committed. Auto: nodes
+/// when two or more nodes take part, flat on one node (where rank 0 reaching every rank
+/// directly is fastest). The run's summary says which was used and why.
+enum class Hierarchy : std::uint8_t { Auto, Flat, Nodes };
+
+/// "auto", "flat" or "nodes"; throws std::invalid_argument naming what is expected.
+Hierarchy parse_hierarchy(const std::string& text);
+
+/// False after run_farm when a rank of the job died (or this rank's coordinator or node
+/// leader did): Open MPI 4.1's MPI_Finalize then waits for the dead process for ever, so the
+/// caller should end the process without it (everything is saved by then).
+bool finalize_is_safe();
+
 struct FarmOptions {
   std::string job_path;          ///< TOML job file, or a command file when `commands`
   bool commands = false;
@@ -76,6 +95,7 @@ struct FarmOptions {
   std::chrono::milliseconds commit_interval{100};  ///< journal group-commit interval
   /// Shell tasks' stdout/stderr: stream files per rank (default) or a file per task.
   TaskOutputLayout task_output = TaskOutputLayout::Streams;
+  Hierarchy hierarchy = Hierarchy::Auto;  ///< --hierarchy (rank 0's decides)
 };
 
 /// What check_job found: the loaded job, where it writes, and whether it resumes a journal.

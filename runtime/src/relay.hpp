@@ -1,0 +1,34 @@
+// Private: a node leader (topology.hpp). It runs no tasks: it forwards the assignments that
+// rank 0 sends it in one kTagBatch per dispatch to the ranks of its node, and returns their
+// messages to rank 0 in batches (protocol.hpp). A batch to rank 0 leaves when it holds
+// max(8, 2 x the node's workers) messages, when its oldest message has waited kRelayDelay,
+// or at once for a message that should not wait (kTagResultNow: tasks depend on it, it
+// failed, its worker ran dry; a goodbye; a lost rank). Workers hold about 2 ms of queued work
+// (scheduler.hpp's window), so a result that waits 0.5 ms never starves them.
+//
+// The leader watches its workers' processes (process_watch.hpp) and reports one that ended as
+// kTagLost; with nothing to send for kRelayHeartbeat it sends an empty batch, so that rank 0
+// can tell a silent node (kHangGraceS without a word: its tasks go to other nodes) from a
+// quiet one. Sends to workers are non-blocking: a worker busy in a long task never holds up
+// the others' assignments.
+#pragma once
+
+#include <mpi.h>
+
+#include <chrono>
+
+#include "doorbell.hpp"
+#include "process_watch.hpp"
+#include "topology.hpp"
+
+namespace rankfarm::runtime::detail {
+
+inline constexpr std::chrono::microseconds kRelayDelay{500};
+inline constexpr std::chrono::seconds kRelayHeartbeat{1};
+
+/// What a leader counted, sent to rank 0 with its goodbye is not needed: rank 0 counts batches
+/// itself. Runs until rank 0's stop has reached every worker of the node and each has said
+/// goodbye (or was lost); returns the exit code rank 0 sent with the stop.
+int relay_loop(MPI_Comm comm, const Topology& topo, int rank, Doorbell* bell, ProcessWatch& watch);
+
+}  // namespace rankfarm::runtime::detail
