@@ -175,6 +175,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"streams", "files"}));
   std::string run_hostfile;
   run->add_option("--hostfile", run_hostfile, "run on these hosts (Open MPI hostfile); inside Slurm the allocation is used");
+  bool run_oversubscribe = false;
+  run->add_flag("--oversubscribe", run_oversubscribe,
+                "with --hostfile or in Slurm: let ranks share cores (no binding), e.g. more slots than cores");
 
   std::string dir, dataset;
   bool run_columns = false;
@@ -359,6 +362,7 @@ int main(int argc, char** argv) {
         ln::LaunchRequest req;
         req.ranks = ranks;
         req.hostfile = run_hostfile;
+        req.oversubscribe = run_oversubscribe;
         req.program = program;
         req.dry_run = dry_run;
         plan = ln::plan_launch(req, ln::detect_site(req));

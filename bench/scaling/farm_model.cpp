@@ -332,7 +332,7 @@ class Model {
   bool root_wake_pending_ = false;
 };
 
-Result simulate(Params p) { return Model(p).run(); }
+Result simulate(const Params& p) { return Model(p).run(); }
 
 // The task time (ms) at which efficiency falls to 50 %, by bisection on a log scale.
 double metg(Params p) {

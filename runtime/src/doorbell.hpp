@@ -53,7 +53,7 @@ class Doorbell {
   void took() { ++taken_; }
   /// Whether messages were posted to this rank that it has not received (false when not
   /// wakeable: then only MPI_Iprobe knows).
-  bool pending() const { return mine_ != nullptr && mine_->posted.load(std::memory_order_seq_cst) != taken_; }
+  bool pending() const { return wakeable_ && mine_->posted.load(std::memory_order_seq_cst) != taken_; }
   /// Sleeps until rung, or for `timeout`, unless a message is pending once this rank has
   /// announced that it sleeps. Returns at once (false) when not wakeable.
   bool sleep(std::chrono::nanoseconds timeout);

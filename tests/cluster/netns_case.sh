@@ -97,7 +97,8 @@ fi
 printf '%s slots=2\n%s slots=2\n%s slots=2\n' "$n1" "$n2" "$n3" > hosts
 mpi_env=(env OMPI_MCA_plm_rsh_agent="$SRC/scripts/netns-rsh" OMPI_MCA_rtc_hwloc_vmhole=none
          OMPI_MCA_btl_tcp_if_include=eth0 OMPI_MCA_oob_tcp_if_include=eth0)
-(sleep 4; "$cluster" link "$n3" down) &
+(for _ in $(seq 600); do compgen -G "linkdown/.rankfarm-ready*" > /dev/null && break; sleep 0.1; done
+ sleep 1; "$cluster" link "$n3" down) &
 start=$SECONDS
 timeout 300 "$cluster" run "$n1" "${mpi_env[@]}" "$RF" run --hostfile hosts linkdown.toml --output linkdown > linkdown.log 2>&1
 rc=$?
@@ -130,10 +131,13 @@ bs_sweep() {
   bs_sweep; } > leaderdown.toml
 { echo '[job]'; echo 'name = "leaderdown"'; bs_sweep; } > leaderdown-ref.toml
 "$RF" run leaderdown-ref.toml -n 3 --output leaderdown-ref > leaderdown-ref.log 2>&1 || { cat leaderdown-ref.log; fail "leader down: reference run"; }
+# 3 slots on nodes of 2 cores: --oversubscribe (no binding).
 printf '%s slots=3\n%s slots=3\n%s slots=3\n' "$n1" "$n2" "$n3" > hosts3
-(sleep 4; "$cluster" link "$n3" down) &
+# The link goes down once every rank is running (the ready file), not during start-up.
+(for _ in $(seq 600); do compgen -G "leaderdown/.rankfarm-ready*" > /dev/null && break; sleep 0.1; done
+ sleep 1; "$cluster" link "$n3" down) &
 start=$SECONDS
-timeout 300 "$cluster" run "$n1" "${mpi_env[@]}" "$RF" run --hostfile hosts3 leaderdown.toml --output leaderdown > leaderdown.log 2>&1
+timeout 300 "$cluster" run "$n1" "${mpi_env[@]}" "$RF" run --hostfile hosts3 --oversubscribe leaderdown.toml --output leaderdown > leaderdown.log 2>&1
 rc=$?
 took=$((SECONDS - start))
 wait
@@ -142,7 +146,7 @@ grep -v progress leaderdown.log | tail -12
 grep -q "dispatch: nodes" leaderdown.log || fail "leader down: the run was not hierarchical"
 echo "leader down: the job ended after ${took} s with exit code $rc"
 "$cluster" link "$n3" up
-timeout 300 "$cluster" run "$n1" "${mpi_env[@]}" "$RF" run --hostfile hosts3 leaderdown.toml --output leaderdown --resume > leaderdown-resume.log 2>&1 ||
+timeout 300 "$cluster" run "$n1" "${mpi_env[@]}" "$RF" run --hostfile hosts3 --oversubscribe leaderdown.toml --output leaderdown --resume > leaderdown-resume.log 2>&1 ||
   { grep -v progress leaderdown-resume.log; fail "leader down: resume after the link came back: exit $?"; }
 cmp <("$RF" results leaderdown-ref black_scholes_mc) <("$RF" results leaderdown black_scholes_mc) ||
   fail "leader down: results after the resume differ from an uninterrupted run"
