@@ -20,8 +20,9 @@
 // Waiting: a rank with nothing to do yields for about 50 us, then sleeps on its doorbell, a
 // futex in shared memory that the sender of its next message rings (runtime/src/doorbell.hpp),
 // so a dependent task is dispatched within microseconds of its dependency's result and idle
-// ranks use no core. Ranks on another node than rank 0 cannot be rung and poll with an
-// exponential back-off instead (yield, then sleeps from 10 us to 1 ms). While workers hold
+// ranks use no core. A rank that shares no host with the rank it reports to (rank 0, or its
+// node leader: see Hierarchy below) cannot be rung and polls with an exponential back-off
+// instead (yield, then sleeps from 10 us to 1 ms). While workers hold
 // queued work, rank 0 sleeps a quarter of it between looks unless a worker rings (a result
 // others wait for, a failure, a worker running dry). Workers receive each task with its
 // assignment and hold only the tasks they run, never the whole job.
