@@ -105,7 +105,7 @@ class Model {
   Result run() {
     for (int w = 0; w < workers_; ++w) room_.push_back(w);
     schedule(0, kRootWake, 0);
-    while (!q_.empty() && committed_ < total_) {
+    while (!q_.empty() && done_ < total_) {  // the end also waits for journal_free_ (below)
       const Event e = q_.top();
       q_.pop();
       now_ = e.t;
@@ -191,14 +191,13 @@ class Model {
         done_ += it.count;
         // The journal writer: its own core; rank 0 waits when 65,536 updates are queued.
         journal_free_ = std::max(journal_free_, now_) + p_.journal_task_us * it.count;
-        if (touched_.size() < static_cast<std::size_t>(workers_)) touched_.push_back(it.worker);
+        touched_.push_back(it.worker);
       }
       free_msg(mi);
     }
     root_inbox_.clear();
     const double backlog = (journal_free_ - (now_ + cost)) / p_.journal_task_us;
     if (backlog > 65536) cost += (backlog - 65536) * p_.journal_task_us;
-    committed_ = done_;  // the end waits for journal_free_ (run())
     // Refill workers with room: the touched ones and, at the start, all.
     for (int w : touched_) room_.push_back(w);
     touched_.clear();
@@ -210,7 +209,6 @@ class Model {
       if (n <= 0) continue;
       f += n;
       dispatched_ += n;
-      cost += p_.root_task_us * 0;  // charged once per task, at its result
       const int l = leader_of(w);
       if (l < 0) {
         cost += p_.root_msg_us;
@@ -261,7 +259,7 @@ class Model {
       }
     }
     L.free = now_ + cost;
-    if (L.up_count > 0 && (urgent || L.up_count >= max_batch_ || now_ - L.oldest >= 500)) flush(l, cost);
+    if (L.up_count > 0 && (urgent || L.up_count >= max_batch_ || now_ - L.oldest >= 500)) flush(l, now_ + cost);
     else if (L.up_count > 0 && !L.timer_pending) {
       L.timer_pending = true;
       schedule(L.oldest + 500, kLeaderTimer, l);
@@ -278,20 +276,17 @@ class Model {
       schedule(L.oldest + 500, kLeaderTimer, l);
       return;
     }
-    const double start = std::max(now_, L.free);
-    const double before = now_;
-    now_ = start;
-    flush(l, 0);
-    now_ = before;
+    flush(l, std::max(now_, L.free));
   }
 
-  void flush(int l, double cost) {
+  // Sends leader l's batch to rank 0; the leader is free from `t` and pays leader_batch_us.
+  void flush(int l, double t) {
     Leader& L = leader_[static_cast<std::size_t>(l)];
-    cost += p_.leader_batch_us;
-    L.free = std::max(L.free, now_ + cost);
+    const double sent = t + p_.leader_batch_us;
+    L.free = std::max(L.free, sent);
     ++batches_up_;
     items_up_ += static_cast<std::uint64_t>(L.up_count);
-    schedule(now_ + cost + p_.lat_inter_us, kRootMsg, 0, new_msg(Msg{l, false, std::move(L.up)}));
+    schedule(sent + p_.lat_inter_us, kRootMsg, 0, new_msg(Msg{l, false, std::move(L.up)}));
     L.up.clear();
     L.up_count = 0;
   }
@@ -319,7 +314,7 @@ class Model {
 
   Params p_;
   int workers_ = 0, leaders_ = 0, window_ = 2, max_batch_ = 8;
-  std::int64_t total_ = 0, dispatched_ = 0, done_ = 0, committed_ = 0;
+  std::int64_t total_ = 0, dispatched_ = 0, done_ = 0;
   std::vector<int> node_, queued_, in_flight_;
   std::vector<std::uint8_t> busy_;
   std::vector<Leader> leader_;

@@ -26,9 +26,10 @@ namespace rankfarm::runtime::detail {
 inline constexpr std::chrono::microseconds kRelayDelay{500};
 inline constexpr std::chrono::seconds kRelayHeartbeat{1};
 
-/// What a leader counted, sent to rank 0 with its goodbye is not needed: rank 0 counts batches
-/// itself. Runs until rank 0's stop has reached every worker of the node and each has said
-/// goodbye (or was lost); returns the exit code rank 0 sent with the stop.
+/// The node leader `rank` of `topo`: relays until rank 0's stop has reached every worker of its
+/// node and each has said goodbye (or was lost), or until rank 0's process has ended (it then
+/// stops its workers itself). Returns the exit code rank 0 sent with the stop (kExitError when
+/// rank 0 ended).
 int relay_loop(MPI_Comm comm, const Topology& topo, int rank, Doorbell* bell, ProcessWatch& watch);
 
 }  // namespace rankfarm::runtime::detail

@@ -10,7 +10,7 @@
 #include <stdexcept>
 
 #include "rankfarm/runtime/error.hpp"
-#include "wire.hpp"
+#include "rankfarm/transport/bootstrap.hpp"
 
 namespace rankfarm::runtime {
 
@@ -118,33 +118,12 @@ Topology make_topology(MPI_Comm comm, Hierarchy want) {
   }
   if (pretend > 0)
     mine = fmt::format("{}-pretend{}", mine, static_cast<long long>(rank) * pretend / size);
-  // Names gathered at rank 0, which decides; the decision is broadcast as the node of each rank
-  // and the leader of each node, so that every rank holds the same Topology.
-  const int len = static_cast<int>(mine.size());
-  std::vector<int> lens(static_cast<std::size_t>(size)), offs(static_cast<std::size_t>(size));
-  MPI_Gather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, comm);
-  int total = 0;
-  for (int r = 0; r < size; ++r) offs[static_cast<std::size_t>(r)] = total, total += lens[static_cast<std::size_t>(r)];
-  std::string all(static_cast<std::size_t>(rank == 0 ? total : 0), '\0');
-  MPI_Gatherv(mine.data(), len, MPI_CHAR, all.data(), lens.data(), offs.data(), MPI_CHAR, 0, comm);
+  // Every rank gets every name (the transports' bootstrap allgather) and rank 0's choice of
+  // mode, so that each computes the same Topology.
   std::uint8_t mode = static_cast<std::uint8_t>(want);
   MPI_Bcast(&mode, 1, MPI_UINT8_T, 0, comm);
-  std::vector<std::string> names(static_cast<std::size_t>(size));
-  WireWriter w;
-  if (rank == 0) {
-    for (int r = 0; r < size; ++r)
-      names[static_cast<std::size_t>(r)] = all.substr(static_cast<std::size_t>(offs[static_cast<std::size_t>(r)]),
-                                                      static_cast<std::size_t>(lens[static_cast<std::size_t>(r)]));
-    for (const auto& n : names) w.put_str(n);
-  }
-  std::uint64_t n = w.bytes().size();
-  MPI_Bcast(&n, 1, MPI_UINT64_T, 0, comm);
-  w.bytes().resize(n);
-  MPI_Bcast(w.bytes().data(), static_cast<int>(n), MPI_BYTE, 0, comm);
-  if (rank != 0) {
-    WireReader r(w.bytes().data(), w.bytes().size());
-    for (auto& name : names) name = r.get_str();
-  }
+  transport::MpiBootstrap boot(comm);
+  const std::vector<std::string> names = boot.allgather(mine);
   return topology_of(names, static_cast<Hierarchy>(mode));
 }
 

@@ -42,8 +42,9 @@ struct Topology {
 /// value that is not a whole number from 1 to 2^20.
 int pretend_nodes_from_env();
 
-/// Collective over `comm`: rank 0 groups the ranks by node name and decides the mode (`want`,
-/// rank 0's), and every rank gets the same Topology. Never throws.
+/// Collective over `comm`: every rank's node name is gathered on every rank and rank 0's `want`
+/// is broadcast, so each rank computes the same Topology (topology_of). Never throws (a bad
+/// RANKFARM_PRETEND_NODES is ignored here and refused by check_environment()).
 Topology make_topology(MPI_Comm comm, Hierarchy want);
 
 /// The topology of `names` (one node name per rank), without MPI (tests, the model).

@@ -7,6 +7,7 @@ set -uo pipefail
 
 case_name=$1
 RF=$(readlink -f "$2")
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 WORK=$(mktemp -d /tmp/rankfarm-mpi-XXXXXX)
 trap 'pkill -9 -f "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 cd "$WORK"
@@ -19,6 +20,7 @@ fail() { echo "FAIL [$case_name]: $*" >&2; exit 1; }
 expect_eq() { [[ "$1" == "$2" ]] || fail "$3: expected '$2', got '$1'"; }
 # Read-only: the sqlite3 shell would otherwise create an empty journal.sqlite where none is yet.
 q() { sqlite3 -readonly -batch -noheader "$1/journal.sqlite" "$2"; }
+source "$HERE/deps_job.sh"
 # Rows of a results dataset (header excluded).
 rows() { "$RF" results "$1" "$2" | tail -n +2 | wc -l; }
 
@@ -145,45 +147,9 @@ priorities_dependencies)
   expect_eq "$(head -2 order.log | tr '\n' ' ')" "$(grep -o 'p9_[0-9]*' prio.toml | tr '\n' ' ')" "ties in file order"
   # Dependencies with 4 ranks: a diamond and a chain; a dependent starts after all its
   # dependencies finished, whatever their priority.
-  cat > deps.toml <<'TOML'
-[job]
-name = "deps"
-[[task]]
-id = "top"
-kernel = "sleep_ms"
-params = { ms = 150 }
-[[task]]
-id = "left"
-kernel = "sleep_ms"
-params = { ms = 100 }
-depends_on = ["top"]
-[[task]]
-id = "right"
-kernel = "sleep_ms"
-params = { ms = 30 }
-depends_on = ["top"]
-[[task]]
-id = "bottom"
-kernel = "sleep_ms"
-params = { ms = 1 }
-depends_on = ["left", "right"]
-priority = 100
-[[sweep]]
-id = "filler"
-kernel = "sleep_ms"
-vary = { ms = [50, 50, 50, 50, 50, 50] }
-priority = -1
-[[task]]
-id = "last"
-command = "true"
-depends_on = ["filler", "bottom"]
-priority = 1000
-TOML
+  write_deps_job deps.toml 6
   "${MPIRUN[@]}" -n 4 "$RF" run deps.toml --output out2 > run2.log 2>&1 || { cat run2.log; fail "deps run"; }
-  bad=$(q out2 "SELECT t.task_id || ' started before ' || d.task_id || ' finished' FROM tasks t JOIN tasks d ON
-        (t.task_id IN ('left','right') AND d.task_id='top') OR (t.task_id='bottom' AND d.task_id IN ('left','right'))
-        OR (t.task_id='last' AND (d.task_id LIKE 'filler.%' OR d.task_id='bottom'))
-        WHERE t.started_at < d.finished_at")
+  bad=$(deps_order_violations out2)
   [[ -z "$bad" ]] || fail "dependency order violated: $bad"
   expect_eq "$(q out2 "SELECT count(*) FROM tasks WHERE state='done'")" 11 "done tasks"
   ;;

@@ -14,6 +14,7 @@ set -uo pipefail
 CASE=$1
 RF=$(readlink -f "$2")
 SRC=$(readlink -f "$3")
+source "$SRC/tests/mpi/deps_job.sh"
 if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 fail() { echo "FAIL [hierarchy.$CASE]: $*" >&2; exit 1; }
@@ -71,45 +72,9 @@ pretend_nodes)
 
   # Dependencies: a diamond and a chain on 2 pretend nodes; a dependent starts only after all
   # its dependencies have finished.
-  cat > deps.toml <<'TOML'
-[job]
-name = "deps"
-[[task]]
-id = "top"
-kernel = "sleep_ms"
-params = { ms = 150 }
-[[task]]
-id = "left"
-kernel = "sleep_ms"
-params = { ms = 100 }
-depends_on = ["top"]
-[[task]]
-id = "right"
-kernel = "sleep_ms"
-params = { ms = 30 }
-depends_on = ["top"]
-[[task]]
-id = "bottom"
-kernel = "sleep_ms"
-params = { ms = 1 }
-depends_on = ["left", "right"]
-priority = 100
-[[sweep]]
-id = "filler"
-kernel = "sleep_ms"
-vary = { ms = [50, 50, 50, 50, 50, 50, 50, 50] }
-priority = -1
-[[task]]
-id = "last"
-command = "true"
-depends_on = ["filler", "bottom"]
-priority = 1000
-TOML
+  write_deps_job deps.toml 8
   farm -x RANKFARM_PRETEND_NODES=2 -n 8 "$RF" run deps.toml --output deps > deps.log 2>&1 || { cat deps.log; fail "deps run"; }
-  bad=$(q deps "SELECT t.task_id || ' started before ' || d.task_id || ' finished' FROM tasks t JOIN tasks d ON
-        (t.task_id IN ('left','right') AND d.task_id='top') OR (t.task_id='bottom' AND d.task_id IN ('left','right'))
-        OR (t.task_id='last' AND (d.task_id LIKE 'filler.%' OR d.task_id='bottom'))
-        WHERE t.started_at < d.finished_at")
+  bad=$(deps_order_violations deps)
   [[ -z "$bad" ]] || fail "dependency order violated: $bad"
   [[ $(q deps "SELECT count(*) FROM tasks WHERE state='done' AND attempt = 1") -eq 13 ]] || fail "deps: not 13 tasks done once"
   echo "dependencies through node leaders: every dependent started after its dependencies finished"
