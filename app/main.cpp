@@ -40,6 +40,7 @@
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/farm.hpp"
 #include "rankfarm/runtime/job.hpp"
+#include "rankfarm/runtime/resources.hpp"
 #include "rankfarm/runtime/results.hpp"
 #include "rankfarm/runtime/task_output.hpp"
 #include "rankfarm/sbatch_template.hpp"
@@ -48,6 +49,19 @@ namespace rt = rankfarm::runtime;
 namespace kn = rankfarm::kernels;
 
 namespace {
+
+// The nodes a plan gives the job, for the check of tasks' resources before launch: rank 0
+// coordinates on the first; on the others a node leader takes one rank when the node has 3 or
+// more (--hierarchy auto). Every node is taken to be like this one (`here`).
+std::vector<rt::NodeOffer> planned_nodes(const rankfarm::launcher::LaunchPlan& plan, const rt::NodeInventory& here) {
+  std::vector<rt::NodeOffer> out;
+  for (std::size_t i = 0; i < plan.hosts.size(); ++i) {
+    const int r = plan.hosts[i].second;
+    const int workers = plan.ranks == 1 ? 1 : i == 0 ? r - 1 : r >= 3 ? r - 1 : r;
+    out.push_back(rt::NodeOffer{plan.hosts[i].first, workers, here});
+  }
+  return out;
+}
 
 std::string self_exe() {
   char buf[PATH_MAX];
@@ -173,6 +187,10 @@ int main(int argc, char** argv) {
                   "shell tasks' stdout/stderr: streams (a few framed files per run, read with rankfarm log) or files "
                   "(logs/<task id>.out|.err)")
       ->check(CLI::IsMember({"streams", "files"}));
+  std::string deadline;
+  run->add_option("--deadline", deadline,
+                  "when the allocation ends: +DURATION (+90s, +45m, +1h30m), YYYY-MM-DDTHH:MM[:SS] (local time) or @EPOCH_SECONDS; "
+                  "tasks that cannot finish by then are held back and the run exits 75 (default: the Slurm job's end time)");
   std::string run_hostfile;
   run->add_option("--hostfile", run_hostfile, "run on these hosts (Open MPI hostfile); inside Slurm the allocation is used");
   bool run_oversubscribe = false;
@@ -346,14 +364,29 @@ int main(int argc, char** argv) {
     opt.hierarchy = rt::parse_hierarchy(hierarchy);
     if (opt.retry_failed && !opt.resume) throw rt::InputError("command line", 0, "--retry-failed", "only with --resume");
     if (opt.salvage && !opt.resume) throw rt::InputError("command line", 0, "--salvage", "only with --resume");
+    if (!deadline.empty()) opt.deadline_epoch_s = rt::parse_deadline(deadline, rt::epoch_seconds());
 
     if (!rankfarm::launcher::under_mpi_launcher()) {
       // Check the input here, before any rank starts, so that a typo costs one clean line.
       rt::check_environment();
       std::optional<rt::JobCheck> check = rt::check_job(opt, kn::builtin_registry());
       std::vector<std::string> program{self_exe()};
-      for (int i = 1; i < argc; ++i)
-        if (std::string(argv[i]) != "--dry-run") program.emplace_back(argv[i]);
+      for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--dry-run") continue;
+        // The ranks get the deadline as read here: "+1h" is from now, not from their start.
+        if (a == "--deadline" && i + 1 < argc) {
+          program.emplace_back(a);
+          program.push_back(fmt::format("@{:.3f}", opt.deadline_epoch_s));
+          ++i;
+          continue;
+        }
+        if (a.rfind("--deadline=", 0) == 0) {
+          program.push_back(fmt::format("--deadline=@{:.3f}", opt.deadline_epoch_s));
+          continue;
+        }
+        program.push_back(a);
+      }
       rankfarm::launcher::LaunchPlan plan;
       const char* slurm_job = std::getenv("SLURM_JOB_ID");
       if (!run_hostfile.empty() || (slurm_job != nullptr && *slurm_job != '\0')) {
@@ -383,8 +416,11 @@ int main(int argc, char** argv) {
                                "tasks run on other ranks");
         }
       }
-      // Tasks on several ranks must fit the ranks planned, checked before any rank starts.
+      // Tasks on several ranks, and tasks' cores, GPUs and memory, must fit the ranks and nodes
+      // planned, checked before any rank starts (other nodes are taken to be like this one).
       if (plan.ranks > 0) rt::check_task_ranks(check->job, plan.ranks > 1 ? plan.ranks - 1 : 1);
+      const std::vector<rt::NodeOffer> offers = planned_nodes(plan, rt::detect_node_inventory());
+      rt::check_task_resources(check->job, offers);
       // The ranks' stderr is a pipe to mpirun; tell rank 0 whether a person is watching.
       if (std::getenv("RANKFARM_PROGRESS") == nullptr && isatty(2)) plan.env.push_back("RANKFARM_PROGRESS=bar");
       if (check->finished && !dry_run) {
@@ -400,6 +436,13 @@ int main(int argc, char** argv) {
                                  check->finished  ? " (resuming: every task is done; nothing would run)"
                                  : check->resuming ? fmt::format(" (resuming: {} done)", check->done) : "");
         for (const auto& note : plan.notes) std::cout << "# " << note << "\n";
+        for (const auto& line : rt::describe_offers(check->job, offers)) std::cout << "# " << line << "\n";
+        if (opt.deadline_epoch_s > 0)
+          std::cout << fmt::format("# deadline: the allocation ends in {:.0f} s (--deadline); tasks whose timeout does not fit are held back\n",
+                                   opt.deadline_epoch_s - rt::epoch_seconds());
+        else if (const auto end = rt::allocation_end())
+          std::cout << fmt::format("# deadline: the allocation ends in {:.0f} s ({}); tasks whose timeout does not fit are held back\n",
+                                   end->epoch_s - rt::epoch_seconds(), end->from);
         std::cout << rankfarm::launcher::render(plan) << "\n";
         return 0;
       }

@@ -98,6 +98,9 @@ LaunchPlan plan_local_mpirun(int ranks, const std::vector<std::string>& program)
   LaunchPlan p;
   const int cores = available_cores();
   p.ranks = ranks;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  p.hosts = {{host, ranks}};
   p.argv = {"mpirun", "-n", std::to_string(ranks)};
   if (ranks > cores) {
     p.argv.push_back("--oversubscribe");

@@ -320,6 +320,10 @@ LaunchPlan plan_launch(const LaunchRequest& req, const Site& site) {
   if (per_node == 0) per_node = req.ranks > 0 ? (req.ranks + nodes - 1) / nodes : std::max(1, min_slots / threads);
   const int ranks = req.ranks > 0 ? req.ranks : per_node * nodes;
   p.ranks = ranks;
+  for (int i = 0, left = ranks; i < nodes && left > 0; ++i) {
+    p.hosts.emplace_back(used[static_cast<std::size_t>(i)].name, std::min(per_node, left));
+    left -= std::min(per_node, left);
+  }
   if (ranks > per_node * nodes)
     throw LaunchInputError("", 0, "-n", std::to_string(ranks) + " ranks do not fit " + std::to_string(per_node) + " per node on " +
                                            std::to_string(nodes) + " node(s)");

@@ -20,6 +20,7 @@
 // the rank). Exit status: 0 when the rank closed the socket, 125 on a protocol error.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -66,7 +67,27 @@ void send_done(int sock, int wait_status, int spawn_errno) {
 // when the rank is gone (the task's group has been killed then).
 bool run_task(int sock, const char* msg, std::size_t size, const int fds[3]) {
   std::vector<std::string> fields;
-  if (!sp::decode_strings(msg + sizeof(sp::kRun), size - sizeof(sp::kRun), &fields) || fields.empty()) {
+  // RUNCPU: the CPUs the command runs on, before the strings.
+  std::uint32_t op = 0;
+  std::memcpy(&op, msg, sizeof op);
+  std::size_t at = sizeof op;
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  const bool pin = op == sp::kRunCpus;
+  if (pin) {
+    std::uint32_t n = 0;
+    if (size - at < sizeof n) return send_done(sock, 0, EPROTO), true;
+    std::memcpy(&n, msg + at, sizeof n);
+    at += sizeof n;
+    if (n == 0 || (size - at) / sizeof n < n) return send_done(sock, 0, EPROTO), true;
+    for (std::uint32_t i = 0; i < n; ++i, at += sizeof n) {
+      std::uint32_t c = 0;
+      std::memcpy(&c, msg + at, sizeof c);
+      if (c >= CPU_SETSIZE) return send_done(sock, 0, EINVAL), true;
+      CPU_SET(c, &cpus);
+    }
+  }
+  if (!sp::decode_strings(msg + at, size - at, &fields) || fields.empty()) {
     send_done(sock, 0, EPROTO);
     return true;
   }
@@ -101,6 +122,11 @@ bool run_task(int sock, const char* msg, std::size_t size, const int fds[3]) {
     sigemptyset(&dfl.sa_mask);
     for (int sig : {SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGPIPE, SIGHUP, SIGCHLD}) sigaction(sig, &dfl, nullptr);
     setpgid(0, 0);
+    // The task's cores (this child only: a vfork child is a task of its own to the scheduler).
+    if (pin && sched_setaffinity(0, sizeof cpus, &cpus) != 0) {
+      exec_errno = errno;
+      _exit(125);
+    }
     for (int i = 0; i < 3; ++i)
       if (dup2(fds[i], i) < 0) {
         exec_errno = errno;
@@ -193,7 +219,8 @@ int main(int argc, char** argv) {
       return 125;
     }
     bool alive = true;
-    if (static_cast<std::size_t>(n) >= sizeof(sp::kRun) && std::memcmp(msg.data(), &sp::kRun, sizeof sp::kRun) == 0 &&
+    if (static_cast<std::size_t>(n) >= sizeof(sp::kRun) &&
+        (std::memcmp(msg.data(), &sp::kRun, sizeof sp::kRun) == 0 || std::memcmp(msg.data(), &sp::kRunCpus, sizeof sp::kRun) == 0) &&
         fds[0] >= 0 && fds[1] >= 0 && fds[2] >= 0) {
       alive = run_task(sock, msg.data(), static_cast<std::size_t>(n), fds);
     } else if (static_cast<std::size_t>(n) != sizeof(sp::Signal)) {  // a late SIGNAL is dropped

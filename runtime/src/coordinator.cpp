@@ -36,14 +36,19 @@ using Clock = std::chrono::steady_clock;
 class Coordinator {
  public:
   Coordinator(MPI_Comm comm, Setup& s, const FarmOptions& opt, const kernels::Registry& registry, Executor* self,
-              const Topology& topo, ProcessWatch* watch)
-      : comm_(comm), s_(s), job_(s.job), rec_(s.records), opt_(opt), registry_(registry), self_(self), topo_(topo), watch_(watch),
+              const Topology& topo, const Inventory& inventory, ProcessWatch* watch)
+      : comm_(comm), s_(s), job_(s.job), rec_(s.records), opt_(opt), registry_(registry), self_(self), topo_(topo),
+        inventory_(inventory), watch_(watch),
         size_(comm_size(comm)), window_(opt.window > 0 ? opt.window : s.job.window),  // 0: adaptive
         sched_(TaskTable::from_job(s.job), size_, window_) {
     s.journal->attach(s.job);  // where the job is now (Setup may have moved since prepare())
     workers_.resize(static_cast<std::size_t>(size_));
     batch_.resize(static_cast<std::size_t>(size_));
     sched_.set_nodes(topo.node);
+    std::vector<Scheduler::NodeCapacity> capacity;
+    for (const NodeInventory& n : inventory.nodes)
+      capacity.push_back({static_cast<int>(n.gpus.size()), n.memory == 0 ? UINT64_MAX : n.memory});
+    sched_.set_capacity(std::move(capacity));
     for (int r = 1; r < size_; ++r)
       if (topo.is_leader(r)) {
         sched_.relay(r);
@@ -58,6 +63,7 @@ class Coordinator {
     writer_ = std::make_unique<JournalWriter>(*s_.journal, opt_.commit_interval);
     run_id_ = s_.journal->begin_run(size_, prov_.hosts);
     t0_ = Clock::now();
+    set_deadline();
     // Initial state from the journal: done dependencies count as satisfied; dependents of
     // failures are skipped.
     for (std::uint32_t i = 0; i < rec_.size(); ++i) sched_.restore(i, rec_.state(i), rec_.attempt(i), rec_.failure_count(i));
@@ -179,6 +185,8 @@ class Coordinator {
       for (const auto& p : placed_) local_.push_back(p.idx);
       return true;
     }
+    for (const auto& p : placed_)
+      if (const Scheduler::Group* g = sched_.group(p.idx); g != nullptr && g->hold) ++placed_with_resources_;
     for (const auto& p : placed_) {
       auto& b = batch_[static_cast<std::size_t>(p.worker)];
       if (b.empty()) touched_.push_back(p.worker);
@@ -191,7 +199,8 @@ class Coordinator {
       for (auto idx : b) {
         // A task others wait for: its worker rings its parent the moment it ends.
         const std::uint8_t flags = sched_.has_dependents(idx) ? Assignment::kRingWhenDone : 0;
-        add_assignment(assign_, idx, static_cast<std::uint32_t>(sched_.attempt(idx)), flags, sched_.members(idx), job_, idx);
+        add_assignment(assign_, idx, static_cast<std::uint32_t>(sched_.attempt(idx)), flags, sched_.members(idx), placement(idx), job_,
+                       idx);
       }
       finish_assign(assign_, static_cast<std::uint32_t>(b.size()));
       const int via = topo_.parent[static_cast<std::size_t>(w)];
@@ -453,9 +462,57 @@ class Coordinator {
     if (local_.empty()) return false;
     const std::uint32_t idx = local_.front();
     local_.pop_front();
-    Outcome o = self_->run(job_.task(idx), idx, static_cast<std::uint32_t>(sched_.attempt(idx)));
+    Outcome o = self_->run(job_.task(idx), idx, static_cast<std::uint32_t>(sched_.attempt(idx)), {}, placement(idx));
     on_outcome(0, std::move(o));
     return true;
+  }
+
+  // Where a task with resources runs: its ranks' cores and its GPUs' names (empty otherwise).
+  Placement placement(std::uint32_t idx) const {
+    Placement p;
+    const Scheduler::Group* g = sched_.group(idx);
+    if (g == nullptr || !g->hold) return p;
+    p.cpus = inventory_.cpus_of(g->members);
+    if (g->node >= 0 && static_cast<std::size_t>(g->node) < inventory_.nodes.size()) {
+      const NodeInventory& n = inventory_.nodes[static_cast<std::size_t>(g->node)];
+      for (int i : g->gpus) p.gpus.push_back(n.gpus[static_cast<std::size_t>(i)]);
+      p.gpu_vendor = n.gpu_vendor;
+    }
+    return p;
+  }
+
+  // The allocation's end: --deadline, else Slurm's end time for the job, else none.
+  void set_deadline() {
+    const double now_epoch = epoch_seconds();
+    if (opt_.deadline_epoch_s > 0) {
+      deadline_epoch_ = opt_.deadline_epoch_s;
+      deadline_from_ = "--deadline";
+    } else if (auto end = allocation_end()) {
+      deadline_epoch_ = end->epoch_s;
+      deadline_from_ = end->from;
+    } else {
+      return;
+    }
+    deadline_margin_ = deadline_margin(deadline_epoch_ - now_epoch);
+    sched_.set_deadline(now_s() + (deadline_epoch_ - now_epoch), deadline_margin_);
+  }
+
+  // Past the allocation's end less the margin with tasks still running (tasks without a
+  // timeout): stop now, so that they are interrupted and journalled before the allocation's
+  // end kills everything.
+  bool deadline_reached() {
+    if (!std::isfinite(deadline_epoch_) || stopping_ || now_s() < sched_.deadline() - deadline_margin_) return false;
+    deadline_stop_ = true;
+    return true;
+  }
+
+  static std::string clock_text(double epoch_s) {
+    const std::time_t t = static_cast<std::time_t>(epoch_s);
+    std::tm tm{};
+    localtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    return buf;
   }
 
   int loop() {
@@ -465,6 +522,7 @@ class Coordinator {
     while (!sched_.complete()) {
       bool busy = handle_messages();
       if (stop_signal() && !stopping_) return kExitInterrupted;
+      if (deadline_reached()) return kExitInterrupted;
       if (s_.lock && s_.lock->lost() && !stopping_) {
         lock_lost_ = true;
         return kExitInterrupted;
@@ -478,8 +536,13 @@ class Coordinator {
         apply_events();
         check_lost();
         last_hung_check = now;
-        if (sched_.ready() == 0 && sched_.in_flight() == 0 && !sched_.complete())
+        if (sched_.ready() == 0 && sched_.in_flight() == 0 && !sched_.complete()) {
+          if (sched_.held() > 0) {  // the rest cannot finish before the allocation ends
+            deadline_stop_ = true;
+            return kExitInterrupted;
+          }
           throw std::runtime_error("no live worker ranks left for the remaining tasks");
+        }
         if (sched_.ready() > 0 && sched_.live_workers() == 0)
           throw std::runtime_error("every worker rank is presumed hung or was lost; stopping");
       }
@@ -562,11 +625,14 @@ class Coordinator {
       writer_->flush();  // first of all: what is done is durable
       const std::size_t running = sched_.in_flight();
       const std::string why =
-          lock_lost_ ? fmt::format("the output directory is no longer this run's: {}", s_.lock->lost_reason())
+          deadline_stop_ ? fmt::format("the allocation ends at {} ({}): {} task(s) held back, whose timeout does not fit before it",
+                                       clock_text(deadline_epoch_), deadline_from_, sched_.held())
+          : lock_lost_ ? fmt::format("the output directory is no longer this run's: {}", s_.lock->lost_reason())
                      : fmt::format("{} received", sigabbrev_np(stop_signal()) ? fmt::format("SIG{}", sigabbrev_np(stop_signal())) : "signal");
-      progress_->note(fmt::format("{}: stopping; journal flushed; waiting up to {:.0f} s for {} task(s) in flight", why,
-                                  opt_.grace_s, running));
-      all_gone = stop_workers(code, opt_.grace_s);
+      // Before the allocation's end, running tasks get half the margin kept for saving.
+      const double grace = deadline_stop_ ? std::min(opt_.grace_s, deadline_margin_ / 2) : opt_.grace_s;
+      progress_->note(fmt::format("{}: stopping; journal flushed; waiting up to {:.0f} s for {} task(s) in flight", why, grace, running));
+      all_gone = stop_workers(code, grace);
       sched_.abandon_running();
       apply_events();
     } else {
@@ -641,6 +707,22 @@ class Coordinator {
       c.lost = fmt::format("{} rank(s){}; their tasks ran on other ranks", lost_ranks_,
                            lost_nodes_.empty() ? "" : fmt::format(", node(s) {}", fmt::join(lost_nodes_, ", ")));
     if (bell_ != nullptr) c.idle_ranks = bell_->describe();
+    if (placed_with_resources_ > 0) {
+      std::string nodes;
+      for (std::size_t n = 0; n < inventory_.nodes.size(); ++n)
+        nodes += fmt::format("{}{} ({} worker rank(s), {} GPU(s) from {}, {} of memory)", n == 0 ? "" : "; ", topo_.node_names[n],
+                             inventory_.workers[n], inventory_.nodes[n].gpus.size(), inventory_.nodes[n].gpus_from,
+                             format_bytes(inventory_.nodes[n].memory));
+      c.resources = fmt::format("{} attempt(s) placed with cores, GPUs or memory on {}", placed_with_resources_, nodes);
+    }
+    if (std::isfinite(deadline_epoch_)) {
+      c.deadline = fmt::format("the allocation ends at {} ({}); tasks started only when their timeout fits {:.0f} s before it", clock_text(deadline_epoch_),
+                               deadline_from_, deadline_margin_);
+      if (sched_.held() > 0)
+        c.deadline += fmt::format("; {} task(s) held back: their timeout does not fit in the time left (they run on --resume)",
+                                  sched_.held());
+      if (deadline_stop_) c.deadline += "; the run stopped before the allocation's end, nothing killed mid-task by it";
+    }
     if (data_ != nullptr)
       c.bulk = fmt::format("{} result(s), {:.1f} MB of stdout through the {} transport ({})", bulk_results_,
                            static_cast<double>(bulk_bytes_) / 1e6, data_->name(), data_->describe());
@@ -671,7 +753,14 @@ class Coordinator {
   Doorbell* bell_ = self_ ? self_->bell : nullptr;  // rank 0's doorbell; workers ring it
   WireWriter assign_;  // kTagAssign, reused
   const Topology& topo_;
+  const Inventory& inventory_;
   ProcessWatch* watch_;
+  std::size_t placed_with_resources_ = 0;
+  // The allocation's end (seconds since the epoch; infinite: none), where it was read, the
+  // margin kept before it, and whether the run stopped for it.
+  double deadline_epoch_ = std::numeric_limits<double>::infinity(), deadline_margin_ = 0;
+  std::string deadline_from_;
+  bool deadline_stop_ = false;
   int size_ = 1, window_ = 0, run_id_ = 0;
   std::vector<int> leaders_, touched_, leaders_touched_;
   std::vector<BatchWriter> leader_batch_;  // by leader rank, reused by dispatch()
@@ -790,7 +879,7 @@ std::unique_ptr<Journal> salvage(const std::string& jpath, Salvage& sv, Setup& s
 }
 }  // namespace
 
-Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int workers) {
+Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int workers, const std::vector<NodeOffer>& offers) {
   Setup s;
   check_environment();
   JobCheck c = locate_job(opt, registry);
@@ -798,6 +887,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   // system before the run's own arrays are made, so that they do not add up.
   malloc_trim(0);
   check_task_ranks(c.job, workers);  // before anything is written
+  check_task_resources(c.job, offers);
   s.dir = c.output_dir;
   std::error_code ec;
   fs::create_directories(opt.task_output == TaskOutputLayout::Files ? OutputDir(s.dir).logs() : s.dir, ec);
@@ -889,8 +979,8 @@ void announce(const char* var, const std::string& text) {
 }
 
 int coordinate(MPI_Comm comm, Setup& setup, const FarmOptions& opt, const kernels::Registry& registry,
-               Executor* self, const Provenance& prov, const Topology& topo, ProcessWatch* watch) {
-  Coordinator c(comm, setup, opt, registry, self, topo, watch);
+               Executor* self, const Provenance& prov, const Topology& topo, const Inventory& inventory, ProcessWatch* watch) {
+  Coordinator c(comm, setup, opt, registry, self, topo, inventory, watch);
   return c.run(prov);
 }
 

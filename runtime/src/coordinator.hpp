@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "executor.hpp"
+#include "inventory.hpp"
 #include "process_watch.hpp"
 #include "topology.hpp"
 #include "rankfarm/runtime/farm.hpp"
@@ -42,8 +43,9 @@ JobCheck locate_job(const FarmOptions& opt, const kernels::Registry& registry);
 void check_journal(const FarmOptions& opt, JobCheck& c);
 
 /// Creates the output directory and the journal, or opens the journal to resume. Throws
-/// InputError (also for a task asking for more ranks than the run's `workers`).
-Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int workers);
+/// InputError (also for a task asking for more ranks than the run's `workers`, or for more
+/// cores, GPUs or memory than any node of `offers` has), before anything is written.
+Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int workers, const std::vector<NodeOffer>& offers);
 
 /// For `rankfarm run` (launcher::run_plan), which watches the files named by RANKFARM_READY_FILE
 /// and RANKFARM_DONE_FILE: writes `text` to the file named by the environment variable `var`
@@ -51,9 +53,11 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
 void announce(const char* var, const std::string& text);
 
 /// Runs the job to its end (or a stop) from rank 0; `self` runs tasks when rank 0 is alone.
-/// `topo`: who reports to whom (node leaders relay); `watch`: rank 0's children's processes
-/// (may be null). Returns the job's exit code (workers get it with their stop message).
+/// `topo`: who reports to whom (node leaders relay); `inventory`: each node's cores, GPUs and
+/// memory and each rank's cores (tasks with resources are placed on them); `watch`: rank 0's
+/// children's processes (may be null). With opt.deadline (or a Slurm allocation's end), tasks
+/// that cannot finish in time are held back and the run ends with kExitInterrupted. Returns the job's exit code (workers get it with their stop message).
 int coordinate(MPI_Comm comm, Setup& setup, const FarmOptions& opt, const kernels::Registry& registry,
-               Executor* self, const Provenance& prov, const Topology& topo, ProcessWatch* watch);
+               Executor* self, const Provenance& prov, const Topology& topo, const Inventory& inventory, ProcessWatch* watch);
 
 }  // namespace rankfarm::runtime::detail

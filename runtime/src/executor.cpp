@@ -1,5 +1,9 @@
 #include "executor.hpp"
 
+#include <pthread.h>
+#include <sched.h>
+
+
 #include <cstdlib>
 #include <deque>
 #include <tuple>
@@ -9,6 +13,7 @@
 
 #include "rankfarm/runtime/output_dir.hpp"
 #include "rankfarm/runtime/error.hpp"
+#include "rankfarm/runtime/resources.hpp"
 #include "rankfarm/runtime/shell.hpp"
 
 namespace rankfarm::runtime::detail {
@@ -18,6 +23,28 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 }  // namespace
+
+// This thread's CPU affinity set to `cpus` (none: unchanged) until scope exit.
+class PinThread {
+ public:
+  explicit PinThread(const std::vector<int>& cpus) {
+    if (cpus.empty() || pthread_getaffinity_np(pthread_self(), sizeof old_, &old_) != 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int c : cpus)
+      if (c >= 0 && c < CPU_SETSIZE) CPU_SET(c, &set);
+    pinned_ = pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+  }
+  ~PinThread() {
+    if (pinned_) pthread_setaffinity_np(pthread_self(), sizeof old_, &old_);
+  }
+  PinThread(const PinThread&) = delete;
+  PinThread& operator=(const PinThread&) = delete;
+
+ private:
+  cpu_set_t old_{};
+  bool pinned_ = false;
+};
 
 // A communicator of the task's ranks, freed on scope exit.
 class TaskComm {
@@ -43,7 +70,8 @@ class TaskComm {
   MPI_Comm comm_ = MPI_COMM_SELF;
 };
 
-Outcome Executor::run(const TaskSpec& t, std::uint32_t idx, std::uint32_t attempt, const std::vector<int>& members) {
+Outcome Executor::run(const TaskSpec& t, std::uint32_t idx, std::uint32_t attempt, const std::vector<int>& members,
+                      const Placement& place) {
   Outcome o;
   o.idx = idx;
   o.attempt = attempt;
@@ -58,7 +86,8 @@ Outcome Executor::run(const TaskSpec& t, std::uint32_t idx, std::uint32_t attemp
       kernels::TaskContext ctx;
       ctx.deadline = deadline;
       ctx.attempt = static_cast<int>(attempt);
-      ctx.threads = threads;
+      ctx.threads = t.cores > 1 ? t.cores : threads;
+      PinThread pin(place.cpus);  // this thread, for the kernel's run (OpenMP threads it starts inherit it)
       ctx.stop_flag = &kill_flag;
       if (k->run_on) {
         TaskComm tc(comm, members, idx);
@@ -81,7 +110,21 @@ Outcome Executor::run(const TaskSpec& t, std::uint32_t idx, std::uint32_t attemp
       }
       req.env = {"RANKFARM_TASK_ID=" + t.id, fmt::format("RANKFARM_RANK={}", rank),
                  fmt::format("RANKFARM_ATTEMPT={}", attempt), "RANKFARM_OUTPUT_DIR=" + output_dir};
-      if (std::getenv("OMP_NUM_THREADS") == nullptr) req.env.push_back(fmt::format("OMP_NUM_THREADS={}", threads));
+      if (!place.cpus.empty() || t.cores > 1) {
+        // Its cores: as many OpenMP threads, one per core, close together.
+        req.env.push_back(fmt::format("OMP_NUM_THREADS={}", t.cores));
+        req.env.emplace_back("OMP_PLACES=cores");
+        req.env.emplace_back("OMP_PROC_BIND=close");
+        req.env.push_back(fmt::format("RANKFARM_CORES={}", t.cores));
+        req.cpus = place.cpus;
+      } else if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+        req.env.push_back(fmt::format("OMP_NUM_THREADS={}", threads));
+      }
+      if (!place.gpus.empty()) {
+        NodeInventory node;
+        node.gpu_vendor = place.gpu_vendor;
+        for (auto& e : gpu_environment(node, place.gpus)) req.env.push_back(std::move(e));
+      }
       req.deadline = deadline;
       req.should_stop = should_stop;
       ShellOutcome so = run_shell(req);
@@ -182,7 +225,7 @@ int worker_loop(MPI_Comm comm, Executor& ex) {
       encode_started(w, idx, attempt);
       post(w.bytes(), ex.parent, kTagStarted, comm, ex.bell, false);
     }
-    Outcome o = ex.run(next.task, idx, attempt, next.members);
+    Outcome o = ex.run(next.task, idx, attempt, next.members, next.place);
     std::string bulk;
     if (ex.data != nullptr && o.stdout_text.size() > ex.bulk_threshold) {
       bulk = std::move(o.stdout_text);

@@ -39,8 +39,12 @@ struct Executor {
   /// Runs one attempt of task `t` (index `idx` in the job); never throws (failures are in the
   /// Outcome). A tightly coupled kernel runs on a communicator of `members` (ranks of `comm`,
   /// this one among them, created with MPI_Comm_create_group, so only they take part), or on
-  /// MPI_COMM_SELF when there are fewer than two.
-  Outcome run(const TaskSpec& t, std::uint32_t idx, std::uint32_t attempt, const std::vector<int>& members = {});
+  /// MPI_COMM_SELF when there are fewer than two. `place`: a task with resources runs on
+  /// those CPUs (a shell task's affinity, a kernel's thread's for its run) with
+  /// OMP_NUM_THREADS = its cores, OMP_PLACES=cores, OMP_PROC_BIND=close, and sees only its
+  /// GPUs (gpu_environment in resources.hpp).
+  Outcome run(const TaskSpec& t, std::uint32_t idx, std::uint32_t attempt, const std::vector<int>& members = {},
+              const Placement& place = {});
 };
 
 /// A worker rank: runs what the coordinator assigns, in order, until told to stop; returns the

@@ -318,15 +318,20 @@ int run_farm_here(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry
   // Who reports to whom (flat, or node leaders): before the job is checked, whose tasks must
   // fit the ranks that run tasks.
   const detail::Topology topo = detail::make_topology(comm, opt.hierarchy);
+  // Each node's cores, GPUs and memory, and each rank's cores, on rank 0.
+  const detail::Inventory inventory = detail::gather_inventory(comm, topo);
 
   // Rank 0 reads and checks everything; the outcome is broadcast so that all ranks agree.
   detail::Setup setup;
   std::int32_t status = kExitOk;
   std::string message;
   WireWriter wire;
-  if (rank == 0) {
+  if (rank == 0 && !inventory.problem.empty()) {
+    status = kExitBadInput;  // a bad RANKFARM_NODE_GPUS or RANKFARM_NODE_MEMORY on some node
+    message = inventory.problem;
+  } else if (rank == 0) {
     try {
-      setup = detail::prepare(opt, registry, topo.workers());
+      setup = detail::prepare(opt, registry, topo.workers(), inventory.offers(topo));
       wire.put_str(setup.dir);
       wire.put_str(setup.lock->holder().token);
       wire.put_str(setup.run_tag);
@@ -468,7 +473,7 @@ int run_farm_here(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry
   // 0's pid: afterwards it stops the job only if rank 0 dies.
   detail::announce("RANKFARM_READY_FILE", fmt::format("ready {}\n", static_cast<long>(::getpid())));
   try {
-    return detail::coordinate(comm, setup, opt, registry, &ex, prov, topo, &watch);
+    return detail::coordinate(comm, setup, opt, registry, &ex, prov, topo, inventory, &watch);
   } catch (const std::exception& e) {
     std::cerr << "rankfarm: error: " << e.what() << "; the journal keeps everything committed; fix the cause and --resume\n";
     std::cerr.flush();

@@ -4,6 +4,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <cstring>
 #include <fstream>
@@ -125,7 +127,7 @@ class Loader {
   }
 
   void read_job(const toml::table& t) {
-    check_keys(t, "[job]", {"name", "output", "retries", "timeout_s", "window", "keep_stdout"});
+    check_keys(t, "[job]", {"name", "output", "retries", "timeout_s", "window", "keep_stdout", "cores", "gpus", "memory"});
     job_.name = get_string(t, "name", "[job]", true);
     if (!valid_id(job_.name))
       throw InputError(path_, line_of(*t.get("name")), "[job]: name",
@@ -135,6 +137,36 @@ class Loader {
     default_timeout_ = get_seconds(t, "timeout_s", "[job]").value_or(0.0);
     job_.window = static_cast<int>(get_int(t, "window", "[job]", 1, 1024).value_or(0));
     job_.keep_stdout = static_cast<std::uint64_t>(get_int(t, "keep_stdout", "[job]", 0, 64 << 20).value_or(4096));
+    default_cores_ = static_cast<int>(get_int(t, "cores", "[job]", 1, kMaxCores).value_or(1));
+    default_gpus_ = static_cast<int>(get_int(t, "gpus", "[job]", 0, kMaxGpus).value_or(0));
+    default_memory_ = get_memory(t, "[job]").value_or(0);
+  }
+
+  static constexpr int kMaxCores = 4096, kMaxGpus = 256;
+
+  std::optional<std::uint64_t> get_memory(const toml::table& t, const std::string& where) {
+    const toml::node* n = t.get("memory");
+    if (n == nullptr) return std::nullopt;
+    std::optional<std::uint64_t> v;
+    if (n->is_integer() && n->as_integer()->get() >= 0) v = static_cast<std::uint64_t>(n->as_integer()->get());
+    else if (n->is_string()) v = parse_bytes(n->as_string()->get());
+    if (!v)
+      throw InputError(path_, line_of(*n), where + ": memory",
+                       "expected bytes: a string such as \"40GiB\", \"512MiB\" or \"2GB\", or an integer of bytes");
+    return v;
+  }
+
+  // cores, gpus, memory: the entry's, else the job's defaults. A task on several ranks takes one
+  // rank's worth of each and may not ask for more.
+  void read_resources(const toml::table& t, TaskSpec& s, const Entry& e) {
+    s.cores = static_cast<int>(get_int(t, "cores", e.what, 1, kMaxCores).value_or(s.ranks > 1 ? 1 : default_cores_));
+    s.gpus = static_cast<int>(get_int(t, "gpus", e.what, 0, kMaxGpus).value_or(s.ranks > 1 ? 0 : default_gpus_));
+    s.memory = get_memory(t, e.what).value_or(s.ranks > 1 ? 0 : default_memory_);
+    if (s.ranks > 1)
+      for (const char* key : {"cores", "gpus", "memory"})
+        if (const toml::node* n = t.get(key))
+          throw InputError(path_, line_of(*n), e.what + ": " + key,
+                           fmt::format("a task on {} ranks takes one core of each; cores, gpus and memory are for tasks on one rank", s.ranks));
   }
 
   // Fields shared by [[task]] and [[sweep]]: id, priority, depends_on, retries, timeout_s.
@@ -230,7 +262,8 @@ class Loader {
   void read_task(const toml::table& t) {
     Entry e;
     TaskSpec s = read_common(t, "task", e);
-    check_keys(t, e.what, {"id", "kernel", "params", "command", "priority", "depends_on", "retries", "timeout_s", "ranks"});
+    check_keys(t, e.what, {"id", "kernel", "params", "command", "priority", "depends_on", "retries", "timeout_s", "ranks", "cores",
+                           "gpus", "memory"});
     const bool has_kernel = t.contains("kernel"), has_command = t.contains("command");
     if (has_kernel == has_command)
       throw InputError(path_, e.line, e.what, "needs exactly one of kernel = \"...\" or command = \"...\"");
@@ -253,17 +286,20 @@ class Loader {
                     line_of(v), e);
       complete_params(k, s.params, e);
     }
+    read_resources(t, s, e);
     add(std::move(s), std::move(e));
   }
 
   void read_sweep(const toml::table& t) {
     Entry e;
     TaskSpec base = read_common(t, "sweep", e);
-    check_keys(t, e.what, {"id", "kernel", "params", "vary", "priority", "depends_on", "retries", "timeout_s", "ranks"});
+    check_keys(t, e.what, {"id", "kernel", "params", "vary", "priority", "depends_on", "retries", "timeout_s", "ranks", "cores",
+                           "gpus", "memory"});
     const kernels::KernelSpec& k = find_kernel(t, e);
     base.kind = TaskKind::Kernel;
     base.kernel = k.name;
     base.ranks = read_ranks(t, k, e);
+    read_resources(t, base, e);
     if (const toml::table* pt = params_table(t, "params", e))
       for (const auto& [name, v] : *pt)
         put_param(k, base.params, std::string(name.str()),
@@ -395,6 +431,8 @@ class Loader {
   Job job_;
   int default_retries_ = 0;
   double default_timeout_ = 0.0;
+  int default_cores_ = 1, default_gpus_ = 0;
+  std::uint64_t default_memory_ = 0;
   std::set<std::string> names_;            // ids of the entries ([[task]] and [[sweep]])
   std::vector<Entry> entries_;             // one per entry, in file order (parallel to job_.entries)
   std::map<std::string, std::uint32_t> task_index_;  // [[task]] id -> its task index
@@ -637,6 +675,41 @@ Job load_command_file(const std::string& path, const CommandFileOptions& options
   if (job.entries.empty()) throw InputError(path, 0, "", "no commands (only blank lines and # comments)");
   hash_job(job);
   return job;
+}
+
+std::optional<std::uint64_t> parse_bytes(std::string_view text) {
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  };
+  text = trim(text);
+  std::size_t digits = 0;
+  while (digits < text.size() && (std::isdigit(static_cast<unsigned char>(text[digits])) || text[digits] == '.')) ++digits;
+  if (digits == 0) return std::nullopt;
+  const std::string number(text.substr(0, digits));
+  if (std::count(number.begin(), number.end(), '.') > 1 || number.front() == '.' || number.back() == '.') return std::nullopt;
+  const std::string_view unit = trim(text.substr(digits));
+  static const std::pair<const char*, double> units[] = {
+      {"", 1.0},         {"B", 1.0},          {"KiB", 1024.0},    {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+      {"TiB", 1099511627776.0}, {"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}};
+  for (const auto& [name, scale] : units) {
+    if (unit != name) continue;
+    if (scale == 1.0 && number.find('.') != std::string::npos) return std::nullopt;  // fractions of a byte
+    const double v = std::stod(number) * scale;
+    if (!(v <= 4.611686018427388e18)) return std::nullopt;  // 2^62
+    return static_cast<std::uint64_t>(v + 0.5);
+  }
+  return std::nullopt;
+}
+
+std::string format_bytes(std::uint64_t bytes) {
+  static const char* names[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024.0 && u < 5) v /= 1024.0, ++u;
+  if (u == 0) return fmt::format("{} B", bytes);
+  return std::abs(v - std::round(v)) < 0.05 ? fmt::format("{:.0f} {}", v, names[u]) : fmt::format("{:.1f} {}", v, names[u]);
 }
 
 std::uint64_t fnv1a(std::string_view data, std::uint64_t h) {

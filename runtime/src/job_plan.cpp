@@ -79,6 +79,9 @@ void write_job_plan(const std::string& path, const Job& job, const std::string& 
     w.put<std::int32_t>(t.retries);
     w.put<double>(t.timeout_s);
     w.put<std::int32_t>(t.ranks);
+    w.put<std::int32_t>(t.cores);
+    w.put<std::int32_t>(t.gpus);
+    w.put<std::uint64_t>(t.memory);
     w.put<std::int32_t>(t.line);
     w.put<std::uint64_t>(e.axes.size());
     for (const SweepAxis& a : e.axes) {
@@ -150,6 +153,9 @@ std::optional<Job> read_job_plan(const std::string& path, const std::string& key
       t.retries = r.get<std::int32_t>();
       t.timeout_s = r.get<double>();
       t.ranks = r.get<std::int32_t>();
+      t.cores = r.get<std::int32_t>();
+      t.gpus = r.get<std::int32_t>();
+      t.memory = r.get<std::uint64_t>();
       t.line = r.get<std::int32_t>();
       e.axes.resize(get_count(r, 13));
       for (SweepAxis& a : e.axes) {

@@ -57,12 +57,17 @@ void begin_assign(WireWriter& w) {
 }
 
 void add_assignment(WireWriter& w, std::uint32_t idx, std::uint32_t attempt, std::uint8_t flags, const std::vector<int>& members,
-                    const Job& job, std::uint32_t task) {
+                    const Placement& place, const Job& job, std::uint32_t task) {
   w.put<std::uint32_t>(idx);
   w.put<std::uint32_t>(attempt);
   w.put<std::uint8_t>(flags);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(members.size()));
   for (int m : members) w.put<std::uint32_t>(static_cast<std::uint32_t>(m));
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(place.cpus.size()));
+  for (int c : place.cpus) w.put<std::uint32_t>(static_cast<std::uint32_t>(c));
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(place.gpus.size()));
+  for (const auto& g : place.gpus) w.put_str(g);
+  w.put_str(place.gpu_vendor);
   encode_task(job, task, w);
 }
 
@@ -80,6 +85,18 @@ std::vector<Assignment> decode_assign(WireReader& r) {
     if (nm > r.remaining() / 4) throw WireError("more members than bytes");
     a.members.resize(nm);
     for (auto& m : a.members) m = static_cast<int>(r.get<std::uint32_t>());
+    const auto nc = r.get<std::uint32_t>();
+    if (nc > r.remaining() / 4) throw WireError("more CPUs than bytes");
+    a.place.cpus.resize(nc);
+    for (auto& c : a.place.cpus) {
+      c = static_cast<int>(r.get<std::uint32_t>());
+      if (c < 0 || c >= CPU_SETSIZE) throw WireError("CPU number out of range");
+    }
+    const auto ng = r.get<std::uint32_t>();
+    if (ng > r.remaining() / 4) throw WireError("more GPUs than bytes");
+    a.place.gpus.resize(ng);
+    for (auto& g : a.place.gpus) g = r.get_str();
+    a.place.gpu_vendor = r.get_str();
     a.task = decode_task(r);
     if (nm != static_cast<std::uint32_t>(a.task.ranks > 1 ? a.task.ranks : 0)) throw WireError("member count does not fit the task");
   }
@@ -132,6 +149,7 @@ void encode_task(const Job& job, std::uint32_t idx, WireWriter& w) {
   w.put<std::uint8_t>(static_cast<std::uint8_t>(t.kind));
   w.put<double>(t.timeout_s);
   w.put<std::uint32_t>(static_cast<std::uint32_t>(t.ranks));
+  w.put<std::uint32_t>(static_cast<std::uint32_t>(t.cores));
   if (t.kind == TaskKind::Shell) {
     w.put_str(t.command);
     return;
@@ -156,6 +174,8 @@ TaskSpec decode_task(WireReader& r) {
   t.timeout_s = r.get<double>();
   t.ranks = static_cast<int>(r.get<std::uint32_t>());
   if (t.ranks < 1 || t.ranks > 1'000'000) throw WireError("task ranks out of range");
+  t.cores = static_cast<int>(r.get<std::uint32_t>());
+  if (t.cores < 1 || t.cores > 1'000'000) throw WireError("task cores out of range");
   if (t.kind == TaskKind::Shell) {
     t.command = r.get_str();
     return t;

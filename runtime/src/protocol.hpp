@@ -2,6 +2,9 @@
 // with which idle ranks poll. Messages are byte strings (wire.hpp), every read bounds-checked.
 //   coordinator -> worker  kTagAssign  u32 n, n x (u32 task index, u32 attempt, u8 flags,
 //                                      u32 m, m x u32 member rank (tasks on several ranks),
+//                                      u32 c, c x u32 CPU (the task's cores; 0: the rank's own),
+//                                      u32 g, g x string GPU (given to the task alone),
+//                                      string GPU vendor (resources.hpp's gpu_vendor),
 //                                      the task (encode_task): workers hold only what they run)
 //                          kTagStop    i32 exit code, u8 kill (1: kill the running task)
 //   worker -> coordinator  kTagStarted u32 task index, u32 attempt (tasks with a timeout)
@@ -100,6 +103,15 @@ class Waiter {
   Backoff backoff_;
 };
 
+/// Where a task with resources runs (scheduler.hpp's groups): the CPUs of the worker ranks it
+/// holds (the command's CPU affinity), and the GPUs given to it alone, by the node's names for
+/// them (CUDA_VISIBLE_DEVICES values). Empty for a task on its rank's own core.
+struct Placement {
+  std::vector<int> cpus;
+  std::vector<std::string> gpus;
+  std::string gpu_vendor;  // which visibility variable names them ("" : all three)
+};
+
 /// One task handed to a worker (kTagAssign carries a batch of them).
 struct Assignment {
   /// The worker rings rank 0's doorbell when this attempt ends: other tasks wait for it.
@@ -107,18 +119,19 @@ struct Assignment {
   std::uint32_t idx = 0, attempt = 0;
   std::uint8_t flags = 0;
   std::vector<int> members;  // the ranks of a task on several ranks, leader first; else empty
+  Placement place;           // its CPUs and GPUs, for a task with resources
   TaskSpec task;             // what to run (no dependencies, hashes or line: rank 0 keeps those)
 };
 
 /// kTagAssign: begin, add each assignment, then finish (which writes the count).
 void begin_assign(WireWriter& w);
 void add_assignment(WireWriter& w, std::uint32_t idx, std::uint32_t attempt, std::uint8_t flags, const std::vector<int>& members,
-                    const Job& job, std::uint32_t task);
+                    const Placement& place, const Job& job, std::uint32_t task);
 void finish_assign(WireWriter& w, std::uint32_t count);
 /// Decodes kTagAssign: throws WireError for a malformed task or a member list that does not
 /// fit the task's `ranks`.
 std::vector<Assignment> decode_assign(WireReader& r);
-/// What a worker needs of one task: id, kind, timeout, ranks, then the command, or the kernel
+/// What a worker needs of one task: id, kind, timeout, ranks, cores, then the command, or the kernel
 /// and its parameters (name, type 0 int / 1 double / 2 string, value).
 void encode_task(const Job& job, std::uint32_t idx, WireWriter& w);
 TaskSpec decode_task(WireReader& r);

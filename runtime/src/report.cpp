@@ -73,6 +73,8 @@ void print_summary(std::ostream& out, const Job& job, const TaskRecords& records
   if (!c.coordinator.empty()) out << fmt::format("rankfarm: coordinator: {}\n", c.coordinator);
   if (!c.batches.empty()) out << fmt::format("rankfarm: batches: {}\n", c.batches);
   if (!c.lost.empty()) out << fmt::format("rankfarm: lost: {}\n", c.lost);
+  if (!c.resources.empty()) out << fmt::format("rankfarm: resources: {}\n", c.resources);
+  if (!c.deadline.empty()) out << fmt::format("rankfarm: deadline: {}\n", c.deadline);
   if (!c.idle_ranks.empty()) out << fmt::format("rankfarm: idle ranks: {}\n", c.idle_ranks);
   if (!c.bulk.empty()) out << fmt::format("rankfarm: bulk data: {}\n", c.bulk);
   out << fmt::format("rankfarm: results: {}\nrankfarm: journal: {}\n", results_path, journal_path);

@@ -30,6 +30,8 @@ struct RunCounts {
   std::string coordinator;   ///< rank 0's CPU time per task; "" when no task ran
   std::string batches;       ///< batch sizes to and from node leaders; "" when flat
   std::string lost;          ///< ranks and nodes lost; "" when none
+  std::string resources;     ///< tasks placed with cores, GPUs or memory; "" when none
+  std::string deadline;      ///< the allocation's end and the tasks held back; "" without one
 };
 
 /// Records the check verdict (kernels::KernelSpec::check) of task `idx`, a done kernel task,

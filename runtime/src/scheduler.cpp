@@ -11,13 +11,26 @@ TaskTable TaskTable::from_job(const Job& job) {
   TaskTable t;
   const std::size_t n = job.size();
   t.priority.resize(n);
-  t.ranks.resize(n);
   t.retries.resize(n);
   t.timeout_s.resize(n);
   t.ndeps.resize(n);
+  t.shape.resize(n);
   t.first_dependent.assign(n + 1, 0);
   for (const JobEntry& e : job.entries) {
     const TaskSpec& s = e.base;
+    Shape shape;
+    shape.ranks = static_cast<std::uint16_t>(std::clamp(s.ranks, 1, 65535));
+    if (s.ranks <= 1) {
+      shape.cores = static_cast<std::uint16_t>(std::clamp(s.cores, 1, 65535));
+      shape.gpus = static_cast<std::uint16_t>(std::clamp(s.gpus, 0, 65535));
+      shape.memory = s.memory;
+    }
+    auto found = std::find(t.shapes.begin(), t.shapes.end(), shape);
+    if (found == t.shapes.end()) {
+      if (t.shapes.size() >= 65535) throw std::length_error("more than 65535 distinct (cores, gpus, memory) requests");
+      found = t.shapes.insert(t.shapes.end(), shape);
+    }
+    const auto shape_index = static_cast<std::uint16_t>(found - t.shapes.begin());
     std::uint32_t ndeps = 0;
     for (const auto& [b, end] : e.deps) {
       ndeps += end - b;
@@ -25,10 +38,10 @@ TaskTable TaskTable::from_job(const Job& job) {
     }
     for (std::uint32_t i = e.first; i < e.first + e.count; ++i) {
       t.priority[i] = s.priority;
-      t.ranks[i] = static_cast<std::uint16_t>(std::clamp(s.ranks, 1, 65535));
       t.retries[i] = s.retries;
       t.timeout_s[i] = static_cast<float>(s.timeout_s);
       t.ndeps[i] = ndeps;
+      t.shape[i] = shape_index;
     }
   }
   for (std::size_t i = 0; i < n; ++i) t.first_dependent[i + 1] += t.first_dependent[i];
@@ -44,17 +57,17 @@ TaskTable TaskTable::from_job(const Job& job) {
 TaskTable TaskTable::independent(std::size_t n, int retries, float timeout_s) {
   TaskTable t;
   t.priority.assign(n, 0);
-  t.ranks.assign(n, 1);
   t.retries.assign(n, retries);
   t.timeout_s.assign(n, timeout_s);
   t.ndeps.assign(n, 0);
+  t.shape.assign(n, 0);
   t.first_dependent.assign(n + 1, 0);
   return t;
 }
 
 std::size_t TaskTable::bytes() const {
-  return priority.capacity() * 4 + ranks.capacity() * 2 + retries.capacity() * 4 + timeout_s.capacity() * 4 +
-         ndeps.capacity() * 4 + first_dependent.capacity() * 4 + dependents.capacity() * 4;
+  return priority.capacity() * 4 + retries.capacity() * 4 + timeout_s.capacity() * 4 +
+         ndeps.capacity() * 4 + shape.capacity() * 2 + shapes.capacity() * sizeof(Shape) + first_dependent.capacity() * 4 + dependents.capacity() * 4;
 }
 
 Scheduler::Scheduler(TaskTable tasks, int size, int window)
@@ -66,7 +79,23 @@ Scheduler::Scheduler(TaskTable tasks, int size, int window)
       failures_(tasks_.size(), 0),
       missing_(tasks_.ndeps),
       rank_(tasks_.size(), -1),
-      workers_(static_cast<std::size_t>(size)) {}
+      workers_(static_cast<std::size_t>(size)),
+      cap_(1),
+      use_(1) {}
+
+void Scheduler::set_nodes(std::vector<int> node) {
+  node_ = std::move(node);
+  nodes_ = node_.empty() ? 1 : *std::max_element(node_.begin(), node_.end()) + 1;
+  cap_.resize(static_cast<std::size_t>(nodes_));
+  use_.resize(static_cast<std::size_t>(nodes_));
+}
+
+void Scheduler::set_capacity(std::vector<NodeCapacity> capacity) {
+  capacity.resize(static_cast<std::size_t>(nodes_));
+  cap_ = std::move(capacity);
+  use_.assign(cap_.size(), NodeUse{});
+  for (std::size_t n = 0; n < cap_.size(); ++n) use_[n].gpu_busy.assign(static_cast<std::size_t>(std::max(cap_[n].gpus, 0)), 0);
+}
 
 void Scheduler::restore(std::uint32_t idx, TaskState state, int attempt, int failures) {
   state_[idx] = static_cast<std::uint8_t>(state == TaskState::Running ? TaskState::Pending : state);
@@ -100,92 +129,280 @@ void Scheduler::begin_attempt(std::uint32_t idx, int rank) {
   emit(SchedEvent::Started, idx, rank);
 }
 
+// The next worker with room for a one-rank task, round-robin from where the last one went, so
+// that the highest priorities spread over the ranks; -1 when none has room.
+int Scheduler::next_worker(std::size_t limit) {
+  const int first = first_worker(), n = size_ - first;
+  if (cursor_ < first || cursor_ >= size_) cursor_ = first;
+  for (int i = 0; i < n; ++i) {
+    const int w = first + (cursor_ - first + i) % n;
+    const Worker& wk = workers_[static_cast<std::size_t>(w)];
+    if (wk.hung || wk.gone || wk.reserved || wk.groups > 0 || wk.in_flight.size() >= limit) continue;
+    cursor_ = first + (w - first + 1) % n;
+    return w;
+  }
+  return -1;
+}
+
 void Scheduler::dispatch(std::vector<Assignment>& out, double now) {
-  if (ready_.empty() || stopping_) return;
-  bool any = true, blocked = false;
-  const int first = size_ == 1 ? 0 : 1;
+  if (stopping_) return;
+  view_valid_ = false;
+  // The reservation first: its ranks wait for it alone. Dropped when one of them is lost.
+  if (res_.active) {
+    const bool broken = std::any_of(res_.ranks.begin(), res_.ranks.end(), [&](int w) { return !usable(workers_[static_cast<std::size_t>(w)]); });
+    const std::uint32_t idx = res_.idx;
+    if (broken || now + tasks_.timeout_s[idx] > deadline_ - margin_) {
+      clear_reservation();
+      push_ready(idx);
+    } else if (place_group(idx, out, now)) {
+      if (res_.active && res_.idx == idx) clear_reservation();
+    }
+  }
+  if (ready_.empty()) return;
   const std::size_t limit = size_ == 1 ? 1 : static_cast<std::size_t>(window());
-  while (any && !ready_.empty() && !blocked) {
-    any = false;
-    for (int w = first; w < size_ && !ready_.empty(); ++w) {
-      // A task on several ranks waits for that many idle workers; until then nothing else is
-      // handed out, so that busy workers drain (strict priority order, no starvation).
-      if (tasks_.ranks[ready_.top().idx] > 1) {
-        if (!place_gang(ready_.top().idx, out, now)) {
-          blocked = true;
-          break;
-        }
-        any = true;
-        continue;
-      }
-      Worker& wk = workers_[static_cast<std::size_t>(w)];
-      if (wk.hung || wk.gone || wk.in_flight.size() >= limit) continue;
-      const std::uint32_t idx = ready_.top().idx;
+  constexpr std::size_t kMaxDeferred = 64;  // groups that cannot be placed, looked at per dispatch
+  deferred_.clear();
+  while (!ready_.empty()) {
+    const std::uint32_t idx = ready_.top().idx;
+    if (now + tasks_.timeout_s[idx] > deadline_ - margin_) {  // cannot finish before the allocation ends
       ready_.pop();
+      held_.push_back(idx);
+      continue;
+    }
+    if (!tasks_.grouped(idx)) {
+      const int w = next_worker(limit);
+      if (w < 0) break;  // no worker has room: nothing idle either, but reserved ranks
+      ready_.pop();
+      Worker& wk = workers_[static_cast<std::size_t>(w)];
       begin_attempt(idx, w);
       if (wk.in_flight.empty()) wk.heard = now;  // the hang clock starts with its first task
       wk.in_flight.push_back(idx);
       ++in_flight_total_;
       out.push_back({w, idx});
-      any = true;
+      continue;
     }
+    ready_.pop();
+    if (place_group(idx, out, now)) continue;
+    if (!res_.active) reserve(idx);
+    else deferred_.push_back(idx);
+    if (deferred_.size() >= kMaxDeferred) break;
   }
+  for (auto d : deferred_) push_ready(d);
 }
 
-// Places task `idx` (ranks > 1) on that many idle workers, lowest ranks first. False when there
-// are not enough idle workers yet. A task that can never get its ranks (workers lost) fails.
-bool Scheduler::place_gang(std::uint32_t idx, std::vector<Assignment>& out, double now) {
-  const int k = tasks_.ranks[idx];
-  std::vector<int> idle;
-  int usable = 0;
-  // Per node: usable worker ranks and idle ones (lowest ranks first).
-  std::map<int, std::pair<int, std::vector<int>>> nodes;
-  for (int w = 1; w < size_; ++w) {
-    const Worker& wk = workers_[static_cast<std::size_t>(w)];
-    if (wk.hung || wk.gone) continue;
-    ++usable;
-    auto& n = nodes[node_.empty() ? 0 : node_[static_cast<std::size_t>(w)]];
-    ++n.first;
-    if (wk.in_flight.empty()) n.second.push_back(w);
-    if (wk.in_flight.empty() && static_cast<int>(idle.size()) < k) idle.push_back(w);
+Scheduler::Need Scheduler::need(std::uint32_t idx) const {
+  Need n;
+  if (tasks_.ranks(idx) > 1) {
+    n.k = tasks_.ranks(idx);
+    return n;
   }
-  if (usable < k) {
-    ready_.pop();
+  const TaskTable::Shape& s = tasks_.shapes[tasks_.shape[idx]];
+  n.k = s.cores;
+  n.gpus = s.gpus;
+  n.memory = s.memory;
+  n.hold = true;
+  return n;
+}
+
+bool Scheduler::idle_for(int w, std::uint32_t idx) const {
+  const Worker& wk = workers_[static_cast<std::size_t>(w)];
+  return usable(wk) && wk.in_flight.empty() && wk.groups == 0 && (!wk.reserved || (res_.active && res_.idx == idx));
+}
+
+void Scheduler::build_view() {
+  view_usable_.assign(static_cast<std::size_t>(nodes_), 0);
+  view_idle_.resize(static_cast<std::size_t>(nodes_));
+  for (auto& v : view_idle_) v.clear();
+  for (int w = first_worker(); w < size_; ++w) {
+    const Worker& wk = workers_[static_cast<std::size_t>(w)];
+    if (!usable(wk)) continue;
+    const auto n = static_cast<std::size_t>(node_of(w));
+    ++view_usable_[n];
+    if (wk.in_flight.empty() && wk.groups == 0) view_idle_[n].push_back(w);
+  }
+  view_valid_ = true;
+}
+
+// Whether `node` could ever hold the group (its usable ranks and its inventory).
+bool Scheduler::capable(int node, const Need& n) const {
+  const auto i = static_cast<std::size_t>(node);
+  return view_usable_[i] >= n.k && cap_[i].gpus >= n.gpus && cap_[i].memory >= n.memory;
+}
+
+std::string Scheduler::largest_node() const {
+  int ranks = 0, gpus = 0;
+  std::uint64_t memory = 0;
+  for (int n = 0; n < nodes_; ++n) {
+    const auto i = static_cast<std::size_t>(n);
+    ranks = std::max(ranks, view_usable_[i]);
+    gpus = std::max(gpus, cap_[i].gpus);
+    memory = std::max(memory, cap_[i].memory);
+  }
+  return fmt::format("the largest node has {} worker rank(s) left, {} GPU(s) and {}", ranks, gpus,
+                     memory == UINT64_MAX ? "memory not limited" : format_bytes(memory) + " of memory");
+}
+
+// Places group `idx` on idle workers of one node (lowest ranks first) with its GPUs and memory
+// free there, beyond what the reservation needs. False when none can take it now. A group no
+// node can ever hold (workers lost) fails.
+bool Scheduler::place_group(std::uint32_t idx, std::vector<Assignment>& out, double now) {
+  if (!view_valid_) build_view();
+  const Need n = need(idx);
+  const bool mine = res_.active && res_.idx == idx;
+  bool any_capable = false;
+  int usable_total = 0;
+  for (int node = 0; node < nodes_; ++node) {
+    any_capable = any_capable || capable(node, n);
+    usable_total += view_usable_[static_cast<std::size_t>(node)];
+  }
+  // A gang that no node can hold runs across nodes (as MPI allows); resources are per node.
+  const bool spread = !any_capable && !n.hold && usable_total >= n.k;
+  if (!any_capable && !spread) {
+    if (mine) clear_reservation();
     failures_[idx] = static_cast<std::uint32_t>(std::max(tasks_.retries[idx], 0));  // no retry can help
-    fail_attempt(idx, fmt::format("needs {} ranks, only {} worker rank(s) are left", k, usable));
+    fail_attempt(idx, n.hold ? fmt::format("needs {} core(s) (worker ranks) of one node, {} GPU(s) and {}; {}", n.k, n.gpus,
+                                           n.memory == 0 ? "no memory request" : format_bytes(n.memory) + " of memory", largest_node())
+                             : fmt::format("needs {} ranks, only {} worker rank(s) are left", n.k, usable_total));
     return true;
   }
-  // Within one node when any node has k worker ranks: the first with k idle, or wait for one.
-  const bool fits = std::any_of(nodes.begin(), nodes.end(), [&](const auto& n) { return n.second.first >= k; });
-  if (fits) {
-    idle.clear();
-    for (const auto& [node, n] : nodes)
-      if (static_cast<int>(n.second.size()) >= k) {
-        idle.assign(n.second.begin(), n.second.begin() + k);
-        break;
-      }
+  const Need* rn = nullptr;  // what the reservation keeps on its node
+  Need res_need;
+  if (res_.active && !mine) {
+    res_need = need(res_.idx);
+    rn = &res_need;
   }
-  if (static_cast<int>(idle.size()) < k) return false;
-  ready_.pop();
-  begin_attempt(idx, idle.front());
-  Gang& g = gangs_[idx];
-  g = Gang{};
+  std::vector<int> ranks;
+  auto collect = [&](const std::vector<int>& idle) {
+    for (int w : idle)
+      if (static_cast<int>(ranks.size()) < n.k && idle_for(w, idx)) ranks.push_back(w);
+  };
+  if (spread) {
+    for (int node = 0; node < nodes_; ++node) collect(view_idle_[static_cast<std::size_t>(node)]);
+    std::sort(ranks.begin(), ranks.end());
+    if (static_cast<int>(ranks.size()) < n.k) return false;
+    start_group(idx, n, -1, std::move(ranks), out, now);
+    return true;
+  }
+  // Its reserved node first, then the others in order: wherever it fits first.
+  for (int k = -1; k < nodes_; ++k) {
+    const int node = k < 0 ? (mine ? res_.node : -1) : k;
+    if (node < 0 || (k >= 0 && mine && node == res_.node)) continue;
+    const auto i = static_cast<std::size_t>(node);
+    if (!capable(node, n)) continue;
+    const bool shared = rn != nullptr && res_.node == node;
+    const int free_gpus = static_cast<int>(std::count(use_[i].gpu_busy.begin(), use_[i].gpu_busy.end(), 0)) - (shared ? rn->gpus : 0);
+    const std::uint64_t free_mem = cap_[i].memory - use_[i].memory;
+    const std::uint64_t want_mem = n.memory + (shared ? rn->memory : 0);
+    if (free_gpus < n.gpus || want_mem > free_mem || want_mem < n.memory) continue;
+    ranks.clear();
+    collect(view_idle_[i]);
+    if (static_cast<int>(ranks.size()) == n.k) {
+      start_group(idx, n, node, std::move(ranks), out, now);
+      return true;
+    }
+  }
+  return false;
+}
+
+void Scheduler::start_group(std::uint32_t idx, const Need& n, int node, std::vector<int> ranks, std::vector<Assignment>& out,
+                            double now) {
+  begin_attempt(idx, ranks.front());
+  Group& g = groups_[idx];
+  g = Group{};
   g.attempt = attempt_[idx];
-  g.members = idle;
-  for (int w : idle) {
+  g.hold = n.hold;
+  g.node = node;
+  if (node >= 0) {
+    NodeUse& u = use_[static_cast<std::size_t>(node)];
+    for (std::size_t i = 0; i < u.gpu_busy.size() && static_cast<int>(g.gpus.size()) < n.gpus; ++i)
+      if (u.gpu_busy[i] == 0) {
+        u.gpu_busy[i] = 1;
+        g.gpus.push_back(static_cast<int>(i));
+      }
+    u.memory += n.memory;
+    g.memory = n.memory;
+  }
+  for (int w : ranks) {
     Worker& wk = workers_[static_cast<std::size_t>(w)];
     wk.heard = now;
     wk.in_flight.push_back(idx);
+    ++wk.groups;
     ++in_flight_total_;
-    out.push_back({w, idx});
+    if (!n.hold || w == ranks.front()) out.push_back({w, idx});
   }
-  return true;
+  g.members = std::move(ranks);
+}
+
+// The group of `idx` is over: its ranks, GPUs and memory are free again.
+void Scheduler::end_group(std::uint32_t idx) {
+  auto it = groups_.find(idx);
+  if (it == groups_.end()) return;
+  Group& g = it->second;
+  for (int m : g.members) {
+    Worker& mk = workers_[static_cast<std::size_t>(m)];
+    const std::size_t before = mk.in_flight.size();
+    mk.in_flight.erase(std::remove(mk.in_flight.begin(), mk.in_flight.end(), idx), mk.in_flight.end());
+    in_flight_total_ -= before - mk.in_flight.size();
+    mk.groups = std::max(0, mk.groups - 1);
+  }
+  if (g.node >= 0) {
+    NodeUse& u = use_[static_cast<std::size_t>(g.node)];
+    for (int i : g.gpus) u.gpu_busy[static_cast<std::size_t>(i)] = 0;
+    u.memory -= std::min(u.memory, g.memory);
+  }
+  groups_.erase(it);
+}
+
+// Reserves for group `idx` (taken out of the ready queue) the ranks that free soonest: on the
+// node able to hold it whose `k` least-loaded usable ranks have the fewest tasks in flight.
+void Scheduler::reserve(std::uint32_t idx) {
+  if (!view_valid_) build_view();
+  const Need n = need(idx);
+  int best_node = -1;
+  std::size_t best_load = SIZE_MAX;
+  std::vector<int> best;
+  auto pick = [&](int node) {
+    std::vector<std::pair<std::size_t, int>> load;  // (tasks in flight, rank)
+    for (int w = first_worker(); w < size_; ++w) {
+      const Worker& wk = workers_[static_cast<std::size_t>(w)];
+      if (usable(wk) && !wk.reserved && (node < 0 || node_of(w) == node)) load.emplace_back(wk.in_flight.size(), w);
+    }
+    if (static_cast<int>(load.size()) < n.k) return;
+    std::partial_sort(load.begin(), load.begin() + n.k, load.end());
+    std::size_t total = 0;
+    for (int i = 0; i < n.k; ++i) total += load[static_cast<std::size_t>(i)].first;
+    if (total < best_load) {
+      best_load = total;
+      best_node = node;
+      best.clear();
+      for (int i = 0; i < n.k; ++i) best.push_back(load[static_cast<std::size_t>(i)].second);
+    }
+  };
+  bool any_capable = false;
+  for (int node = 0; node < nodes_; ++node)
+    if (capable(node, n)) {
+      any_capable = true;
+      pick(node);
+    }
+  if (!any_capable) pick(-1);  // a gang across nodes
+  if (best.empty()) {  // nothing to reserve (cannot happen after place_group's checks): wait
+    deferred_.push_back(idx);
+    return;
+  }
+  std::sort(best.begin(), best.end());
+  res_ = Reservation{true, idx, best_node, std::move(best)};
+  for (int w : res_.ranks) workers_[static_cast<std::size_t>(w)].reserved = true;
+}
+
+void Scheduler::clear_reservation() {
+  for (int w : res_.ranks) workers_[static_cast<std::size_t>(w)].reserved = false;
+  res_ = Reservation{};
 }
 
 const std::vector<int>& Scheduler::members(std::uint32_t idx) const {
   static const std::vector<int> none;
-  auto g = gangs_.find(idx);
-  return g == gangs_.end() ? none : g->second.members;
+  auto g = groups_.find(idx);
+  return g == groups_.end() || g->second.hold ? none : g->second.members;
 }
 
 Scheduler::Verdict Scheduler::result(int worker, std::uint32_t idx, std::uint32_t attempt, bool ok, bool interrupted,
@@ -198,24 +415,29 @@ Scheduler::Verdict Scheduler::result(int worker, std::uint32_t idx, std::uint32_
     set_hung(wk, false);  // it came back
     emit(SchedEvent::Back, idx, worker);
   }
-  if (auto g = gangs_.find(idx); g != gangs_.end() && g->second.attempt == attempt &&
+  if (auto g = groups_.find(idx); g != groups_.end() && g->second.attempt == attempt &&
       std::find(g->second.members.begin(), g->second.members.end(), worker) != g->second.members.end()) {
-    Gang& gang = g->second;
-    gang.wall_s = std::max(gang.wall_s, wall_s);
-    if (worker == gang.members.front()) {
-      gang.leader_ok = ok;
-      gang.leader_interrupted = interrupted;
-    } else if (!ok) {
-      gang.member_failed = true;
-      gang.member_interrupted = gang.member_interrupted || interrupted;
+    Group& gang = g->second;
+    if (gang.hold) {
+      if (worker != gang.members.front()) return Verdict::Stale;  // held ranks run nothing
+      end_group(idx);
+    } else {
+      gang.wall_s = std::max(gang.wall_s, wall_s);
+      if (worker == gang.members.front()) {
+        gang.leader_ok = ok;
+        gang.leader_interrupted = interrupted;
+      } else if (!ok) {
+        gang.member_failed = true;
+        gang.member_interrupted = gang.member_interrupted || interrupted;
+      }
+      if (++gang.reported < gang.members.size()) return Verdict::Partial;
+      worker = gang.members.front();
+      wall_s = gang.wall_s;
+      ok = gang.leader_ok && !gang.member_failed;
+      interrupted = gang.leader_ok && gang.member_failed ? gang.member_interrupted : gang.leader_interrupted;
+      end_group(idx);
     }
-    if (++gang.reported < gang.members.size()) return Verdict::Partial;
-    worker = gang.members.front();
-    wall_s = gang.wall_s;
-    ok = gang.leader_ok && !gang.member_failed;
-    interrupted = gang.leader_ok && gang.member_failed ? gang.member_interrupted : gang.leader_interrupted;
-    gangs_.erase(g);
-  } else if (tasks_.ranks[idx] > 1) {
+  } else if (tasks_.grouped(idx)) {
     return Verdict::Stale;  // a member of an attempt already given up on
   }
   mean_task_s_ = mean_task_s_ < 0 ? wall_s : 0.9 * mean_task_s_ + 0.1 * wall_s;
@@ -301,7 +523,8 @@ void Scheduler::lost(int worker, const std::string& why, bool crashed) {
   if (wk.relay) return;
   mark_gone(wk);
   bool requeue = true;
-  if (crashed && !wk.in_flight.empty()) {
+  const Group* g = wk.in_flight.empty() ? nullptr : group(wk.in_flight.front());
+  if (crashed && !wk.in_flight.empty() && (g == nullptr || !g->hold || g->members.front() == worker)) {
     auto& c = crashes_[wk.in_flight.front()];
     c = static_cast<std::uint8_t>(std::min(c + 1, 255));
     requeue = c < kCrashLimit;
@@ -316,20 +539,31 @@ void Scheduler::drop_in_flight(int w, const std::string& why, bool requeue_head)
   Worker& wk = workers_[static_cast<std::size_t>(w)];
   if (wk.in_flight.empty()) return;
   const std::uint32_t head = wk.in_flight.front();
-  if (auto g = gangs_.find(head); g != gangs_.end()) {
-    for (int m : g->second.members) {
-      if (m == w) continue;
-      Worker& mk = workers_[static_cast<std::size_t>(m)];
-      if (!mk.gone) set_hung(mk, true);
-      const std::size_t before = mk.in_flight.size();
-      mk.in_flight.erase(std::remove(mk.in_flight.begin(), mk.in_flight.end(), head), mk.in_flight.end());
-      in_flight_total_ -= before - mk.in_flight.size();
+  if (auto g = groups_.find(head); g != groups_.end()) {
+    Group& grp = g->second;
+    if (grp.hold && w != grp.members.front()) {
+      // A rank held by a task that runs on another: the task runs on without it.
+      grp.members.erase(std::remove(grp.members.begin(), grp.members.end(), w), grp.members.end());
+      wk.in_flight.erase(wk.in_flight.begin());
+      --in_flight_total_;
+      wk.groups = std::max(0, wk.groups - 1);
+      if (wk.in_flight.empty()) return;
+    } else {
+      // A gang's other members are stuck in a collective with the lost rank: presumed hung.
+      // A task's held ranks are free again.
+      if (!grp.hold)
+        for (int m : grp.members)
+          if (m != w && !workers_[static_cast<std::size_t>(m)].gone) set_hung(workers_[static_cast<std::size_t>(m)], true);
+      std::vector<std::uint32_t> keep = wk.in_flight;  // end_group removes the head from every member
+      end_group(head);
+      wk.in_flight = std::move(keep);
+      ++in_flight_total_;  // the head, counted again below with the rest
     }
-    gangs_.erase(g);
   }
+  const std::uint32_t running = wk.in_flight.front();
   for (auto idx : wk.in_flight) {
     if (state(idx) != TaskState::Running || attempt_[idx] == 0) continue;
-    if (idx == head && !requeue_head) {
+    if (idx == running && !requeue_head) {
       fail_attempt(idx, why);
     } else {
       state_[idx] = static_cast<std::uint8_t>(TaskState::Pending);  // never started there
@@ -350,7 +584,7 @@ void Scheduler::check_hung(double now) {
     Worker& wk = workers_[static_cast<std::size_t>(w)];
     if (wk.hung || wk.gone || wk.in_flight.empty()) continue;
     const std::uint32_t head = wk.in_flight.front();
-    if (tasks_.ranks[head] > 1 && rank_[head] != w) continue;  // its leader speaks for it
+    if (tasks_.grouped(head) && rank_[head] != w) continue;  // its leader speaks for it
     const double timeout = tasks_.timeout_s[head];
     if (timeout <= 0 || now - wk.heard < timeout + kHangGraceS) continue;
     set_hung(wk, true);
@@ -361,6 +595,7 @@ void Scheduler::check_hung(double now) {
 }
 
 void Scheduler::abandon_running() {
+  while (!groups_.empty()) end_group(groups_.begin()->first);
   for (std::uint32_t i = 0; i < tasks_.size(); ++i)
     if (state(i) == TaskState::Running) {
       state_[i] = static_cast<std::uint8_t>(TaskState::Pending);

@@ -5,9 +5,20 @@
 // Policy (see farm.hpp): self-scheduling with a window of tasks in flight per worker; among
 // ready tasks the highest priority first, ties in job-file order; a task is ready when all its
 // dependencies are done; a failed attempt is retried up to the task's `retries`; a task that
-// fails for good skips its dependents, transitively; a task on several ranks ("gang") waits
-// for that many idle workers while nothing else is handed out (strict priority, no
-// starvation); a worker silent past its running task's timeout + kHangGraceS is presumed hung.
+// fails for good skips its dependents, transitively; a worker silent past its running task's
+// timeout + kHangGraceS is presumed hung.
+//
+// Groups: a task on several ranks (a "gang", every member runs it) or with resources (cores =
+// N: it holds N worker ranks of one node, only the first runs it; gpus: GPUs of that node for
+// it alone; memory: admitted while the node's running requests stay within its memory) is
+// placed on idle workers of one node (a gang across nodes only when no node has its ranks).
+// Workers in a group get nothing else. Smaller tasks fill the other workers around it; the
+// highest-priority group that cannot be placed reserves the ranks it needs on the node that
+// frees them soonest (fewest tasks in flight): they get no new work, and no other group takes
+// the node's GPUs or memory it needs, so it starts as soon as they drain (one reservation at a
+// time: the idea of EASY backfilling, Lifka 1995, without run-time estimates).
+// Allocation end (set_deadline): a task whose timeout does not fit in the time left is held
+// back, not started; it stays pending for a resume.
 //
 // State is kept in compact arrays indexed by task: about 32 bytes per task plus 8 per
 // dependency edge (dependents in compressed sparse rows), so 10 million tasks fit in about
@@ -15,7 +26,9 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
+#include <optional>
 #include <queue>
 #include <string>
 #include <utility>
@@ -29,10 +42,23 @@ namespace rankfarm::runtime::detail {
 /// What the scheduler needs of each task, in arrays indexed by task.
 struct TaskTable {
   std::vector<std::int32_t> priority;
-  std::vector<std::uint16_t> ranks;    ///< worker ranks the task runs on together (>= 1)
   std::vector<std::int32_t> retries;   ///< extra attempts after the first failure
   std::vector<float> timeout_s;        ///< per attempt; 0 = none
   std::vector<std::uint32_t> ndeps;    ///< number of dependencies
+  /// How a task is placed: the worker ranks it runs on together (a gang, >= 1), or on one
+  /// rank its resources on one node: worker ranks it holds (cores), GPUs, bytes of memory.
+  struct Shape {
+    std::uint16_t ranks = 1;
+    std::uint16_t cores = 1;
+    std::uint16_t gpus = 0;
+    std::uint64_t memory = 0;
+    bool operator==(const Shape&) const = default;
+  };
+  std::vector<Shape> shapes{Shape{}};  ///< distinct shapes; shapes[0]: one rank, one core, nothing else
+  std::vector<std::uint16_t> shape;    ///< by task: index into shapes (2 bytes per task)
+  /// Placed as a group (on several ranks, or with resources), not by the one-rank fast path.
+  bool grouped(std::uint32_t idx) const { return shape[idx] != 0; }
+  int ranks(std::uint32_t idx) const { return shapes[shape[idx]].ranks; }
   /// Dependents of task i: dependents[first_dependent[i] .. first_dependent[i + 1]).
   std::vector<std::uint32_t> first_dependent, dependents;
 
@@ -109,9 +135,24 @@ class Scheduler {
   void lost(int worker, const std::string& why, bool crashed);
   /// A rank that runs no tasks (a node leader, topology.hpp).
   void relay(int rank);
-  /// The node of each rank: a task on several ranks is placed on one node when any node has
-  /// that many worker ranks, across nodes only when none has.
-  void set_nodes(std::vector<int> node) { node_ = std::move(node); }
+  /// The node of each rank (node indices 0 .. N-1): groups are placed on one node (a gang
+  /// across nodes only when no node has its ranks).
+  void set_nodes(std::vector<int> node);
+  /// What each node (by node index) has beyond its worker ranks: GPUs and bytes of memory
+  /// (UINT64_MAX: not limited). By default no GPUs, memory not limited. After set_nodes.
+  struct NodeCapacity {
+    int gpus = 0;
+    std::uint64_t memory = UINT64_MAX;
+  };
+  void set_capacity(std::vector<NodeCapacity> capacity);
+  /// The allocation ends at `end` (seconds of the clock `now` is given in): a task is started
+  /// only when `now` + its timeout (0 without one) <= end - margin; the others are held back
+  /// (held()), pending for a resume.
+  void set_deadline(double end, double margin) {
+    deadline_ = end;
+    margin_ = margin;
+  }
+  double deadline() const { return deadline_; }
   /// No more dispatching; retries stay pending for a resume.
   void stop() { stopping_ = true; }
   /// After a stop: every running task back to pending (events: Interrupted).
@@ -128,8 +169,33 @@ class Scheduler {
   int attempt(std::uint32_t idx) const { return static_cast<int>(attempt_[idx]); }
   int failures(std::uint32_t idx) const { return static_cast<int>(failures_[idx]); }
   int rank(std::uint32_t idx) const { return rank_[idx]; }
-  /// The ranks of a gang in flight, leader first (empty for a task on one rank).
+  /// The ranks of a gang in flight, leader first (empty for a task on one rank, and for a task
+  /// with resources: only its first rank runs it).
   const std::vector<int>& members(std::uint32_t idx) const;
+  /// A group in flight: every rank it holds (leader first), its node (-1: a gang across
+  /// nodes), the indices of its GPUs in the node's inventory, its memory; null when none.
+  struct Group {
+    std::uint32_t attempt = 0;
+    std::vector<int> members;
+    bool hold = false;  // resources: the members other than the leader run nothing
+    int node = -1;
+    std::vector<int> gpus;
+    std::uint64_t memory = 0;
+    std::size_t reported = 0;
+    bool leader_ok = false, leader_interrupted = false;  // the leader's result
+    bool member_failed = false, member_interrupted = false;  // the other members'
+    double wall_s = 0;  // the longest member's
+  };
+  const Group* group(std::uint32_t idx) const {
+    auto g = groups_.find(idx);
+    return g == groups_.end() ? nullptr : &g->second;
+  }
+  /// Tasks held back because their timeout does not fit before the allocation's end.
+  std::size_t held() const { return held_.size(); }
+  /// The task holding the reservation, if any (for status and tests).
+  std::optional<std::uint32_t> reserved_for() const { return res_.active ? std::optional<std::uint32_t>(res_.idx) : std::nullopt; }
+  /// The ranks reserved for it.
+  const std::vector<int>& reserved_ranks() const { return res_.ranks; }
   bool has_dependents(std::uint32_t idx) const { return tasks_.first_dependent[idx + 1] > tasks_.first_dependent[idx]; }
   std::size_t size() const { return tasks_.size(); }
   std::size_t finished() const { return finished_; }
@@ -138,7 +204,7 @@ class Scheduler {
   std::size_t failed_total() const { return failed_total_; }  ///< also in earlier runs
   std::size_t skipped() const { return skipped_; }            ///< also in earlier runs
   std::size_t retried() const { return retried_; }
-  std::size_t ready() const { return ready_.size(); }
+  std::size_t ready() const { return ready_.size() + (res_.active ? 1 : 0); }
   bool complete() const { return finished_ == tasks_.size(); }
   std::size_t in_flight() const { return in_flight_total_; }
   std::size_t in_flight(int worker) const { return workers_[static_cast<std::size_t>(worker)].in_flight.size(); }
@@ -158,14 +224,24 @@ class Scheduler {
     std::vector<std::uint32_t> in_flight;
     double heard = 0;
     bool hung = false, gone = false, relay = false;
+    bool reserved = false;  // held for the reservation's task: no new work
+    int groups = 0;         // groups in flight: no other work meanwhile
   };
-  struct Gang {
-    std::uint32_t attempt = 0;
-    std::vector<int> members;
-    std::size_t reported = 0;
-    bool leader_ok = false, leader_interrupted = false;  // the leader's result
-    bool member_failed = false, member_interrupted = false;  // the other members'
-    double wall_s = 0;  // the longest member's
+  // What a group needs: k ranks (of one node unless a gang that fits no node), GPUs, memory.
+  struct Need {
+    int k = 1, gpus = 0;
+    std::uint64_t memory = 0;
+    bool hold = false;
+  };
+  struct Reservation {
+    bool active = false;
+    std::uint32_t idx = 0;
+    int node = -1;
+    std::vector<int> ranks;
+  };
+  struct NodeUse {
+    std::vector<char> gpu_busy;
+    std::uint64_t memory = 0;
   };
   struct Ready {
     std::int32_t priority;
@@ -178,7 +254,20 @@ class Scheduler {
   void mark_gone(Worker& w);
   void drop_in_flight(int w, const std::string& why, bool requeue_head = false);
   void begin_attempt(std::uint32_t idx, int rank);
-  bool place_gang(std::uint32_t idx, std::vector<Assignment>& out, double now);
+  Need need(std::uint32_t idx) const;
+  int node_of(int w) const { return node_.empty() ? 0 : node_[static_cast<std::size_t>(w)]; }
+  int first_worker() const { return size_ == 1 ? 0 : 1; }
+  bool usable(const Worker& w) const { return !w.hung && !w.gone; }
+  bool idle_for(int w, std::uint32_t idx) const;
+  int next_worker(std::size_t limit);
+  void build_view();
+  bool capable(int node, const Need& n) const;
+  bool place_group(std::uint32_t idx, std::vector<Assignment>& out, double now);
+  void start_group(std::uint32_t idx, const Need& n, int node, std::vector<int> ranks, std::vector<Assignment>& out, double now);
+  void end_group(std::uint32_t idx);
+  void reserve(std::uint32_t idx);
+  void clear_reservation();
+  std::string largest_node() const;
   void decide(std::uint32_t idx, bool ok, bool interrupted, const std::string& error);
   void fail_attempt(std::uint32_t idx, const std::string& error);
   void skip_dependents(std::uint32_t failed);
@@ -194,8 +283,19 @@ class Scheduler {
   std::map<std::uint32_t, std::uint8_t> crashes_;  // ranks whose process ended while running a task (rare: sparse)
   std::vector<Worker> workers_;
   std::vector<int> node_;  // by rank; empty: one node
+  int nodes_ = 1;
+  std::vector<NodeCapacity> cap_;
+  std::vector<NodeUse> use_;
   std::priority_queue<Ready> ready_;
-  std::map<std::uint32_t, Gang> gangs_;
+  std::map<std::uint32_t, Group> groups_;
+  Reservation res_;
+  std::vector<std::uint32_t> held_, deferred_;
+  double deadline_ = std::numeric_limits<double>::infinity(), margin_ = 0;
+  int cursor_ = 0;  // round-robin position of the one-rank fast path
+  // Per dispatch: each node's usable worker ranks and idle ones (built on the first group).
+  bool view_valid_ = false;
+  std::vector<int> view_usable_;
+  std::vector<std::vector<int>> view_idle_;
   std::vector<SchedEvent> events_;
   std::size_t finished_ = 0, done_ = 0, failed_ = 0, failed_total_ = 0, skipped_ = 0, retried_ = 0;
   double mean_task_s_ = -1;

@@ -168,7 +168,15 @@ ShellOutcome run_shell(const ShellRequest& req) {
   if (out < 0) out = out_file.emplace(open_for_task(req.stdout_path, O_WRONLY | O_CREAT | O_TRUNC)).get();
   if (err < 0) err = err_file.emplace(open_for_task(req.stderr_path, O_WRONLY | O_CREAT | O_TRUNC)).get();
   std::vector<char> msg(sizeof sp::kRun);
-  std::memcpy(msg.data(), &sp::kRun, sizeof sp::kRun);
+  std::memcpy(msg.data(), req.cpus.empty() ? &sp::kRun : &sp::kRunCpus, sizeof sp::kRun);
+  if (!req.cpus.empty()) {
+    auto put = [&](std::uint32_t v) {
+      const char* p = reinterpret_cast<const char*>(&v);
+      msg.insert(msg.end(), p, p + sizeof v);
+    };
+    put(static_cast<std::uint32_t>(req.cpus.size()));
+    for (int c : req.cpus) put(static_cast<std::uint32_t>(c));
+  }
   sp::encode_string(req.command, &msg);
   for (const auto& e : req.env) sp::encode_string(e, &msg);
   if (msg.size() > sp::kMaxMessage)

@@ -4,6 +4,8 @@
 //
 //   RUN     u32 kRun, then strings (u32 length + bytes): the command, then "NAME=value" for each
 //           task variable; with three file descriptors (SCM_RIGHTS): stdin, stdout, stderr
+//   RUNCPU  u32 kRunCpus, u32 n, n x u32 CPU, then as RUN: the command runs with that CPU
+//           affinity (a task's cores)
 //   SIGNAL  Signal{kSignal, N}: signal the running task's process group with N
 //   DONE    Done{kDone, 0, wait status, errno of a failed start (0: started)}
 #pragma once
@@ -21,6 +23,7 @@
 namespace rankfarm::runtime::shell_protocol {
 
 constexpr std::uint32_t kRun = 0x4e555246;     // "FRUN"
+constexpr std::uint32_t kRunCpus = 0x43555246; // "FRUC"
 constexpr std::uint32_t kSignal = 0x47495346;  // "FSIG"
 constexpr std::uint32_t kDone = 0x4e4f4446;    // "FDON"
 /// The largest RUN message: a single argument of execve(2) may not exceed 128 KiB

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rankfarm::launcher {
@@ -31,6 +32,8 @@ struct LaunchPlan {
   std::vector<std::string> env;         ///< "NAME=value" added to the environment
   std::vector<std::string> notes;       ///< why each choice was made, for --dry-run
   int ranks = 0;                        ///< ranks the launcher starts (MPI_COMM_WORLD's size)
+  /// Where they go: (host name, ranks on it), in the launcher's order (rank 0 on the first).
+  std::vector<std::pair<std::string, int>> hosts;
   /// The job goes on when a rank other than rank 0 dies (mpirun --enable-recovery, with ranks
   /// that watch each other): run_plan's rule for a rank that ended then watches rank 0 only.
   bool survives_rank_loss = false;

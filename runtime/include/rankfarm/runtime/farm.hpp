@@ -54,6 +54,7 @@
 #include "rankfarm/kernels/registry.hpp"
 #include "rankfarm/runtime/job.hpp"
 #include "rankfarm/runtime/journal.hpp"
+#include "rankfarm/runtime/resources.hpp"
 #include "rankfarm/runtime/task_output.hpp"
 
 namespace rankfarm::runtime {
@@ -97,6 +98,12 @@ struct FarmOptions {
   /// Shell tasks' stdout/stderr: stream files per rank (default) or a file per task.
   TaskOutputLayout task_output = TaskOutputLayout::Streams;
   Hierarchy hierarchy = Hierarchy::Auto;  ///< --hierarchy (rank 0's decides)
+  /// When the allocation ends, seconds since the epoch (--deadline); 0: Slurm's end time for
+  /// the job when inside one (resources.hpp's allocation_end), else none. A task whose timeout
+  /// does not fit in the time left (less deadline_margin()) is not started; when nothing more
+  /// fits, or the end less the margin is reached with tasks still running, the run stops as on a
+  /// signal and returns kExitInterrupted (75), for the batch script to requeue and resume.
+  double deadline_epoch_s = 0;
 };
 
 /// What check_job found: the loaded job, where it writes, and whether it resumes a journal.

@@ -6,11 +6,16 @@
 // TOML job file (every key checked; unknown keys are errors):
 //   [job]      name (string, required), output (dir), retries (int >= 0, default 0),
 //              timeout_s (seconds > 0; absent = no timeout), window (tasks in flight per worker),
-//              keep_stdout (bytes of each shell task's stdout kept, 0 .. 64 MiB, default 4096)
+//              keep_stdout (bytes of each shell task's stdout kept, 0 .. 64 MiB, default 4096),
+//              cores, gpus, memory (the defaults of tasks on one rank, see below)
 //   [[task]]   id, kernel + params = {...}  or  command = "shell line";
-//              priority (int, higher first, default 0), depends_on = [ids], retries, timeout_s
+//              priority (int, higher first, default 0), depends_on = [ids], retries, timeout_s,
+//              cores (worker ranks of one node the task holds, 1 .. 4096, default 1),
+//              gpus (GPUs of that node given to it alone, 0 .. 256, default 0),
+//              memory (bytes of the node's memory it is admitted against: "40GiB", "512MiB",
+//              "2GB", or an integer of bytes; default 0 = not counted)
 //   [[sweep]]  id, kernel, params = {...} (fixed), vary = { name = [values, ...], ... },
-//              priority, depends_on, retries, timeout_s. Expands to one task per point of the
+//              priority, depends_on, retries, timeout_s, cores, gpus, memory. Expands to one task per point of the
 //              Cartesian product of the `vary` lists, ids "<id>.<n>" with n from 0; parameters
 //              vary in alphabetical order of their names, the last one fastest.
 // depends_on names task ids or sweep ids (a sweep id stands for all of its tasks).
@@ -47,6 +52,12 @@ struct TaskSpec {
   int retries = 0;             ///< extra attempts after the first failure
   double timeout_s = 0.0;      ///< wall-clock limit per attempt, seconds; 0 = none
   int ranks = 1;               ///< worker ranks the task runs on together (kernels with run_on)
+  /// Worker ranks of one node the task holds while it runs (its cores: the command runs with
+  /// its CPU affinity set to theirs and OMP_NUM_THREADS = cores; a kernel gets
+  /// TaskContext::threads = cores). Tasks with ranks > 1 take 1.
+  int cores = 1;
+  int gpus = 0;                ///< GPUs of the node given to this task alone while it runs
+  std::uint64_t memory = 0;    ///< bytes of the node's memory admitted for it; 0 = not counted
   int line = 0;                ///< line in the job or command file
 };
 
@@ -92,7 +103,7 @@ struct JobEntry {
 
 /// A loaded job. `hash` covers every task's id and spec hash: a change to what any task
 /// computes (kind, kernel, parameters, command, dependencies) changes it. Scheduling policy
-/// (priority, retries, timeout_s) is not part of it, so it may be changed on --resume.
+/// (priority, retries, timeout_s, cores, gpus, memory) is not part of it, so it may be changed on --resume.
 ///
 /// Tasks are numbered 0 .. size()-1 in file order (results are written in this order); a
 /// task's id, parameters and spec hash are derived from its entry when asked for, so a
@@ -160,6 +171,14 @@ struct CommandFileOptions {
 /// Loads a command file (job name: the file's base name without extension). Throws InputError
 /// for an unreadable or empty file, or a line with a NUL byte.
 Job load_command_file(const std::string& path, const CommandFileOptions& options = {});
+
+/// Bytes in `text`: an integer of bytes with an optional unit, binary (KiB, MiB, GiB, TiB: powers of
+/// 1024) or decimal (kB, KB, MB, GB, TB: powers of 1000), e.g. "40GiB", "1.5 GiB", "512MiB".
+/// std::nullopt when it is not that, or exceeds 2^62 bytes.
+std::optional<std::uint64_t> parse_bytes(std::string_view text);
+
+/// "40 GiB", "512 MiB", "1.5 GiB", "17 B": bytes for people (binary units).
+std::string format_bytes(std::uint64_t bytes);
 
 /// Fills the entries' spec_hash / canonical and the job hash. Called by both loaders.
 void hash_job(Job& job);

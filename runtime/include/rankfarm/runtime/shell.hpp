@@ -33,6 +33,9 @@ struct ShellRequest {
   int stdout_fd = -1;        ///< the command's standard output, when set (a rank's spool); not closed
   int stderr_fd = -1;
   std::vector<std::string> env;  ///< "NAME=value" entries added to (or replacing in) environ
+  /// CPUs (OS numbers) the command runs on: its CPU affinity (sched_setaffinity), set before
+  /// /bin/sh starts and inherited by everything it starts. Empty: the rank's own affinity.
+  std::vector<int> cpus;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::function<bool()> should_stop;  ///< polled every 50 ms; true kills the task
   double kill_grace_s = 2.0;          ///< seconds between SIGTERM and SIGKILL
