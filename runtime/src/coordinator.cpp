@@ -129,6 +129,7 @@ class Coordinator {
           r.started_at = epoch_seconds();
           if (const double timeout = job_.entry_of(e.idx).base.timeout_s; timeout > 0) r.deadline = r.started_at + timeout;
           else r.deadline = 0;
+          journal_placement(e.idx, e.rank, r.attempt);
           break;
         case SchedEvent::Done:
           r.state = TaskState::Done;
@@ -465,6 +466,35 @@ class Coordinator {
     Outcome o = self_->run(job_.task(idx), idx, static_cast<std::uint32_t>(sched_.attempt(idx)), {}, placement(idx));
     on_outcome(0, std::move(o));
     return true;
+  }
+
+  // A task with resources: where this attempt runs, for `rankfarm status`.
+  void journal_placement(std::uint32_t idx, int rank, int attempt) {
+    const Scheduler::Group* g = sched_.group(idx);
+    if (g == nullptr || !g->hold) return;
+    const Placement p = placement(idx);
+    PlacementRow row;
+    row.idx = idx;
+    row.attempt = static_cast<std::uint32_t>(attempt);
+    row.rank = rank;
+    row.cores = static_cast<int>(g->members.size());
+    row.cpus = cpu_ranges(p.cpus);
+    row.gpus = fmt::format("{}", fmt::join(p.gpus, ","));
+    row.memory = g->memory;
+    writer_->push_placement(std::move(row));
+  }
+
+  // "0-3,8,10-11".
+  static std::string cpu_ranges(const std::vector<int>& cpus) {
+    std::string out;
+    for (std::size_t i = 0; i < cpus.size();) {
+      std::size_t j = i;
+      while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+      out += fmt::format("{}{}", out.empty() ? "" : ",", cpus[i]);
+      if (j > i) out += fmt::format("-{}", cpus[j]);
+      i = j + 1;
+    }
+    return out;
   }
 
   // Where a task with resources runs: its ranks' cores and its GPUs' names (empty otherwise).

@@ -526,8 +526,27 @@ int print_status(const std::string& dir, std::ostream& out) {
                        !r.outcome.empty()                      ? r.outcome
                        : holder && r.run == runs.back().run    ? "running"
                                                                : "did not finish (killed?)");
-  if (counts[TaskState::Running] > 0)
+  if (counts[TaskState::Running] > 0) {
+    // Each running task, where it runs, and what it holds (cores, GPUs, memory).
+    std::map<std::uint32_t, PlacementRow> placed;
+    for (auto& p : j->running_placements()) placed.emplace(p.idx, std::move(p));
+    const auto running = j->tasks_in_state(TaskState::Running);
+    out << "running tasks (rank: cores, CPUs, GPUs, memory):\n";
+    constexpr std::size_t kShown = 50;
+    for (std::size_t i = 0; i < running.size() && i < kShown; ++i) {
+      const auto& r = running[i];
+      std::string what = "1 core";
+      if (auto p = placed.find(r.idx); p != placed.end()) {
+        const PlacementRow& pl = p->second;
+        what = fmt::format("{} core(s), CPUs {}", pl.cores, pl.cpus.empty() ? "-" : pl.cpus);
+        if (!pl.gpus.empty()) what += fmt::format(", GPUs {}", pl.gpus);
+        if (pl.memory > 0) what += fmt::format(", {}", format_bytes(pl.memory));
+      }
+      out << fmt::format("  {} (attempt {}) on rank {}: {}\n", r.task_id, r.record.attempt, r.record.rank, what);
+    }
+    if (running.size() > kShown) out << fmt::format("  ... and {} more\n", running.size() - kShown);
     out << "tasks marked running: the job is running, or was killed; they run again on --resume\n";
+  }
   return kExitOk;
 }
 

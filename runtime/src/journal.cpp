@@ -42,6 +42,9 @@ constexpr const char* kCreateOutputsSql =
     "CREATE TABLE IF NOT EXISTS outputs(idx INTEGER NOT NULL, attempt INTEGER NOT NULL, rank INTEGER NOT NULL,"
     " file TEXT NOT NULL, out_off INTEGER NOT NULL, out_len INTEGER NOT NULL, err_off INTEGER NOT NULL,"
     " err_len INTEGER NOT NULL, PRIMARY KEY(idx, attempt));";
+constexpr const char* kCreatePlacementsSql =
+    "CREATE TABLE IF NOT EXISTS placements(idx INTEGER NOT NULL, attempt INTEGER NOT NULL, rank INTEGER NOT NULL,"
+    " cores INTEGER NOT NULL, cpus TEXT NOT NULL, gpus TEXT NOT NULL, memory INTEGER NOT NULL, PRIMARY KEY(idx, attempt));";
 constexpr const char* kLoadRunsSql =
     "SELECT run, started_at, COALESCE(finished_at, 0), ranks, hosts, COALESCE(outcome, '') FROM runs ORDER BY run";
 
@@ -189,6 +192,7 @@ std::unique_ptr<Journal> Journal::create(const std::string& path, const Job& job
       "CREATE TABLE runs(run INTEGER PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,"
       " ranks INTEGER NOT NULL, hosts TEXT NOT NULL, outcome TEXT);");
   j->exec(kCreateOutputsSql);
+  j->exec(kCreatePlacementsSql);
   j->set_meta("format", kFormat);
   j->set_meta("job_name", job.name);
   j->set_meta("job_hash", job.hash);
@@ -245,6 +249,7 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
   if (!read_only) {
     try {
       j->exec(kCreateOutputsSql);
+      j->exec(kCreatePlacementsSql);
     } catch (const std::exception& e) {
       throw InputError(path, 0, "outputs", fmt::format("cannot add the output index: {}", e.what()));
     }
@@ -498,9 +503,24 @@ std::size_t Journal::task_count() const {
 
 void Journal::attach(const Job& job) { job_ = &job; }
 
-void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs) {
+void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs,
+                    const std::vector<PlacementRow>& placements) {
   exec("BEGIN IMMEDIATE;");
   try {
+    if (!placements.empty()) {
+      Stmt p(db_, "INSERT OR REPLACE INTO placements VALUES(?,?,?,?,?,?,?)");
+      for (const auto& row : placements) {
+        p.bind(1, static_cast<std::int64_t>(row.idx));
+        p.bind(2, static_cast<std::int64_t>(row.attempt));
+        p.bind(3, static_cast<std::int64_t>(row.rank));
+        p.bind(4, static_cast<std::int64_t>(row.cores));
+        p.bind(5, row.cpus);
+        p.bind(6, row.gpus);
+        p.bind(7, static_cast<std::int64_t>(row.memory));
+        p.step();
+        p.reset();
+      }
+    }
     if (counts_stored_) {  // the counts of the last run's end no longer hold
       exec("DELETE FROM meta WHERE key='state_counts';");
       counts_stored_ = false;
@@ -600,6 +620,31 @@ OutputRow read_output_row(sqlite3_stmt* s) {
 }
 }  // namespace
 
+std::vector<PlacementRow> Journal::running_placements() const {
+  std::vector<PlacementRow> rows;
+  {
+    Stmt t(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='placements'");
+    if (!t.step()) return rows;
+  }
+  Stmt s(db_,
+         "SELECT p.idx, p.attempt, p.rank, p.cores, p.cpus, p.gpus, p.memory FROM placements p JOIN tasks t"
+         " ON t.idx = p.idx AND t.attempt = p.attempt WHERE t.state = 'running' ORDER BY p.idx");
+  while (s.step()) {
+    PlacementRow r;
+    r.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0));
+    r.attempt = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 1));
+    r.rank = sqlite3_column_int(s.get(), 2);
+    r.cores = sqlite3_column_int(s.get(), 3);
+    const auto* cpus = sqlite3_column_text(s.get(), 4);
+    const auto* gpus = sqlite3_column_text(s.get(), 5);
+    r.cpus = cpus != nullptr ? reinterpret_cast<const char*>(cpus) : "";
+    r.gpus = gpus != nullptr ? reinterpret_cast<const char*>(gpus) : "";
+    r.memory = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 6));
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
 std::vector<OutputRow> Journal::outputs() const {
   std::vector<OutputRow> rows;
   if (!has_outputs()) return rows;
@@ -690,6 +735,11 @@ void JournalWriter::push_output(OutputRow row) {
   outputs_.push_back(std::move(row));
 }
 
+void JournalWriter::push_placement(PlacementRow row) {
+  std::lock_guard lk(mu_);
+  placements_.push_back(std::move(row));
+}
+
 void JournalWriter::flush() {
   std::unique_lock lk(mu_);
   const std::uint64_t target = pushed_;
@@ -717,14 +767,16 @@ double JournalWriter::cpu_seconds() const {
 void JournalWriter::loop() {
   std::vector<std::pair<std::uint32_t, TaskRecord>> batch;
   std::vector<OutputRow> outputs;
+  std::vector<PlacementRow> placements;
   std::unique_lock lk(mu_);
   for (;;) {
     cv_.wait_for(lk, interval_, [&] { return stop_ || flush_requested_ || queue_.size() >= 4096; });
     flush_requested_ = false;
     const bool stopping = stop_;
-    if ((!queue_.empty() || !outputs_.empty()) && !error_) {
+    if ((!queue_.empty() || !outputs_.empty() || !placements_.empty()) && !error_) {
       batch.swap(queue_);
       outputs.swap(outputs_);
+      placements.swap(placements_);
       const std::uint64_t n = batch.size();
       lk.unlock();
       done_cv_.notify_all();  // room in the queue again
@@ -741,12 +793,13 @@ void JournalWriter::loop() {
       batch.resize(kept);
       std::exception_ptr err;
       try {
-        journal_.write(batch, outputs);
+        journal_.write(batch, outputs, placements);
       } catch (...) {
         err = std::current_exception();
       }
       batch.clear();
       outputs.clear();
+      placements.clear();
       rusage u{};
       getrusage(RUSAGE_THREAD, &u);
       lk.lock();
@@ -756,9 +809,10 @@ void JournalWriter::loop() {
     } else if (error_) {
       queue_.clear();
       outputs_.clear();
+      placements_.clear();
     }
     done_cv_.notify_all();
-    if (stopping && queue_.empty() && outputs_.empty()) return;
+    if (stopping && queue_.empty() && outputs_.empty() && placements_.empty()) return;
   }
 }
 

@@ -194,7 +194,7 @@ NodeInventory detect_node_inventory() {
       found = true;
     }
   }
-  if (inv.gpus_from.empty()) inv.gpus_from = "hwloc (no GPU found)";
+  if (inv.gpus_from.empty()) inv.gpus_from = "hwloc: none found";
 
   // Memory: the override, then Slurm's per-node limit, then the machine within its cgroup.
   if (const char* v = std::getenv("RANKFARM_NODE_MEMORY"); v != nullptr) {
@@ -207,9 +207,13 @@ NodeInventory detect_node_inventory() {
     inv.memory = std::strtoull(m.c_str(), nullptr, 10) << 20;
     inv.memory_from = "SLURM_MEM_PER_NODE";
   } else {
+    // The machine's memory as the kernel counts it (MemTotal); hwloc's NUMA nodes' sum when
+    // that is unknown. Within this process's cgroup limit.
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    const std::uint64_t machine = pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : hwloc_memory;
     const std::uint64_t cg = cgroup_memory_limit();
-    inv.memory = hwloc_memory > 0 ? std::min(hwloc_memory, cg) : cg;
-    inv.memory_from = cg < hwloc_memory ? "the cgroup's memory limit" : "hwloc (the machine's memory)";
+    inv.memory = machine > 0 ? std::min(machine, cg) : cg;
+    inv.memory_from = cg < machine ? "the cgroup's memory limit" : "the machine's memory (MemTotal)";
     if (inv.memory == UINT64_MAX) inv.memory = 0, inv.memory_from = "unknown";
   }
   return inv;
@@ -292,9 +296,9 @@ std::vector<std::string> describe_offers(const Job& job, const std::vector<NodeO
     if (t.gpus > gpus) gpus = t.gpus, gpus_id = t.id;
     if (t.memory > memory) memory = t.memory, memory_id = t.id;
   }
-  out.push_back(fmt::format("largest requests: {} core(s){}, {} GPU(s){}, {} of memory{}", cores,
-                            cores_id.empty() ? "" : " (" + cores_id + ")", gpus, gpus_id.empty() ? "" : " (" + gpus_id + ")",
-                            memory == 0 ? "no request" : format_bytes(memory), memory_id.empty() ? "" : " (" + memory_id + ")"));
+  out.push_back(fmt::format("largest requests: {} core(s){}, {} GPU(s){}, {}", cores, cores_id.empty() ? "" : " (" + cores_id + ")",
+                            gpus, gpus_id.empty() ? "" : " (" + gpus_id + ")",
+                            memory == 0 ? "no memory request" : fmt::format("{} of memory ({})", format_bytes(memory), memory_id)));
   return out;
 }
 

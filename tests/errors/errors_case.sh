@@ -44,6 +44,13 @@ run_case() {
   job-priority-type) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\npriority = "high"\n'; "$RF" run job.toml ;;
   job-retries-range) job '[job]\nname = "x"\nretries = -1\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
   job-timeout-range) job '[job]\nname = "x"\ntimeout_s = -5\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  job-cores-range) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\ncores = 0\n'; "$RF" run job.toml ;;
+  job-gpus-range) job '[job]\nname = "x"\ngpus = -1\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  job-memory-bad) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\nmemory = "lots"\n'; "$RF" run job.toml ;;
+  job-resources-gang) job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "stencil"\nranks = 2\ncores = 2\n'; "$RF" run job.toml ;;
+  job-cores-too-many) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\ncores = 8\n'; "$RF" run job.toml -n 3 --output out ;;
+  job-gpus-too-many) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\ngpus = 3\n'; RANKFARM_NODE_GPUS=2 "$RF" run job.toml -n 2 --output out ;;
+  job-memory-too-much) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\nmemory = "16GiB"\n'; RANKFARM_NODE_MEMORY=8GiB "$RF" run job.toml -n 2 --output out ;;
   job-window-range) job '[job]\nname = "x"\nwindow = 0\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
   job-unknown-dependency) job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\ndepends_on = ["nope"]\n'; "$RF" run job.toml ;;
   job-cycle) job '[job]\nname = "x"\n[[task]]\nid = "a"\ncommand = "true"\ndepends_on = ["b"]\n[[task]]\nid = "b"\ncommand = "true"\ndepends_on = ["a"]\n'; "$RF" run job.toml ;;
@@ -129,6 +136,8 @@ run_case() {
   env-transport) ok_job; RANKFARM_TRANSPORT=bogus "$RF" run job.toml -n 2 --output out ;;
   env-bulk-threshold) ok_job; RANKFARM_BULK_THRESHOLD=abc "$RF" run job.toml -n 2 --output out ;;
   env-progress) ok_job; RANKFARM_PROGRESS=x "$RF" run job.toml -n 2 --output out ;;
+  env-node-gpus) ok_job; RANKFARM_NODE_GPUS=0,0 "$RF" run job.toml -n 2 --output out ;;
+  env-node-memory) ok_job; RANKFARM_NODE_MEMORY=lots "$RF" run job.toml -n 2 --output out ;;
   env-pretend-nodes) ok_job; RANKFARM_PRETEND_NODES=two "$RF" run job.toml -n 2 --output out ;;
   env-transport-unusable) echo "echo hi" > cmds.txt
     RANKFARM_TCP_IF=nope0 RANKFARM_TRANSPORT=tcp "$RF" run --commands cmds.txt -n 2 --output out --keep-stdout 100000 ;;
@@ -151,6 +160,8 @@ run_case() {
   opt-job-and-commands) ok_job; "$RF" run job.toml --commands job.toml ;;
   opt-retry-failed) ok_job; "$RF" run job.toml --retry-failed ;;
   opt-dry-run-under-mpirun) ok_job; "${MPI2[@]}" "$RF" run job.toml --dry-run ;;
+  opt-deadline) ok_job; "$RF" run job.toml --deadline tomorrow ;;
+  opt-deadline-past) ok_job; "$RF" run job.toml --deadline @1000 ;;
   opt-hierarchy) ok_job; "$RF" run job.toml --hierarchy tree ;;
   opt-launcher) "$RF" launch --launcher bogus --dry-run -- true ;;
   opt-sbatch-time) ok_job; "$RF" sbatch job.toml --time xyz ;;

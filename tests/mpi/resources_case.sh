@@ -63,6 +63,18 @@ EOF
   mpirun --oversubscribe --stdin none -n 4 "$RF" run job.toml --output out2 > run2.log 2>&1 || { cat run2.log; fail "mpirun run"; }
   grep -q "^nproc=2 omp=2" <(cd out2 && "$RF" log . wide) || fail "under mpirun: the cores = 2 task"
   echo "a cores = 2 task runs on 2 CPUs with OMP_NUM_THREADS=2 (front end and plain mpirun)"
+  # rankfarm status while it runs: each running task with its cores, CPUs, GPUs and memory.
+  printf '[job]\nname = "st"\n[[task]]\nid = "wide"\ncores = 2\ngpus = 1\nmemory = "1GiB"\ncommand = "sleep 4"\n[[task]]\nid = "small"\ncommand = "sleep 4"\n' > st.toml
+  RANKFARM_NODE_GPUS=2 "$RF" run -n 4 st.toml --output st > st.log 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do
+    "$RF" status st > status.txt 2>/dev/null && grep -q "^  small (attempt 1)" status.txt && break
+    sleep 0.1
+  done
+  grep -q "^  wide (attempt 1) on rank [0-9]*: 2 core(s), CPUs [0-9,-]*, GPUs [01], 1 GiB$" status.txt || { cat status.txt; fail "status does not show the running task's cores, GPUs and memory"; }
+  grep -q "^  small (attempt 1) on rank [0-9]*: 1 core$" status.txt || { cat status.txt; fail "status: the 1-core task"; }
+  wait $pid || { cat st.log; fail "the status run"; }
+  echo "rankfarm status: $(grep "wide (attempt" status.txt)"
   ;;
 
 gpus)
@@ -76,6 +88,10 @@ gpus)
     done
     for i in $(seq 0 5); do echo "[[task]]"; echo "id = \"c$i\""; echo 'command = "sleep 0.2; echo cpu=${CUDA_VISIBLE_DEVICES-unset}"'; done
   } > job.toml
+  # --dry-run says what each node has and what the largest request needs.
+  RANKFARM_NODE_GPUS=4 "$RF" run -n 7 job.toml --output out --dry-run > dry.log 2>&1 || { cat dry.log; fail "dry run"; }
+  grep -q "^# node .*: 6 worker rank(s) on [0-9]* core(s); 4 GPU(s) \[0,1,2,3\] from RANKFARM_NODE_GPUS; .* of memory from " dry.log || { cat dry.log; fail "--dry-run: no node inventory"; }
+  grep -q "^# largest requests: 1 core(s), 2 GPU(s) (g0), no memory request$" dry.log || { cat dry.log; fail "--dry-run: the largest request"; }
   RANKFARM_NODE_GPUS=4 "$RF" run -n 7 job.toml --output out > run.log 2>&1 || { cat run.log; fail "run"; }
   [[ $(wc -l < gpu.log) -eq 12 ]] || { cat gpu.log; fail "not every GPU task ran once"; }
   # Each: as many GPUs as asked, the same list in every variable.

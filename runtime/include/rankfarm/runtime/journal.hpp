@@ -23,6 +23,8 @@
 //                                           where each attempt's output is (task_output.hpp);
 //                                           added to journals of earlier releases when opened
 //                                           for writing
+//   placements(idx, attempt, rank, cores, cpus, gpus, memory; PRIMARY KEY(idx, attempt)): where
+//              each attempt of a task with resources ran (its CPUs, its GPUs, its memory request)
 // Times are seconds since the Unix epoch (UTC). `result` holds the kernel's output values as
 // little-endian binary64. A task's state and its result change in one transaction, so a task
 // is never seen done without its result. Durability: a commit survives kill -9 and power loss;
@@ -117,6 +119,18 @@ class TaskRecords {
   std::unordered_map<std::uint32_t, std::string> error_, stdout_;  // only non-empty texts
 };
 
+/// One row of `placements`: where an attempt of a task with resources (cores, GPUs, memory)
+/// ran: the rank that ran it, its cores and their CPUs, its GPUs, its memory request.
+struct PlacementRow {
+  std::uint32_t idx = 0;
+  std::uint32_t attempt = 0;
+  int rank = 0;
+  int cores = 1;
+  std::string cpus;  ///< "0-1,4": OS CPU numbers
+  std::string gpus;  ///< "0,1": the node's names for them
+  std::uint64_t memory = 0;
+};
+
 /// One start of the job: the first run, or a resume.
 struct RunRecord {
   int run = 0;
@@ -201,7 +215,11 @@ class Journal {
   void attach(const Job& job);
   /// Writes the given task records in one transaction. Throws std::runtime_error (with the
   /// SQLite message, e.g. "database or disk is full") and rolls back on failure.
-  void write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs = {});
+  void write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs = {},
+             const std::vector<PlacementRow>& placements = {});
+  /// The placement rows of the tasks journalled running, in index order (nothing when the
+  /// journal has no `placements` table: journals of earlier releases opened for reading).
+  std::vector<PlacementRow> running_placements() const;
   /// The task with this id: its index and the attempts dispatched so far; nullopt if none.
   std::optional<std::pair<std::uint32_t, int>> find_task(const std::string& task_id) const;
   /// Where attempt `attempt` of task `idx` put its output (`attempt` <= 0: the latest attempt
@@ -246,6 +264,8 @@ class JournalWriter {
   /// Queues an `outputs` row; committed in the same transaction as the task updates pushed
   /// with it.
   void push_output(OutputRow row);
+  /// Queues a `placements` row, committed with the task updates pushed with it.
+  void push_placement(PlacementRow row);
   /// Blocks until everything pushed before the call is committed; rethrows a commit error.
   void flush();
   /// The first commit error, if any (the coordinator checks it each round and stops).
@@ -263,6 +283,7 @@ class JournalWriter {
   std::condition_variable cv_, done_cv_;
   std::vector<std::pair<std::uint32_t, TaskRecord>> queue_;
   std::vector<OutputRow> outputs_;
+  std::vector<PlacementRow> placements_;
   std::uint64_t pushed_ = 0, committed_ = 0, commits_ = 0;
   double cpu_s_ = 0;
   bool stop_ = false, flush_requested_ = false;

@@ -45,8 +45,8 @@ struct NodeInventory {
 ///     one per PCI device, numbered 0.. in PCI order; with no GPU plugin, NVIDIA (0x10de) and
 ///     AMD (0x1002) display controllers on the PCI bus.
 /// Memory: RANKFARM_NODE_MEMORY (bytes with a unit, parse_bytes), else SLURM_MEM_PER_NODE
-/// (MiB), else the smaller of hwloc's total memory and this process's cgroup limit (v2
-/// memory.max or v1 memory.limit_in_bytes). Throws InputError("environment", 0, VARIABLE, ...)
+/// (MiB), else the smaller of the machine's memory (sysconf: MemTotal; hwloc's NUMA nodes when
+/// unknown) and this process's cgroup limit (v2 memory.max or v1 memory.limit_in_bytes). Throws InputError("environment", 0, VARIABLE, ...)
 /// for a bad RANKFARM_NODE_GPUS or RANKFARM_NODE_MEMORY.
 NodeInventory detect_node_inventory();
 
