@@ -319,7 +319,12 @@ int main(int argc, char** argv) {
     }
     if (*probe) {
       if (!rankfarm::launcher::under_mpi_launcher())
-        return rankfarm::launcher::run_plan(rankfarm::launcher::plan_local_mpirun(probe_ranks, {self_exe(), "probe"}));
+      {
+        ln::LaunchRequest req;
+        req.ranks = probe_ranks;
+        req.program = {self_exe(), "probe"};
+        return ln::run_plan(ln::plan_launch(req, ln::detect_site(req)));
+      }
       int provided = 0;
       MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
       const int code = rankfarm::app::run_probe(MPI_COMM_WORLD, std::cout);
@@ -387,34 +392,28 @@ int main(int argc, char** argv) {
         }
         program.push_back(a);
       }
-      rankfarm::launcher::LaunchPlan plan;
-      const char* slurm_job = std::getenv("SLURM_JOB_ID");
-      if (!run_hostfile.empty() || (slurm_job != nullptr && *slurm_job != '\0')) {
-        // Several nodes: the launcher places one rank per core on each (rank 0, the
-        // coordinator, takes one of them).
-        ln::LaunchRequest req;
-        req.ranks = ranks;
-        req.hostfile = run_hostfile;
-        req.oversubscribe = run_oversubscribe;
-        req.program = program;
-        req.dry_run = dry_run;
-        plan = ln::plan_launch(req, ln::detect_site(req));
-      } else {
-        rt::check_forced_transport_here();  // the ranks run here
-        const int n = ranks > 0 ? ranks : rankfarm::launcher::available_cores() + 1;
-        plan = rankfarm::launcher::plan_local_mpirun(n, program);
+      // One planner for this machine, a hostfile's hosts or a Slurm allocation: on this machine
+      // one rank per core and rank 0 beside them (oversubscribed: idle ranks sleep); elsewhere
+      // one rank per slot (rank 0, the coordinator, takes one of them).
+      ln::LaunchRequest req;
+      req.hostfile = run_hostfile;
+      req.oversubscribe = run_oversubscribe;
+      req.program = program;
+      req.dry_run = dry_run;
+      const ln::Site site = ln::detect_site(req);
+      req.ranks = ranks > 0 ? ranks : site.where == ln::Where::Local ? ln::available_cores() + 1 : 0;
+      if (site.where == ln::Where::Local) rt::check_forced_transport_here();  // the ranks run here
+      ln::LaunchPlan plan = ln::plan_launch(req, site);
+      if (site.where == ln::Where::Local && plan.launcher == "mpirun") {
         // On one host each rank's process is watched by the rank it reports to, and each rank
         // watches its parent (runtime/src/process_watch.hpp): a rank that dies is noticed and
         // its tasks go elsewhere, so mpirun need not end the job for it.
-        if (!plan.argv.empty() && plan.argv[0] == "mpirun") {
-          plan.argv.insert(plan.argv.begin() + 1, "--enable-recovery");
-          plan.survives_rank_loss = true;
-          // Open MPI 4.1.4 prints this on every run with --enable-recovery (its PMIx event
-          // registration); it says nothing about the job.
-          plan.drop_stderr.push_back("PMIX ERROR: BAD-PARAM in file ../../../src/event/pmix_event_notification.c");
-          plan.notes.push_back("--enable-recovery: a rank that dies does not end the job; the rank it reports to notices and its "
-                               "tasks run on other ranks");
-        }
+        plan.survives_rank_loss = true;
+        // Open MPI 4.1.4 prints this on every run with --enable-recovery (its PMIx event
+        // registration); it says nothing about the job.
+        plan.drop_stderr.push_back("PMIX ERROR: BAD-PARAM in file ../../../src/event/pmix_event_notification.c");
+        plan.notes.push_back("--enable-recovery: a rank that dies does not end the job; the rank it reports to notices and its "
+                             "tasks run on other ranks");
       }
       // Tasks on several ranks, and tasks' cores, GPUs and memory, must fit the ranks and nodes
       // planned, checked before any rank starts (other nodes are taken to be like this one).
@@ -468,10 +467,6 @@ int main(int argc, char** argv) {
       plan.env.push_back("RANKFARM_DONE_FILE=" + done_file);
       plan.env.push_back("RANKFARM_READY_FILE=" + ready_file);
       if (!job_plan.empty()) plan.env.push_back("RANKFARM_JOB_PLAN=" + job_plan);
-      if (!plan.argv.empty() && plan.argv[0] == "mpirun") {
-        plan.argv.insert(plan.argv.begin() + 1, {"-x", "RANKFARM_DONE_FILE", "-x", "RANKFARM_READY_FILE"});
-        if (!job_plan.empty()) plan.argv.insert(plan.argv.begin() + 1, {"-x", "RANKFARM_JOB_PLAN"});
-      }
       const int code = rankfarm::launcher::run_plan(plan, done_file, 30, ready_file);
       std::filesystem::remove(done_file, ec);
       std::filesystem::remove(ready_file, ec);

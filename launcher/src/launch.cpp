@@ -93,36 +93,27 @@ int available_cores() {
   return std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)) > 0 ? static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)) : 1;
 }
 
-LaunchPlan plan_local_mpirun(int ranks, const std::vector<std::string>& program) {
-  if (ranks < 1) throw std::invalid_argument("the number of ranks must be at least 1");
-  LaunchPlan p;
-  const int cores = available_cores();
-  p.ranks = ranks;
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
-  p.hosts = {{host, ranks}};
-  p.argv = {"mpirun", "-n", std::to_string(ranks)};
-  if (ranks > cores) {
-    p.argv.push_back("--oversubscribe");
-    p.notes.push_back("--oversubscribe: " + std::to_string(ranks) + " ranks on " + std::to_string(cores) +
-                      " cores (idle ranks back off instead of spinning)");
+std::vector<std::string> command_line(const LaunchPlan& plan) {
+  std::vector<std::string> argv{plan.launcher};
+  const bool mpirun = plan.launcher == "mpirun";
+  if (mpirun && plan.survives_rank_loss) argv.emplace_back("--enable-recovery");
+  argv.insert(argv.end(), plan.options.begin(), plan.options.end());
+  if (mpirun) {
+    for (const auto& e : plan.env) argv.insert(argv.end(), {"-x", e.substr(0, e.find('='))});
+    argv.insert(argv.end(), {"--stdin", "none"});
   }
-  p.argv.insert(p.argv.end(), {"--stdin", "none"});
-  p.notes.push_back("--stdin none: no rank reads the terminal");
-  p.argv.insert(p.argv.end(), program.begin(), program.end());
-  if (geteuid() == 0 && std::getenv("OMPI_ALLOW_RUN_AS_ROOT") == nullptr) {
-    p.env = {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"};
-    p.notes.push_back("running as root: Open MPI refuses to start without OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM)=1");
-  }
-  return p;
+  argv.insert(argv.end(), plan.program.begin(), plan.program.end());
+  return argv;
 }
 
 std::string render(const LaunchPlan& plan) {
   std::string out;
   for (const auto& e : plan.env) out += quote(e) + " ";
-  for (std::size_t i = 0; i < plan.argv.size(); ++i) {
+  for (const auto& e : plan.launcher_env) out += quote(e) + " ";
+  const std::vector<std::string> argv = command_line(plan);
+  for (std::size_t i = 0; i < argv.size(); ++i) {
     if (i) out += ' ';
-    out += quote(plan.argv[i]);
+    out += quote(argv[i]);
   }
   return out;
 }
@@ -166,16 +157,18 @@ void filter_stderr(int fd, const std::vector<std::string>& drop, const std::atom
 int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardown_s, const std::string& ready_file) {
   std::set<std::string> names;
   for (const auto& e : plan.env) names.insert(e.substr(0, e.find('=')));
+  for (const auto& e : plan.launcher_env) names.insert(e.substr(0, e.find('=')));
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     std::string s(*e);
     if (!names.count(s.substr(0, s.find('=')))) env.push_back(s);
   }
   env.insert(env.end(), plan.env.begin(), plan.env.end());
+  env.insert(env.end(), plan.launcher_env.begin(), plan.launcher_env.end());
   std::vector<char*> envp, argv;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  std::vector<std::string> args = plan.argv;
+  std::vector<std::string> args = command_line(plan);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
@@ -302,7 +295,7 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
       if (child_lost_at && now - *child_lost_at > std::chrono::duration<double>(teardown_s / 2)) {
         std::fprintf(stderr, "rankfarm: a rank ended but %s did not end the job within %.0f s (a launcher hang); "
                              "killing it. Everything committed is in the journal: --resume continues\n",
-                     plan.argv[0].c_str(), teardown_s / 2);
+                     plan.launcher.c_str(), teardown_s / 2);
         kill_launcher(pid);
         waitpid(pid, &status, 0);
         sigaction(SIGINT, &old_int, nullptr);
@@ -321,7 +314,7 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
       }
     } else if (Clock::now() - *done_at > std::chrono::duration<double>(teardown_s)) {
       std::fprintf(stderr, "rankfarm: the job ended (exit %d, everything saved) but %s did not exit within %.0f s "
-                           "(a node lost?); killing it\n", done_code, plan.argv[0].c_str(), teardown_s);
+                           "(a node lost?); killing it\n", done_code, plan.launcher.c_str(), teardown_s);
       kill_launcher(pid);
       waitpid(pid, &status, 0);
       sigaction(SIGINT, &old_int, nullptr);

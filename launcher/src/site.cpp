@@ -266,7 +266,10 @@ Site detect_site(const LaunchRequest& req) {
   s.rdma_device = std::filesystem::is_directory("/sys/class/infiniband", ec) &&
                   !std::filesystem::is_empty("/sys/class/infiniband", ec);
   s.mpi = read_mpi_defaults();
+  // The fabric carries traffic between nodes: on this machine alone MPI uses shared memory, and
+  // asking libfabric (about 0.3 s per provider) would only slow every start.
   for (const char* prov : {"efa", "cxi", "psm3", "psm2", "verbs"}) {
+    if (s.where == Where::Local) break;
     std::string ignored;
     if (capture({"fi_info", "-p", prov, "-t", "FI_EP_RDM"}, &ignored) == 0) s.fabric_providers.emplace_back(prov);
   }
@@ -313,30 +316,55 @@ LaunchPlan plan_launch(const LaunchRequest& req, const Site& site) {
     throw LaunchInputError(source, 0, "-N", std::to_string(nodes) + " nodes asked for, the " + to_string(site.where) + " has " +
                                                 std::to_string(available));
   std::vector<Host> used(site.hosts.begin(), site.hosts.begin() + nodes);
-  int min_slots = used.front().slots, total_slots = 0;
-  for (const auto& h : used) min_slots = std::min(min_slots, h.slots), total_slots += h.slots;
+  int min_slots = used.front().slots, max_slots = used.front().slots;
+  for (const auto& h : used) min_slots = std::min(min_slots, h.slots), max_slots = std::max(max_slots, h.slots);
   const int threads = req.threads_per_rank > 0 ? req.threads_per_rank : 1;
+  // Hosts of unequal slots (a hostfile's slots=, Slurm's SLURM_JOB_CPUS_PER_NODE) are filled
+  // one after the other, each to its own slots (mpirun --map-by slot, srun's block
+  // distribution); equal ones, or --ranks-per-node, take the same count each.
+  const bool uneven = req.ranks_per_node == 0 && min_slots != max_slots;
   int per_node = req.ranks_per_node;
-  if (per_node == 0) per_node = req.ranks > 0 ? (req.ranks + nodes - 1) / nodes : std::max(1, min_slots / threads);
-  const int ranks = req.ranks > 0 ? req.ranks : per_node * nodes;
-  p.ranks = ranks;
-  for (int i = 0, left = ranks; i < nodes && left > 0; ++i) {
-    p.hosts.emplace_back(used[static_cast<std::size_t>(i)].name, std::min(per_node, left));
-    left -= std::min(per_node, left);
+  int ranks = req.ranks;
+  std::vector<int> count(used.size(), 0);
+  if (uneven) {
+    int capacity = 0;
+    for (const auto& h : used) capacity += std::max(1, h.slots / threads);
+    if (ranks == 0) ranks = capacity;
+    int left = ranks;
+    for (std::size_t i = 0; i < used.size(); ++i) {
+      count[i] = std::min(left, std::max(1, used[i].slots / threads));
+      left -= count[i];
+    }
+    for (std::size_t i = 0; left > 0; i = (i + 1) % used.size()) ++count[i], --left;  // oversubscribed: round-robin
+    per_node = *std::max_element(count.begin(), count.end());
+  } else {
+    if (per_node == 0) per_node = ranks > 0 ? (ranks + nodes - 1) / nodes : std::max(1, min_slots / threads);
+    if (ranks == 0) ranks = per_node * nodes;
+    if (ranks > per_node * nodes)
+      throw LaunchInputError("", 0, "-n", std::to_string(ranks) + " ranks do not fit " + std::to_string(per_node) + " per node on " +
+                                             std::to_string(nodes) + " node(s)");
+    for (int i = 0, left = ranks; i < nodes && left > 0; ++i) {
+      count[static_cast<std::size_t>(i)] = std::min(per_node, left);
+      left -= count[static_cast<std::size_t>(i)];
+    }
   }
-  if (ranks > per_node * nodes)
-    throw LaunchInputError("", 0, "-n", std::to_string(ranks) + " ranks do not fit " + std::to_string(per_node) + " per node on " +
-                                           std::to_string(nodes) + " node(s)");
+  p.ranks = ranks;
+  for (std::size_t i = 0; i < used.size(); ++i)
+    if (count[i] > 0) p.hosts.emplace_back(used[i].name, count[i]);
   note(std::string("site: ") + to_string(site.where) + (site.where == Where::Slurm ? " (job " + site.slurm_job + ")" : "") + ", " +
        std::to_string(nodes) + " node(s) used of " + std::to_string(available) + ", " + std::to_string(site.topology.cores) +
        " core(s) per node here (hwloc: " + std::to_string(site.topology.packages) + " package(s), " +
        std::to_string(site.topology.pus) + " hardware thread(s))");
-  note("placement: " + std::to_string(ranks) + " rank(s), " + std::to_string(per_node) + " per node, " + std::to_string(threads) +
+  std::string where;
+  for (const auto& [name, n] : p.hosts) where += (where.empty() ? "" : ", ") + name + ":" + std::to_string(n);
+  note("placement: " + std::to_string(ranks) + " rank(s), " +
+       (uneven ? "each node to its slots (" + where + ")" : std::to_string(per_node) + " per node") + ", " + std::to_string(threads) +
        " OpenMP thread(s) per rank");
   // Cores: every node must hold its ranks x threads.
   bool oversubscribe = req.oversubscribe;
-  for (const auto& h : used) {
-    const int need = std::min(per_node, ranks) * threads;
+  for (std::size_t i = 0; i < used.size(); ++i) {
+    const Host& h = used[i];
+    const int need = count[i] * threads;
     if (need <= h.slots) continue;
     if (site.where == Where::Local) {
       oversubscribe = true;
@@ -371,48 +399,54 @@ LaunchPlan plan_launch(const LaunchRequest& req, const Site& site) {
     p.env.insert(p.env.end(), {"OMP_PLACES=cores", "OMP_PROC_BIND=close"});
     note("OpenMP: OMP_NUM_THREADS=" + std::to_string(threads) + ", OMP_PLACES=cores, OMP_PROC_BIND=close (threads on the rank's own cores)");
   }
+  p.program = req.program;
   if (launcher == "srun") {
-    p.argv = {"srun", "--mpi=pmix", "-N", std::to_string(nodes), "-n", std::to_string(ranks),
-              "--ntasks-per-node=" + std::to_string(per_node), "--cpus-per-task=" + std::to_string(threads)};
+    p.launcher = "srun";
+    p.options = {"--mpi=pmix", "-N", std::to_string(nodes), "-n", std::to_string(ranks)};
+    if (uneven) p.options.push_back("--distribution=block");
+    else p.options.push_back("--ntasks-per-node=" + std::to_string(per_node));
+    p.options.push_back("--cpus-per-task=" + std::to_string(threads));
     if (oversubscribe) {
-      p.argv.push_back("--overcommit");
+      p.options.push_back("--overcommit");
       note("binding: none (--overcommit)");
     } else if (!site.slurm_binds) {
       note("binding: none: Slurm's TaskPlugin is task/none here, so srun cannot bind (--cpus-per-task=" + std::to_string(threads) + ")");
     } else {
-      p.argv.push_back("--cpu-bind=cores");
+      p.options.push_back("--cpu-bind=cores");
       note("binding: --cpu-bind=cores, --cpus-per-task=" + std::to_string(threads));
     }
-    p.argv.insert(p.argv.end(), req.program.begin(), req.program.end());
     return p;
   }
-  p.argv = {"mpirun", "-n", std::to_string(ranks)};
+  p.launcher = "mpirun";
+  p.options = {"-n", std::to_string(ranks)};
   if (site.where == Where::Hostfile) {
     std::string list;
     for (const auto& h : used) list += (list.empty() ? "" : ",") + h.name + ":" + std::to_string(h.slots);
-    p.argv.insert(p.argv.end(), {"--host", list});
+    p.options.insert(p.options.end(), {"--host", list});
     note("hosts: --host " + list + " (from " + req.hostfile + ")");
   }
+  // Nodes of unequal size, filled one after the other: by slot; else the same count per node.
+  const std::string pe = threads > 1 ? ":PE=" + std::to_string(threads) : "";
+  const std::string map = uneven ? "slot" + pe : "ppr:" + std::to_string(per_node) + ":node" + pe;
   if (oversubscribe) {
-    p.argv.insert(p.argv.end(), {"--map-by", "ppr:" + std::to_string(per_node) + ":node", "--bind-to", "none", "--oversubscribe"});
+    p.options.insert(p.options.end(), {"--map-by", uneven ? std::string("slot") : "ppr:" + std::to_string(per_node) + ":node", "--bind-to",
+                                       "none", "--oversubscribe"});
     note("binding: none (ranks share cores)");
   } else {
-    p.argv.insert(p.argv.end(), {"--map-by", "ppr:" + std::to_string(per_node) + ":node" + (threads > 1 ? ":PE=" + std::to_string(threads) : ""),
-                                 "--bind-to", "core"});
-    note("binding: --map-by ppr:" + std::to_string(per_node) + ":node" + (threads > 1 ? ":PE=" + std::to_string(threads) : "") +
-         " --bind-to core (each rank on its own " + (threads > 1 ? std::to_string(threads) + " cores" : "core") + ")");
+    p.options.insert(p.options.end(), {"--map-by", map, "--bind-to", "core"});
+    note("binding: --map-by " + map + " --bind-to core (each rank on its own " + (threads > 1 ? std::to_string(threads) + " cores" : "core") + ")");
   }
   // MPI transport, matched to the fabric.
   const std::string fabric = site.fabric_providers.empty() ? "" : site.fabric_providers.front();
   if (site.rdma_device && !site.mpi.excludes("pml", "ucx")) {
-    p.argv.insert(p.argv.end(), {"--mca", "pml", "ucx"});
+    p.options.insert(p.options.end(), {"--mca", "pml", "ucx"});
     note("transport: pml ucx (an RDMA device is present)");
   } else if (!fabric.empty() && !site.mpi.excludes("mtl", "ofi")) {
-    p.argv.insert(p.argv.end(), {"--mca", "pml", "cm", "--mca", "mtl", "ofi", "--mca", "mtl_ofi_provider_include", fabric});
+    p.options.insert(p.options.end(), {"--mca", "pml", "cm", "--mca", "mtl", "ofi", "--mca", "mtl_ofi_provider_include", fabric});
     note("transport: pml cm, mtl ofi with libfabric's " + fabric + " provider (it works here" +
          (site.rdma_device ? "; pml ucx is excluded by " + site.mpi.file : "") + ")");
   } else {
-    p.argv.insert(p.argv.end(), {"--mca", "pml", "ob1", "--mca", "btl", "self,vader,tcp"});
+    p.options.insert(p.options.end(), {"--mca", "pml", "ob1", "--mca", "btl", "self,vader,tcp"});
     if (site.rdma_device)
       note("transport: pml ob1, btl self,vader,tcp: an RDMA device is present, but " + site.mpi.file +
            " excludes pml ucx (Debian's default); to use it: --mca pml ucx --mca pml_ucx_tls any --mca pml_ucx_devices any");
@@ -435,14 +469,12 @@ LaunchPlan plan_launch(const LaunchRequest& req, const Site& site) {
     if (!itf.empty()) note("TCP interface: " + itf + " (several are up; it is on the hosts' subnet)");
     else note("TCP interface: not pinned (several are up and none is on the hosts' subnet; use --net-if)");
   }
-  if (!itf.empty()) p.argv.insert(p.argv.end(), {"--mca", "btl_tcp_if_include", itf, "--mca", "oob_tcp_if_include", itf});
-  for (const auto& e : p.env) p.argv.insert(p.argv.end(), {"-x", e.substr(0, e.find('='))});
-  p.argv.insert(p.argv.end(), {"--stdin", "none"});
+  if (!itf.empty()) p.options.insert(p.options.end(), {"--mca", "btl_tcp_if_include", itf, "--mca", "oob_tcp_if_include", itf});
+  note("--stdin none: no rank reads the terminal");
   if (geteuid() == 0 && std::getenv("OMPI_ALLOW_RUN_AS_ROOT") == nullptr) {
-    p.env.insert(p.env.end(), {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"});
+    p.launcher_env = {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"};
     note("running as root: Open MPI refuses to start without OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM)=1");
   }
-  p.argv.insert(p.argv.end(), req.program.begin(), req.program.end());
   return p;
 }
 

@@ -111,8 +111,8 @@ TEST(MpiDefaults, ReadsExclusions) {
 
 TEST(Plan, LocalOneRankPerCoreBound) {
   const ln::LaunchPlan p = ln::plan_launch(request(), local_site(8));
-  const std::string cmd = joined(p.argv);
-  EXPECT_EQ(p.argv.front(), "mpirun");
+  const std::string cmd = joined(ln::command_line(p));
+  EXPECT_EQ(p.launcher, "mpirun");
   EXPECT_NE(cmd.find("-n 8 --map-by ppr:8:node --bind-to core"), std::string::npos) << cmd;
   EXPECT_NE(cmd.find("--mca pml ob1 --mca btl self,vader,tcp"), std::string::npos) << cmd;
   EXPECT_EQ(cmd.find("--oversubscribe"), std::string::npos) << cmd;
@@ -125,7 +125,7 @@ TEST(Plan, ThreadsPerRankGetTheirCores) {
   ln::LaunchRequest r = request();
   r.threads_per_rank = 4;
   const ln::LaunchPlan p = ln::plan_launch(r, local_site(16));
-  const std::string cmd = joined(p.argv);
+  const std::string cmd = joined(ln::command_line(p));
   EXPECT_NE(cmd.find("-n 4 --map-by ppr:4:node:PE=4 --bind-to core"), std::string::npos) << cmd;
   EXPECT_NE(std::find(p.env.begin(), p.env.end(), "OMP_NUM_THREADS=4"), p.env.end());
   EXPECT_NE(std::find(p.env.begin(), p.env.end(), "OMP_PROC_BIND=close"), p.env.end());
@@ -135,7 +135,7 @@ TEST(Plan, LocalOversubscriptionWarns) {
   ln::LaunchRequest r = request();
   r.ranks = 6;
   const ln::LaunchPlan p = ln::plan_launch(r, local_site(2));
-  const std::string cmd = joined(p.argv);
+  const std::string cmd = joined(ln::command_line(p));
   EXPECT_NE(cmd.find("--bind-to none --oversubscribe"), std::string::npos) << cmd;
   EXPECT_TRUE(has_note(p, "warning: 6 cores wanted on node0, which has 2"));
   EXPECT_NE(std::find(p.env.begin(), p.env.end(), "OMP_PROC_BIND=false"), p.env.end());
@@ -148,11 +148,45 @@ TEST(Plan, HostfileNodesSlotsAndInterface) {
   r.ranks_per_node = 8;
   r.threads_per_rank = 2;
   const ln::LaunchPlan p = ln::plan_launch(r, hostfile_site());
-  const std::string cmd = joined(p.argv);
+  const std::string cmd = joined(ln::command_line(p));
   EXPECT_NE(cmd.find("mpirun -n 16 --host n1:16,n2:16 --map-by ppr:8:node:PE=2 --bind-to core"), std::string::npos) << cmd;
   // Two interfaces are up; ib0 is on the hosts' subnet.
   EXPECT_NE(cmd.find("--mca btl_tcp_if_include ib0 --mca oob_tcp_if_include ib0"), std::string::npos) << cmd;
   EXPECT_TRUE(has_note(p, "TCP interface: ib0"));
+}
+
+TEST(Plan, HostfileSlotsPerHostAreHonoured) {
+  // alpha slots=3, beta slots=2: 5 ranks, each host filled to its own slots.
+  ln::Site s = hostfile_site();
+  s.hosts = {{"alpha", 3, 1}, {"beta", 2, 2}};
+  s.host_addresses = {"10.9.0.1", "10.9.0.2"};
+  ln::LaunchRequest r = request();
+  r.hostfile = "hosts";
+  const ln::LaunchPlan p = ln::plan_launch(r, s);
+  const std::string cmd = joined(ln::command_line(p));
+  EXPECT_EQ(p.ranks, 5);
+  EXPECT_EQ(p.hosts, (std::vector<std::pair<std::string, int>>{{"alpha", 3}, {"beta", 2}}));
+  EXPECT_NE(cmd.find("mpirun -n 5 --host alpha:3,beta:2 --map-by slot --bind-to core"), std::string::npos) << cmd;
+  EXPECT_TRUE(has_note(p, "each node to its slots (alpha:3, beta:2)"));
+  // Fewer ranks fill the first host first.
+  r.ranks = 4;
+  EXPECT_EQ(ln::plan_launch(r, s).hosts, (std::vector<std::pair<std::string, int>>{{"alpha", 3}, {"beta", 1}}));
+  // Slurm's uneven nodes through srun: a block distribution, no per-node count.
+  s.where = ln::Where::Slurm;
+  s.srun_pmix = true;
+  const ln::LaunchPlan sp = ln::plan_launch(request(), s);
+  EXPECT_EQ(joined(ln::command_line(sp)), "srun --mpi=pmix -N 2 -n 5 --distribution=block --cpus-per-task=1 --cpu-bind=cores ./app --flag");
+}
+
+TEST(Plan, TheCommandLineIsRenderedFromThePlan) {
+  ln::LaunchPlan p = ln::plan_launch(request(), local_site(4));
+  p.env.push_back("RANKFARM_DONE_FILE=/tmp/done");
+  p.survives_rank_loss = true;
+  const std::vector<std::string> argv = ln::command_line(p);
+  const std::string cmd = joined(argv);
+  EXPECT_EQ(argv.at(1), "--enable-recovery");
+  EXPECT_NE(cmd.find("-x RANKFARM_DONE_FILE --stdin none ./app --flag"), std::string::npos) << cmd;
+  EXPECT_NE(ln::render(p).find("RANKFARM_DONE_FILE=/tmp/done "), std::string::npos) << ln::render(p);
 }
 
 TEST(Plan, HostfileErrors) {
@@ -200,11 +234,11 @@ TEST(Plan, SlurmPrefersSrunWithPmix) {
   s.host_addresses = {"10.0.0.1", "10.0.0.2"};
   s.srun_pmix = true;
   ln::LaunchPlan p = ln::plan_launch(request(), s);
-  EXPECT_EQ(joined(p.argv), "srun --mpi=pmix -N 2 -n 8 --ntasks-per-node=4 --cpus-per-task=1 --cpu-bind=cores ./app --flag");
+  EXPECT_EQ(joined(ln::command_line(p)), "srun --mpi=pmix -N 2 -n 8 --ntasks-per-node=4 --cpus-per-task=1 --cpu-bind=cores ./app --flag");
   EXPECT_TRUE(has_note(p, "launcher: srun --mpi=pmix"));
   s.srun_pmix = false;
   p = ln::plan_launch(request(), s);
-  EXPECT_EQ(p.argv.front(), "mpirun");
+  EXPECT_EQ(p.launcher, "mpirun");
   EXPECT_TRUE(has_note(p, "srun does not list pmix"));
   ln::LaunchRequest r = request();
   r.launcher = "srun";
@@ -215,21 +249,21 @@ TEST(Plan, TransportFollowsTheFabricAndSaysWhatDebianDisables) {
   ln::Site s = local_site(4);
   s.rdma_device = true;
   ln::LaunchPlan p = ln::plan_launch(request(), s);
-  EXPECT_NE(joined(p.argv).find("--mca pml ucx"), std::string::npos);
+  EXPECT_NE(joined(ln::command_line(p)).find("--mca pml ucx"), std::string::npos);
   s.mpi.file = "/etc/openmpi/openmpi-mca-params.conf";
   s.mpi.pml_excluded = {"ucx"};
   p = ln::plan_launch(request(), s);
-  EXPECT_NE(joined(p.argv).find("--mca pml ob1"), std::string::npos);
+  EXPECT_NE(joined(ln::command_line(p)).find("--mca pml ob1"), std::string::npos);
   EXPECT_TRUE(has_note(p, "excludes pml ucx (Debian's default)"));
   // An EFA-like fabric through libfabric: the OFI MTL with the provider named, unless excluded.
   ln::Site efa = local_site(4);
   efa.fabric_providers = {"efa"};
   p = ln::plan_launch(request(), efa);
-  EXPECT_NE(joined(p.argv).find("--mca pml cm --mca mtl ofi --mca mtl_ofi_provider_include efa"), std::string::npos) << joined(p.argv);
+  EXPECT_NE(joined(ln::command_line(p)).find("--mca pml cm --mca mtl ofi --mca mtl_ofi_provider_include efa"), std::string::npos) << joined(ln::command_line(p));
   efa.mpi.file = "/etc/openmpi/openmpi-mca-params.conf";
   efa.mpi.mtl_excluded = {"ofi"};
   p = ln::plan_launch(request(), efa);
-  EXPECT_NE(joined(p.argv).find("--mca pml ob1"), std::string::npos);
+  EXPECT_NE(joined(ln::command_line(p)).find("--mca pml ob1"), std::string::npos);
   EXPECT_TRUE(has_note(p, "excludes mtl ofi (Debian's default); to use it: --mca pml cm --mca mtl ofi --mca mtl_ofi_provider_include efa"));
 }
 
@@ -243,7 +277,7 @@ TEST(Plan, DetectsThisMachine) {
   }
   EXPECT_GE(s.topology.cores, 1);
   EXPECT_GE(s.topology.pus, s.topology.cores);
-  EXPECT_FALSE(ln::plan_launch(request(), s).argv.empty());
+  EXPECT_FALSE(ln::command_line(ln::plan_launch(request(), s)).empty());
 }
 
 // A launcher that hangs after one of its processes died (Open MPI after a rank is killed in
@@ -252,7 +286,8 @@ TEST(Plan, DetectsThisMachine) {
 TEST(RunPlan, StopsALauncherThatHangsAfterOneOfItsProcessesDied) {
   rankfarm::launcher::LaunchPlan p;
   // bash starts two "ranks" and becomes a process that never reaps them.
-  p.argv = {"bash", "-c", "sleep 300 & sleep 1.5 & exec sleep 600"};  // checked once a second
+  p.launcher = "bash";
+  p.options = {"-c", "sleep 300 & sleep 1.5 & exec sleep 600"};  // checked once a second
   const std::string done = "/nonexistent-dir/done";  // never written: the job did not finish
   const auto t0 = std::chrono::steady_clock::now();
   const int rc = rankfarm::launcher::run_plan(p, done, 4.0);

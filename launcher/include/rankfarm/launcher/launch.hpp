@@ -1,12 +1,15 @@
-// rankfarm/launcher/launch.hpp — starting ranks: detect an existing MPI launch, or build an
-// mpirun command line and run it.
+// rankfarm/launcher/launch.hpp — starting ranks: detect an existing MPI launch, or run a plan
+// (site.hpp's plan_launch makes it) and wait for it.
 //
 //   if (!launcher::under_mpi_launcher()) {
-//     LaunchPlan p = launcher::plan_local_mpirun(4, {"/usr/bin/rankfarm", "run", "job.toml"});
-//     return launcher::run_plan(p);   // mpirun's exit status
+//     LaunchPlan p = launcher::plan_launch(request, launcher::detect_site(request));
+//     p.env.push_back("MY_VAR=1");           // exported to every rank when rendered
+//     return launcher::run_plan(p);          // the launcher's exit status
 //   }
 //
-// Commands are argument vectors passed to posix_spawnp, never shell strings.
+// A plan is one structured value; its command line is rendered from it once, by
+// command_line(), when it is printed or run. Commands are argument vectors passed to
+// posix_spawnp, never shell strings.
 #pragma once
 
 #include <string>
@@ -28,14 +31,23 @@ int launcher_rank();
 int available_cores();
 
 struct LaunchPlan {
-  std::vector<std::string> argv;        ///< argv[0] is looked up in PATH
-  std::vector<std::string> env;         ///< "NAME=value" added to the environment
+  /// The launcher ("mpirun", "srun", looked up in PATH) and the options the planner chose for
+  /// it: rank count, placement, binding, transport. command_line() adds the rest.
+  std::string launcher;
+  std::vector<std::string> options;
+  std::vector<std::string> program;     ///< what every rank runs; program[0] is looked up in PATH
+  /// "NAME=value" for the ranks: set in the launcher's environment and exported to every rank
+  /// (mpirun: -x NAME each, added when rendered; srun exports its whole environment).
+  std::vector<std::string> env;
+  /// "NAME=value" for the launcher alone (OMPI_ALLOW_RUN_AS_ROOT=1 as root), not exported.
+  std::vector<std::string> launcher_env;
   std::vector<std::string> notes;       ///< why each choice was made, for --dry-run
   int ranks = 0;                        ///< ranks the launcher starts (MPI_COMM_WORLD's size)
   /// Where they go: (host name, ranks on it), in the launcher's order (rank 0 on the first).
   std::vector<std::pair<std::string, int>> hosts;
-  /// The job goes on when a rank other than rank 0 dies (mpirun --enable-recovery, with ranks
-  /// that watch each other): run_plan's rule for a rank that ended then watches rank 0 only.
+  /// The job goes on when a rank other than rank 0 dies (mpirun: --enable-recovery, added when
+  /// rendered, with ranks that watch each other): run_plan's rule for a rank that ended then
+  /// watches rank 0 only.
   bool survives_rank_loss = false;
   /// Lines of the launcher's standard error that contain one of these are dropped (known
   /// noise of a launcher option, e.g. Open MPI 4.1's "PMIX ERROR: BAD-PARAM" line under
@@ -43,13 +55,13 @@ struct LaunchPlan {
   std::vector<std::string> drop_stderr;
 };
 
-/// mpirun on this machine: `mpirun -n RANKS [--oversubscribe] --stdin none PROGRAM...`.
-/// --oversubscribe is added only when ranks exceed available_cores(). As root, Open MPI needs
-/// OMPI_ALLOW_RUN_AS_ROOT(_CONFIRM)=1; they are added to env (and noted) only when running
-/// as root and not already set. Throws std::invalid_argument when ranks < 1.
-LaunchPlan plan_local_mpirun(int ranks, const std::vector<std::string>& program);
+/// The plan's command line: for mpirun `mpirun [--enable-recovery] OPTIONS -x NAME... --stdin
+/// none PROGRAM...` (one -x per plan.env entry); for any other launcher `LAUNCHER OPTIONS
+/// PROGRAM...`.
+std::vector<std::string> command_line(const LaunchPlan& plan);
 
-/// The plan as one line of shell-quoted text (for --dry-run and logs; never executed).
+/// The plan as one line of shell-quoted text: its environment, then command_line() (for
+/// --dry-run and logs; never executed).
 std::string render(const LaunchPlan& plan);
 
 /// Runs the plan and returns the launcher's exit status (128+N if it died of signal N).

@@ -81,7 +81,8 @@ struct Site {
   bool slurm_binds = true;        ///< Slurm's TaskPlugin can bind (not task/none)
   bool rdma_device = false;       ///< /sys/class/infiniband has a device
   /// libfabric providers for a fast fabric that work here (`fi_info -p NAME -t FI_EP_RDM`
-  /// succeeds), in order of preference among efa, cxi, psm3, psm2, verbs.
+  /// succeeds), in order of preference among efa, cxi, psm3, psm2, verbs. Not probed for
+  /// Where::Local (one node: MPI's shared memory).
   std::vector<std::string> fabric_providers;
   MpiDefaults mpi;
   std::vector<Interface> interfaces;
