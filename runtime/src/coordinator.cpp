@@ -130,6 +130,7 @@ class Coordinator {
           if (const double timeout = job_.entry_of(e.idx).base.timeout_s; timeout > 0) r.deadline = r.started_at + timeout;
           else r.deadline = 0;
           journal_placement(e.idx, e.rank, r.attempt);
+          ++started_;
           break;
         case SchedEvent::Done:
           r.state = TaskState::Done;
@@ -514,6 +515,7 @@ class Coordinator {
   // The allocation's end: --deadline, else Slurm's end time for the job, else none.
   void set_deadline() {
     const double now_epoch = epoch_seconds();
+    run_epoch0_ = now_epoch;
     if (opt_.deadline_epoch_s > 0) {
       deadline_epoch_ = opt_.deadline_epoch_s;
       deadline_from_ = "--deadline";
@@ -684,6 +686,14 @@ class Coordinator {
                          {TaskState::Failed, failed}, {TaskState::Skipped, skipped}});
     progress_->tick(sched_.finished(), sched_.done() - initially_done_, sched_.failed(), run_seconds(), true);
     print_summary(code, h5);
+    if (code == kExitInterrupted && deadline_stop_ && started_ == 0 && sched_.held() > 0) {
+      // Nothing could start in this allocation: another like it (a requeue) cannot help.
+      std::cerr << fmt::format("rankfarm: error: no task could start before the allocation ends ({}, {:.0f} s from the start of this "
+                               "run): {} task(s) have a timeout longer than the time there was; give the job more time or the tasks "
+                               "shorter timeouts, then --resume\n",
+                               deadline_from_, deadline_epoch_ - run_epoch0_, sched_.held());
+      code = kExitError;
+    }
     if (!all_gone) {
       std::string silent;
       for (int w = 1; w < size_; ++w)
@@ -791,6 +801,8 @@ class Coordinator {
   double deadline_epoch_ = std::numeric_limits<double>::infinity(), deadline_margin_ = 0;
   std::string deadline_from_;
   bool deadline_stop_ = false;
+  std::size_t started_ = 0;  // attempts started in this run
+  double run_epoch0_ = 0;     // when this run began, seconds since the epoch
   int size_ = 1, window_ = 0, run_id_ = 0;
   std::vector<int> leaders_, touched_, leaders_touched_;
   std::vector<BatchWriter> leader_batch_;  // by leader rank, reused by dispatch()

@@ -99,6 +99,31 @@ done_sum=$(awk '/^rankfarm: this run: [0-9]+ tasks done/ { n += $4 } END { print
 grep '^rankfarm-slurm:' farm.out
 echo "farm at its time limit: requeued $(grep -c 'requeueing job' farm.out) time(s), 30 tasks done exactly once"
 
+# 2b. The allocation's end read from Slurm: a chain of 5 tasks of 5 s, then a task with a
+#    45 s timeout that no longer fits in the minute's time left; rankfarm holds it back, ends
+#    with 75 before the limit (no signal, nothing killed), the script requeues, and the next
+#    allocation runs it.
+{ echo '[job]'; echo 'name = "dl"'
+  prev=""
+  for k in 1 2 3 4 5; do
+    echo '[[task]]'; echo "id = \"a$k\""; echo 'command = "sleep 5"'; echo 'timeout_s = 10'
+    [[ -n $prev ]] && echo "depends_on = [\"$prev\"]"
+    prev=a$k
+  done
+  echo '[[task]]'; echo 'id = "long"'; echo 'command = "sleep 3; echo long ran"'; echo 'timeout_s = 45'; echo 'depends_on = ["a5"]'
+} > dl.toml
+"$BIN/rankfarm" sbatch dl.toml --time 1 --signal 10 --grace 5 --ntasks-per-node 2 --output dl -o dl.sbatch || fail "rankfarm sbatch dl"
+sb -o dl.out dl.sbatch > /dev/null || fail "deadline job failed: $(grep -v progress dl.out)"
+grep -q "^rankfarm: deadline: the allocation ends at .* (Slurm (squeue: job [0-9]* ends .*)); .* 1 task(s) held back" dl.out ||
+  fail "rankfarm did not hold the long task back: $(grep -v progress dl.out)"
+grep -q "rankfarm-slurm: requeueing job [0-9]* to continue (rankfarm exited with 75)" dl.out || fail "not requeued on 75: $(grep -v progress dl.out)"
+! grep -q "time limit near" dl.out || fail "the job was signalled at its limit: rankfarm should have stopped before: $(grep -v progress dl.out)"
+grep -q "rankfarm-slurm: rankfarm exited with 0" dl.out || fail "the requeued job did not finish: $(grep -v progress dl.out)"
+qd() { sqlite3 -readonly -batch -noheader dl/journal.sqlite "$1"; }
+[[ $(qd "SELECT count(*) FROM tasks WHERE state = 'done' AND attempt = 1 AND failure_count = 0") -eq 6 ]] ||
+  fail "every task should be done at its first attempt: $(qd "SELECT task_id, state, attempt, failure_count FROM tasks")"
+echo "allocation end from Slurm: the 45 s task held back in the first minute (exit 75, no signal), run after the requeue; nothing killed"
+
 # 3. The stencil template: stopped after a checkpoint, resubmitted, restarted from it.
 want=$(mpirun --oversubscribe -n 1 "$BIN/rankfarm-stencil" --n 256 --steps 80 --points 9 2>&1) || fail "reference stencil: $want"
 env_common=ALL,RANKFARM_BIN=$BIN,RANKFARM_CHECKPOINT=$work/st.h5,STENCIL_N=256,STENCIL_STEPS=80,STENCIL_POINTS=9,RANKFARM_CHECKPOINT_EVERY=20
