@@ -368,8 +368,8 @@ LaunchPlan plan_launch(const LaunchRequest& req, const Site& site) {
     if (need <= h.slots) continue;
     if (site.where == Where::Local) {
       oversubscribe = true;
-      note("warning: " + std::to_string(need) + " cores wanted on " + h.name + ", which has " + std::to_string(h.slots) +
-           ": ranks share cores (--oversubscribe, no binding)");
+      note(std::to_string(need) + " cores wanted on " + h.name + ", which has " + std::to_string(h.slots) +
+           ": ranks share cores (--oversubscribe, no binding; idle ranks sleep instead of spinning)");
     } else if (!req.oversubscribe) {
       throw LaunchInputError(source, h.line, "-n", std::to_string(need) + " cores wanted on " + h.name + ", which has " +
                                                       std::to_string(h.slots) + " slot(s) (more ranks than slots; add --oversubscribe to share cores)");

@@ -33,7 +33,7 @@ else
   fail "binding checks need two cores, this machine has $cores"
 fi
 out=$("$RF" launch -n $((cores + 1)) --dry-run -- true) || fail "dry run: $out"
-[[ $out == *"# warning: $((cores + 1)) cores wanted"* && $out == *"mpirun -n $((cores + 1)) "*"--oversubscribe"*" true" ]] ||
+[[ $out == *"# $((cores + 1)) cores wanted"* && $out == *"mpirun -n $((cores + 1)) "*"--oversubscribe"*" true" ]] ||
   fail "oversubscription should warn and say --oversubscribe: $out"
 
 # Hostfile.

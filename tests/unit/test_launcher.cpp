@@ -137,7 +137,7 @@ TEST(Plan, LocalOversubscriptionWarns) {
   const ln::LaunchPlan p = ln::plan_launch(r, local_site(2));
   const std::string cmd = joined(ln::command_line(p));
   EXPECT_NE(cmd.find("--bind-to none --oversubscribe"), std::string::npos) << cmd;
-  EXPECT_TRUE(has_note(p, "warning: 6 cores wanted on node0, which has 2"));
+  EXPECT_TRUE(has_note(p, "6 cores wanted on node0, which has 2: ranks share cores"));
   EXPECT_NE(std::find(p.env.begin(), p.env.end(), "OMP_PROC_BIND=false"), p.env.end());
 }
 

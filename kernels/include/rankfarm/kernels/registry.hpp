@@ -85,7 +85,7 @@ struct TaskContext {
   using Clock = std::chrono::steady_clock;
   Clock::time_point deadline = Clock::time_point::max();
   int attempt = 1;   ///< 1 for the first try, 2 for the first retry, ...
-  int threads = 1;   ///< OpenMP threads this task may use (the runtime sets it per rank)
+  int threads = 1;   ///< OpenMP threads this task may use: its `cores` (job file) when more than 1, else the rank's (OMP_NUM_THREADS); the calling thread runs on those cores
   const volatile int* stop_flag = nullptr;  ///< non-zero when the job is being stopped
 
   bool expired() const {
