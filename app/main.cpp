@@ -52,13 +52,15 @@ namespace {
 
 // The nodes a plan gives the job, for the check of tasks' resources before launch: rank 0
 // coordinates on the first; on the others a node leader takes one rank when the node has 3 or
-// more (--hierarchy auto). Every node is taken to be like this one (`here`).
-std::vector<rt::NodeOffer> planned_nodes(const rankfarm::launcher::LaunchPlan& plan, const rt::NodeInventory& here) {
+// more (--hierarchy auto). On this machine alone its inventory is known here; a hostfile's or
+// an allocation's nodes are checked for cores only (rank 0 checks the rest at start).
+std::vector<rt::NodeOffer> planned_nodes(const rankfarm::launcher::LaunchPlan& plan, bool local) {
   std::vector<rt::NodeOffer> out;
+  const rt::NodeInventory here = local ? rt::detect_node_inventory() : rt::NodeInventory{};
   for (std::size_t i = 0; i < plan.hosts.size(); ++i) {
     const int r = plan.hosts[i].second;
     const int workers = plan.ranks == 1 ? 1 : i == 0 ? r - 1 : r >= 3 ? r - 1 : r;
-    out.push_back(rt::NodeOffer{plan.hosts[i].first, workers, here});
+    out.push_back(rt::NodeOffer{plan.hosts[i].first, workers, here, local});
   }
   return out;
 }
@@ -418,7 +420,7 @@ int main(int argc, char** argv) {
       // Tasks on several ranks, and tasks' cores, GPUs and memory, must fit the ranks and nodes
       // planned, checked before any rank starts (other nodes are taken to be like this one).
       if (plan.ranks > 0) rt::check_task_ranks(check->job, plan.ranks > 1 ? plan.ranks - 1 : 1);
-      const std::vector<rt::NodeOffer> offers = planned_nodes(plan, rt::detect_node_inventory());
+      const std::vector<rt::NodeOffer> offers = planned_nodes(plan, site.where == ln::Where::Local);
       rt::check_task_resources(check->job, offers);
       // The ranks' stderr is a pipe to mpirun; tell rank 0 whether a person is watching.
       if (std::getenv("RANKFARM_PROGRESS") == nullptr && isatty(2)) plan.env.push_back("RANKFARM_PROGRESS=bar");

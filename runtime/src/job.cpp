@@ -698,7 +698,7 @@ std::optional<std::uint64_t> parse_bytes(std::string_view text) {
     if (scale == 1.0 && number.find('.') != std::string::npos) return std::nullopt;  // fractions of a byte
     const double v = std::stod(number) * scale;
     if (!(v <= 4.611686018427388e18)) return std::nullopt;  // 2^62
-    return static_cast<std::uint64_t>(v + 0.5);
+    return static_cast<std::uint64_t>(std::llround(v));
   }
   return std::nullopt;
 }

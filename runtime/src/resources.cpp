@@ -165,7 +165,9 @@ NodeInventory detect_node_inventory() {
     char* end = nullptr;
     errno = 0;
     const long n = std::strtol(v.c_str(), &end, 10);
-    if (!v.empty() && *end == '\0' && errno == 0 && n >= 0 && n <= 4096 && v.find(',') == std::string::npos) {
+    if (v.empty()) {
+      // none
+    } else if (*end == '\0' && errno == 0 && n >= 0 && n <= 4096 && v.find(',') == std::string::npos) {
       for (long i = 0; i < n; ++i) inv.gpus.push_back(std::to_string(i));
     } else {
       inv.gpus = split_list(v);
@@ -247,6 +249,7 @@ Largest largest(const std::vector<NodeOffer>& nodes) {
 }
 
 bool fits(const TaskSpec& t, const NodeOffer& n) {
+  if (!n.inventory_known) return t.cores <= n.workers;
   return t.cores <= n.workers && t.gpus <= static_cast<int>(n.inventory.gpus.size()) && (t.memory == 0 || t.memory <= n.inventory.memory);
 }
 
@@ -283,6 +286,10 @@ std::vector<std::string> describe_offers(const Job& job, const std::vector<NodeO
   std::vector<std::string> out;
   for (const auto& n : nodes) {
     const NodeInventory& v = n.inventory;
+    if (!n.inventory_known) {
+      out.push_back(fmt::format("node {}: {} worker rank(s); its GPUs and memory are read on it at start", n.name, n.workers));
+      continue;
+    }
     out.push_back(fmt::format("node {}: {} worker rank(s) on {} core(s); {} GPU(s){} from {}; {} of memory from {}", n.name, n.workers,
                               v.cores.size(), v.gpus.size(), v.gpus.empty() ? "" : fmt::format(" [{}]", fmt::join(v.gpus, ",")),
                               v.gpus_from, format_bytes(v.memory), v.memory_from));

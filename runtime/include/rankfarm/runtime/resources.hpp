@@ -37,7 +37,7 @@ struct NodeInventory {
 };
 
 /// This node's inventory. GPUs, the first that applies:
-///  1. RANKFARM_NODE_GPUS: a count ("4": GPUs 0-3, "0": none) or a comma-separated list of
+///  1. RANKFARM_NODE_GPUS: a count ("4": GPUs 0-3, "0" or "": none) or a comma-separated list of
 ///     names ("0,2,5"); for machines without GPUs (tests) and odd sites;
 ///  2. the allocation's own CUDA_VISIBLE_DEVICES, ROCR_VISIBLE_DEVICES or ZE_AFFINITY_MASK
 ///     (a list: the GPUs this allocation may use), else SLURM_STEP_GPUS / SLURM_JOB_GPUS;
@@ -60,6 +60,9 @@ struct NodeOffer {
   std::string name;
   int workers = 0;
   NodeInventory inventory;
+  /// False when the inventory is not this node's own (planned from another host, e.g. a login
+  /// node): only cores are checked then; GPUs and memory are checked by rank 0 at start.
+  bool inventory_known = true;
 };
 
 /// Refuses, before launch, a task that no node can ever run: more cores (worker ranks) than
