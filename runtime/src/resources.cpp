@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <fstream>
@@ -83,44 +84,35 @@ std::uint64_t cgroup_memory_limit() {
   return limit;
 }
 
-// GPUs from hwloc: OS devices of type GPU or co-processor, one per PCI device.
-void hwloc_gpus(hwloc_topology_t topo, NodeInventory& inv) {
-  std::map<std::string, std::string> by_pci;  // PCI bus id -> vendor
-  for (hwloc_obj_t o = hwloc_get_next_osdev(topo, nullptr); o != nullptr; o = hwloc_get_next_osdev(topo, o)) {
-    const auto t = o->attr->osdev.type;
-    if (t != HWLOC_OBJ_OSDEV_GPU && t != HWLOC_OBJ_OSDEV_COPROC) continue;
-    const std::string name = o->name == nullptr ? "" : o->name;
-    std::string vendor = name.rfind("cuda", 0) == 0 || name.rfind("nvml", 0) == 0 ? "cuda"
-                         : name.rfind("rsmi", 0) == 0                             ? "rocm"
-                         : name.rfind("ze", 0) == 0                               ? "ze"
-                         : name.rfind("opencl", 0) == 0                           ? ""
-                                                                                  : "-";
-    if (vendor == "-") continue;  // a display (card0, renderD128) without a compute plugin: counted below
-    const hwloc_obj_t pci = o->parent;
-    std::string key = name;
-    if (pci != nullptr && pci->type == HWLOC_OBJ_PCI_DEVICE)
-      key = fmt::format("{:04x}:{:02x}:{:02x}.{}", pci->attr->pcidev.domain, pci->attr->pcidev.bus, pci->attr->pcidev.dev,
-                        pci->attr->pcidev.func);
-    auto& v = by_pci[key];
-    if (v.empty()) v = vendor;
-  }
-  if (by_pci.empty()) {
-    // No GPU plugin: NVIDIA and AMD display/3D controllers (PCI class 0x03xx).
-    for (hwloc_obj_t o = hwloc_get_next_pcidev(topo, nullptr); o != nullptr; o = hwloc_get_next_pcidev(topo, o)) {
-      const auto& p = o->attr->pcidev;
-      if ((p.class_id >> 8) != 0x03) continue;
-      if (p.vendor_id == 0x10de) by_pci[fmt::format("{:04x}:{:02x}:{:02x}.{}", p.domain, p.bus, p.dev, p.func)] = "cuda";
-      else if (p.vendor_id == 0x1002) by_pci[fmt::format("{:04x}:{:02x}:{:02x}.{}", p.domain, p.bus, p.dev, p.func)] = "rocm";
-    }
+// GPUs on the PCI bus (sysfs): display and 3D controllers (class 0x03xx) and processing
+// accelerators (0x12xx) of NVIDIA (0x10de), AMD (0x1002) and Intel (0x8086; accelerators
+// only, not its integrated graphics), numbered 0.. in PCI address order. hwloc's own PCI
+// discovery (libpciaccess) would do the same, but leaks on every topology load.
+void pci_gpus(NodeInventory& inv) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::map<std::string, std::string> found;  // PCI address -> vendor
+  for (const auto& dev : fs::directory_iterator("/sys/bus/pci/devices", ec)) {
+    auto hex = [&](const char* file) {
+      std::ifstream f(dev.path() / file);
+      std::string v;
+      f >> v;
+      return std::strtoul(v.c_str(), nullptr, 16);
+    };
+    const unsigned long klass = hex("class") >> 16, vendor = hex("vendor");
+    const bool display = klass == 0x03, accelerator = klass == 0x12;
+    if ((display || accelerator) && vendor == 0x10de) found[dev.path().filename().string()] = "cuda";
+    else if ((display || accelerator) && vendor == 0x1002) found[dev.path().filename().string()] = "rocm";
+    else if (accelerator && vendor == 0x8086) found[dev.path().filename().string()] = "ze";
   }
   std::set<std::string> vendors;
-  for (const auto& [key, vendor] : by_pci) {
+  for (const auto& [address, vendor] : found) {
     inv.gpus.push_back(std::to_string(inv.gpus.size()));
     vendors.insert(vendor);
   }
   if (!inv.gpus.empty()) {
     inv.gpu_vendor = vendors.size() == 1 ? *vendors.begin() : "";
-    inv.gpus_from = "hwloc (PCI devices)";
+    inv.gpus_from = "the PCI bus (sysfs)";
   }
 }
 
@@ -131,7 +123,6 @@ NodeInventory detect_node_inventory() {
   hwloc_topology_t topo = nullptr;
   std::uint64_t hwloc_memory = 0;
   if (hwloc_topology_init(&topo) == 0) {
-    hwloc_topology_set_io_types_filter(topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
     if (hwloc_topology_load(topo) == 0) {
       const hwloc_const_cpuset_t allowed = hwloc_topology_get_allowed_cpuset(topo);
       for (hwloc_obj_t c = hwloc_get_next_obj_by_type(topo, HWLOC_OBJ_CORE, nullptr); c != nullptr;
@@ -145,7 +136,6 @@ NodeInventory detect_node_inventory() {
         if (!pus.empty()) inv.cores.push_back(std::move(pus));
       }
       hwloc_memory = hwloc_get_root_obj(topo)->total_memory;
-      hwloc_gpus(topo, inv);
     }
     hwloc_topology_destroy(topo);
   }
@@ -196,7 +186,8 @@ NodeInventory detect_node_inventory() {
       found = true;
     }
   }
-  if (inv.gpus_from.empty()) inv.gpus_from = "hwloc: none found";
+  if (inv.gpus_from.empty()) pci_gpus(inv);
+  if (inv.gpus_from.empty()) inv.gpus_from = "the PCI bus: none found";
 
   // Memory: the override, then Slurm's per-node limit, then the machine within its cgroup.
   if (const char* v = std::getenv("RANKFARM_NODE_MEMORY"); v != nullptr) {
@@ -224,7 +215,10 @@ NodeInventory detect_node_inventory() {
 std::vector<std::string> gpu_environment(const NodeInventory& node, const std::vector<std::string>& gpus) {
   const std::string list = fmt::format("{}", fmt::join(gpus, ","));
   std::vector<std::string> env{"RANKFARM_GPUS=" + list};
-  if (node.gpu_vendor.empty() || node.gpu_vendor == "cuda") env.push_back("CUDA_VISIBLE_DEVICES=" + list);
+  if (node.gpu_vendor.empty() || node.gpu_vendor == "cuda") {
+    env.push_back("CUDA_VISIBLE_DEVICES=" + list);
+    env.emplace_back("CUDA_DEVICE_ORDER=PCI_BUS_ID");  // CUDA's numbers are the PCI order, as the inventory's
+  }
   if (node.gpu_vendor.empty() || node.gpu_vendor == "rocm") env.push_back("ROCR_VISIBLE_DEVICES=" + list);
   if (node.gpu_vendor.empty() || node.gpu_vendor == "ze") env.push_back("ZE_AFFINITY_MASK=" + list);
   return env;

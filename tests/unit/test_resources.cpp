@@ -71,7 +71,7 @@ TEST(Resources, GpusFromTheOverrideTheAllocationOrSlurm) {
   n = detect_node_inventory();
   EXPECT_EQ(n.gpus, (std::vector<std::string>{"2", "3"}));
   EXPECT_EQ(n.gpu_vendor, "cuda");
-  EXPECT_EQ(gpu_environment(n, {"3"}), (std::vector<std::string>{"RANKFARM_GPUS=3", "CUDA_VISIBLE_DEVICES=3"}));
+  EXPECT_EQ(gpu_environment(n, {"3"}), (std::vector<std::string>{"RANKFARM_GPUS=3", "CUDA_VISIBLE_DEVICES=3", "CUDA_DEVICE_ORDER=PCI_BUS_ID"}));
   e.set("CUDA_VISIBLE_DEVICES", nullptr);
   e.set("SLURM_JOB_GPUS", "0-2,5");
   n = detect_node_inventory();
@@ -79,7 +79,7 @@ TEST(Resources, GpusFromTheOverrideTheAllocationOrSlurm) {
   EXPECT_EQ(n.gpus_from, "SLURM_JOB_GPUS");
   // Unknown vendor: every visibility variable is set.
   NodeInventory any;
-  EXPECT_EQ(gpu_environment(any, {"0", "1"}).size(), 4u);
+  EXPECT_EQ(gpu_environment(any, {"0", "1"}).size(), 5u);
 }
 
 TEST(Resources, MemoryFromTheOverrideOrSlurm) {

@@ -41,9 +41,10 @@ struct NodeInventory {
 ///     names ("0,2,5"); for machines without GPUs (tests) and odd sites;
 ///  2. the allocation's own CUDA_VISIBLE_DEVICES, ROCR_VISIBLE_DEVICES or ZE_AFFINITY_MASK
 ///     (a list: the GPUs this allocation may use), else SLURM_STEP_GPUS / SLURM_JOB_GPUS;
-///  3. hwloc's OS devices: GPU and co-processor devices (cuda*, nvml*, rsmi*, ze*, opencl*),
-///     one per PCI device, numbered 0.. in PCI order; with no GPU plugin, NVIDIA (0x10de) and
-///     AMD (0x1002) display controllers on the PCI bus.
+///  3. the PCI bus (sysfs): NVIDIA (0x10de) and AMD (0x1002) display and 3D controllers and
+///     accelerators, Intel (0x8086) accelerators, numbered 0.. in PCI address order (tasks get
+///     CUDA_DEVICE_ORDER=PCI_BUS_ID so that CUDA numbers them the same way).
+/// Cores come from hwloc (its CPU topology only: its I/O discovery is not used).
 /// Memory: RANKFARM_NODE_MEMORY (bytes with a unit, parse_bytes), else SLURM_MEM_PER_NODE
 /// (MiB), else the smaller of the machine's memory (sysconf: MemTotal; hwloc's NUMA nodes when
 /// unknown) and this process's cgroup limit (v2 memory.max or v1 memory.limit_in_bytes). Throws InputError("environment", 0, VARIABLE, ...)
@@ -51,7 +52,8 @@ struct NodeInventory {
 NodeInventory detect_node_inventory();
 
 /// The variables a task given `gpus` (names from `node.gpus`) runs with: RANKFARM_GPUS and the
-/// vendor's visibility variable (all three when the vendor is unknown), comma-separated.
+/// vendor's visibility variable (all three when the vendor is unknown), comma-separated, and
+/// for CUDA CUDA_DEVICE_ORDER=PCI_BUS_ID.
 std::vector<std::string> gpu_environment(const NodeInventory& node, const std::vector<std::string>& gpus);
 
 /// A node as the run will have it: its name, the worker ranks on it (its cores for tasks), and
