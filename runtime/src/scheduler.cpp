@@ -137,7 +137,7 @@ int Scheduler::next_worker(std::size_t limit) {
   for (int i = 0; i < n; ++i) {
     const int w = first + (cursor_ - first + i) % n;
     const Worker& wk = workers_[static_cast<std::size_t>(w)];
-    if (wk.hung || wk.gone || wk.reserved || wk.groups > 0 || wk.in_flight.size() >= limit) continue;
+    if (wk.hung || wk.gone || (wk.reserved && res_holds_ranks_) || wk.groups > 0 || wk.in_flight.size() >= limit) continue;
     cursor_ = first + (w - first + 1) % n;
     return w;
   }
@@ -158,20 +158,40 @@ void Scheduler::dispatch(std::vector<Assignment>& out, double now) {
       if (res_.active && res_.idx == idx) clear_reservation();
     }
   }
-  if (ready_.empty()) return;
+  // Reserved ranks wait (take no one-rank task) only once the GPUs and memory the reservation
+  // needs are free on its node: until then ranks are not what it waits for.
+  res_holds_ranks_ = false;
+  if (res_.active) {
+    const Need rn = need(res_.idx);
+    if (res_.node < 0) {
+      res_holds_ranks_ = true;
+    } else {
+      const NodeUse& u = use_[static_cast<std::size_t>(res_.node)];
+      const auto free_gpus = std::count(u.gpu_busy.begin(), u.gpu_busy.end(), 0);
+      res_holds_ranks_ = free_gpus >= rn.gpus && cap_[static_cast<std::size_t>(res_.node)].memory - u.memory >= rn.memory;
+    }
+  }
+  if (ready_.empty() && ready_groups_.empty()) return;
   const std::size_t limit = size_ == 1 ? 1 : static_cast<std::size_t>(window());
-  constexpr std::size_t kMaxDeferred = 64;  // groups that cannot be placed, looked at per dispatch
+  // Groups that cannot start are looked at up to this many times per dispatch (the first one
+  // reserves); the one-rank tasks go on behind them.
+  int group_tries = 64;
   deferred_.clear();
-  while (!ready_.empty()) {
-    const std::uint32_t idx = ready_.top().idx;
+  for (;;) {
+    const bool simple = !ready_.empty(), group = group_tries > 0 && !ready_groups_.empty();
+    if (!simple && !group) break;
+    // The higher priority of the two queues' heads (ties: file order).
+    const bool take_group = group && (!simple || !(ready_groups_.top() < ready_.top()));
+    auto& queue = take_group ? ready_groups_ : ready_;
+    const std::uint32_t idx = queue.top().idx;
     if (now + tasks_.timeout_s[idx] > deadline_ - margin_) {  // cannot finish before the allocation ends
-      ready_.pop();
+      queue.pop();
       held_.push_back(idx);
       continue;
     }
-    if (!tasks_.grouped(idx)) {
+    if (!take_group) {
       const int w = next_worker(limit);
-      if (w < 0) break;  // no worker has room: nothing idle either, but reserved ranks
+      if (w < 0) break;  // no worker has room: none is idle either (but reserved ones)
       ready_.pop();
       Worker& wk = workers_[static_cast<std::size_t>(w)];
       begin_attempt(idx, w);
@@ -181,11 +201,11 @@ void Scheduler::dispatch(std::vector<Assignment>& out, double now) {
       out.push_back({w, idx});
       continue;
     }
-    ready_.pop();
+    ready_groups_.pop();
     if (place_group(idx, out, now)) continue;
+    --group_tries;
     if (!res_.active) reserve(idx);
     else deferred_.push_back(idx);
-    if (deferred_.size() >= kMaxDeferred) break;
   }
   for (auto d : deferred_) push_ready(d);
 }
@@ -392,6 +412,14 @@ void Scheduler::reserve(std::uint32_t idx) {
   std::sort(best.begin(), best.end());
   res_ = Reservation{true, idx, best_node, std::move(best)};
   for (int w : res_.ranks) workers_[static_cast<std::size_t>(w)].reserved = true;
+  // As at the start of dispatch(): its ranks wait once its node has its GPUs and memory.
+  if (best_node < 0) {
+    res_holds_ranks_ = true;
+  } else {
+    const NodeUse& u = use_[static_cast<std::size_t>(best_node)];
+    res_holds_ranks_ = std::count(u.gpu_busy.begin(), u.gpu_busy.end(), 0) >= n.gpus &&
+                       cap_[static_cast<std::size_t>(best_node)].memory - u.memory >= n.memory;
+  }
 }
 
 void Scheduler::clear_reservation() {
@@ -630,7 +658,7 @@ int Scheduler::window() const {
 
 std::size_t Scheduler::bytes() const {
   std::size_t b = tasks_.bytes() + state_.capacity() + crashes_.size() * 48 + (attempt_.capacity() + failures_.capacity() + missing_.capacity()) * 4 +
-                  rank_.capacity() * 4 + ready_.size() * sizeof(Ready);
+                  rank_.capacity() * 4 + (ready_.size() + ready_groups_.size()) * sizeof(Ready);
   for (const auto& w : workers_) b += sizeof(Worker) + w.in_flight.capacity() * 4;
   return b;
 }

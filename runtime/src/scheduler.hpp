@@ -14,9 +14,10 @@
 // placed on idle workers of one node (a gang across nodes only when no node has its ranks).
 // Workers in a group get nothing else. Smaller tasks fill the other workers around it; the
 // highest-priority group that cannot be placed reserves the ranks it needs on the node that
-// frees them soonest (fewest tasks in flight): they get no new work, and no other group takes
-// the node's GPUs or memory it needs, so it starts as soon as they drain (one reservation at a
-// time: the idea of EASY backfilling, Lifka 1995, without run-time estimates).
+// frees them soonest (fewest tasks in flight): no other group takes them, nor the node's GPUs
+// or memory it needs; once those GPUs and memory are free, the ranks get no new work either,
+// so it starts as soon as they drain (one reservation at a time: the idea of EASY
+// backfilling, Lifka 1995, without run-time estimates).
 // Allocation end (set_deadline): a task whose timeout does not fit in the time left is held
 // back, not started; it stays pending for a resume.
 //
@@ -204,7 +205,7 @@ class Scheduler {
   std::size_t failed_total() const { return failed_total_; }  ///< also in earlier runs
   std::size_t skipped() const { return skipped_; }            ///< also in earlier runs
   std::size_t retried() const { return retried_; }
-  std::size_t ready() const { return ready_.size() + (res_.active ? 1 : 0); }
+  std::size_t ready() const { return ready_.size() + ready_groups_.size() + (res_.active ? 1 : 0); }
   bool complete() const { return finished_ == tasks_.size(); }
   std::size_t in_flight() const { return in_flight_total_; }
   std::size_t in_flight(int worker) const { return workers_[static_cast<std::size_t>(worker)].in_flight.size(); }
@@ -249,7 +250,7 @@ class Scheduler {
     bool operator<(const Ready& o) const { return priority != o.priority ? priority < o.priority : idx > o.idx; }
   };
 
-  void push_ready(std::uint32_t idx) { ready_.push({tasks_.priority[idx], idx}); }
+  void push_ready(std::uint32_t idx) { (tasks_.grouped(idx) ? ready_groups_ : ready_).push({tasks_.priority[idx], idx}); }
   void set_hung(Worker& w, bool hung);
   void mark_gone(Worker& w);
   void drop_in_flight(int w, const std::string& why, bool requeue_head = false);
@@ -286,9 +287,12 @@ class Scheduler {
   int nodes_ = 1;
   std::vector<NodeCapacity> cap_;
   std::vector<NodeUse> use_;
-  std::priority_queue<Ready> ready_;
+  // Ready tasks by priority: one-rank tasks, and groups apart, so that groups that cannot start
+  // never stand in the way of the one-rank tasks behind them.
+  std::priority_queue<Ready> ready_, ready_groups_;
   std::map<std::uint32_t, Group> groups_;
   Reservation res_;
+  bool res_holds_ranks_ = false;  // its node has its GPUs and memory: its ranks drain for it
   std::vector<std::uint32_t> held_, deferred_;
   double deadline_ = std::numeric_limits<double>::infinity(), margin_ = 0;
   int cursor_ = 0;  // round-robin position of the one-rank fast path

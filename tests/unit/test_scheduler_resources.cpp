@@ -175,6 +175,21 @@ TEST(SchedulerResources, SmallTasksFillRanksAroundALargeOne) {
   EXPECT_EQ(busy.size(), 4u);  // every worker has something
 }
 
+TEST(SchedulerResources, ManyBlockedGroupsDoNotStopTheSmallTasksBehindThem) {
+  // 200 GPU tasks of high priority on a node with 1 GPU, 300 small tasks behind them, 4
+  // workers: one GPU task runs, the other workers get small tasks at once.
+  std::vector<Spec> specs(200, Spec{1, 1, 0, 9});
+  for (int i = 0; i < 300; ++i) specs.push_back({1});
+  Scheduler s(table(specs), 5, 1);
+  s.set_capacity({{1, UINT64_MAX}});
+  s.start();
+  auto a = dispatch(s);
+  int gpu = 0, small = 0;
+  for (const auto& x : a) (x.idx < 200 ? gpu : small)++;
+  EXPECT_EQ(gpu, 1);
+  EXPECT_EQ(small, 3);
+}
+
 TEST(SchedulerResources, DeadlineHoldsBackTasksWhoseTimeoutDoesNotFit) {
   Scheduler s(table({{1, 0, 0, 0, 100}, {1, 0, 0, 0, 5}, {1, 0, 0, 0, 0}}), 3, 1);
   s.set_deadline(60, 2);  // 58 s usable from now = 0
