@@ -19,6 +19,7 @@
 #include <queue>
 #include <set>
 
+#include "deadline.hpp"
 #include "progress.hpp"
 #include "relay.hpp"
 #include "report.hpp"
@@ -63,7 +64,8 @@ class Coordinator {
     writer_ = std::make_unique<JournalWriter>(*s_.journal, opt_.commit_interval);
     run_id_ = s_.journal->begin_run(size_, prov_.hosts);
     t0_ = Clock::now();
-    set_deadline();
+    deadline_.start(opt_, now_s());
+    if (deadline_.known()) sched_.set_deadline(deadline_.end_s(), deadline_.margin_s());
     // Initial state from the journal: done dependencies count as satisfied; dependents of
     // failures are skipped.
     for (std::uint32_t i = 0; i < rec_.size(); ++i) sched_.restore(i, rec_.state(i), rec_.attempt(i), rec_.failure_count(i));
@@ -479,72 +481,26 @@ class Coordinator {
     row.attempt = static_cast<std::uint32_t>(attempt);
     row.rank = rank;
     row.cores = static_cast<int>(g->members.size());
-    row.cpus = cpu_ranges(p.cpus);
+    row.cpus = cpu_ranges(p.cpus);  // inventory.hpp
     row.gpus = fmt::format("{}", fmt::join(p.gpus, ","));
     row.memory = g->memory;
     writer_->push_placement(std::move(row));
   }
 
-  // "0-3,8,10-11".
-  static std::string cpu_ranges(const std::vector<int>& cpus) {
-    std::string out;
-    for (std::size_t i = 0; i < cpus.size();) {
-      std::size_t j = i;
-      while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
-      out += fmt::format("{}{}", out.empty() ? "" : ",", cpus[i]);
-      if (j > i) out += fmt::format("-{}", cpus[j]);
-      i = j + 1;
-    }
-    return out;
-  }
-
   // Where a task with resources runs: its ranks' cores and its GPUs' names (empty otherwise).
   Placement placement(std::uint32_t idx) const {
-    Placement p;
     const Scheduler::Group* g = sched_.group(idx);
-    if (g == nullptr || !g->hold) return p;
-    p.cpus = inventory_.cpus_of(g->members);
-    if (g->node >= 0 && static_cast<std::size_t>(g->node) < inventory_.nodes.size()) {
-      const NodeInventory& n = inventory_.nodes[static_cast<std::size_t>(g->node)];
-      for (int i : g->gpus) p.gpus.push_back(n.gpus[static_cast<std::size_t>(i)]);
-      p.gpu_vendor = n.gpu_vendor;
-    }
-    return p;
-  }
-
-  // The allocation's end: --deadline, else Slurm's end time for the job, else none.
-  void set_deadline() {
-    const double now_epoch = epoch_seconds();
-    run_epoch0_ = now_epoch;
-    if (opt_.deadline_epoch_s > 0) {
-      deadline_epoch_ = opt_.deadline_epoch_s;
-      deadline_from_ = "--deadline";
-    } else if (auto end = allocation_end()) {
-      deadline_epoch_ = end->epoch_s;
-      deadline_from_ = end->from;
-    } else {
-      return;
-    }
-    deadline_margin_ = deadline_margin(deadline_epoch_ - now_epoch);
-    sched_.set_deadline(now_s() + (deadline_epoch_ - now_epoch), deadline_margin_);
+    if (g == nullptr || !g->hold) return {};
+    return inventory_.placement(g->members, g->node, g->gpus);
   }
 
   // Past the allocation's end less the margin with tasks still running (tasks without a
   // timeout): stop now, so that they are interrupted and journalled before the allocation's
   // end kills everything.
   bool deadline_reached() {
-    if (!std::isfinite(deadline_epoch_) || stopping_ || now_s() < sched_.deadline() - deadline_margin_) return false;
+    if (stopping_ || !deadline_.reached(now_s())) return false;
     deadline_stop_ = true;
     return true;
-  }
-
-  static std::string clock_text(double epoch_s) {
-    const std::time_t t = static_cast<std::time_t>(epoch_s);
-    std::tm tm{};
-    localtime_r(&t, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-    return buf;
   }
 
   int loop() {
@@ -657,12 +613,12 @@ class Coordinator {
       writer_->flush();  // first of all: what is done is durable
       const std::size_t running = sched_.in_flight();
       const std::string why =
-          deadline_stop_ ? fmt::format("the allocation ends at {} ({}): {} task(s) held back, whose timeout does not fit before it",
-                                       clock_text(deadline_epoch_), deadline_from_, sched_.held())
+          deadline_stop_ ? fmt::format("the allocation ends at {}: {} task(s) held back, whose timeout does not fit before it",
+                                       deadline_.when(), sched_.held())
           : lock_lost_ ? fmt::format("the output directory is no longer this run's: {}", s_.lock->lost_reason())
                      : fmt::format("{} received", sigabbrev_np(stop_signal()) ? fmt::format("SIG{}", sigabbrev_np(stop_signal())) : "signal");
       // Before the allocation's end, running tasks get half the margin kept for saving.
-      const double grace = deadline_stop_ ? std::min(opt_.grace_s, deadline_margin_ / 2) : opt_.grace_s;
+      const double grace = deadline_stop_ ? std::min(opt_.grace_s, deadline_.margin_s() / 2) : opt_.grace_s;
       progress_->note(fmt::format("{}: stopping; journal flushed; waiting up to {:.0f} s for {} task(s) in flight", why, grace, running));
       all_gone = stop_workers(code, grace);
       sched_.abandon_running();
@@ -691,7 +647,7 @@ class Coordinator {
       std::cerr << fmt::format("rankfarm: error: no task could start before the allocation ends ({}, {:.0f} s from the start of this "
                                "run): {} task(s) have a timeout longer than the time there was; give the job more time or the tasks "
                                "shorter timeouts, then --resume\n",
-                               deadline_from_, deadline_epoch_ - run_epoch0_, sched_.held());
+                               deadline_.when(), deadline_.length_s(), sched_.held());
       code = kExitError;
     }
     if (!all_gone) {
@@ -755,14 +711,7 @@ class Coordinator {
                              format_bytes(inventory_.nodes[n].memory));
       c.resources = fmt::format("{} attempt(s) placed with cores, GPUs or memory on {}", placed_with_resources_, nodes);
     }
-    if (std::isfinite(deadline_epoch_)) {
-      c.deadline = fmt::format("the allocation ends at {} ({}); tasks started only when their timeout fits {:.0f} s before it", clock_text(deadline_epoch_),
-                               deadline_from_, deadline_margin_);
-      if (sched_.held() > 0)
-        c.deadline += fmt::format("; {} task(s) held back: their timeout does not fit in the time left (they run on --resume)",
-                                  sched_.held());
-      if (deadline_stop_) c.deadline += "; the run stopped before the allocation's end, nothing killed mid-task by it";
-    }
+    if (deadline_.known()) c.deadline = deadline_.summary(sched_.held(), deadline_stop_);
     if (data_ != nullptr)
       c.bulk = fmt::format("{} result(s), {:.1f} MB of stdout through the {} transport ({})", bulk_results_,
                            static_cast<double>(bulk_bytes_) / 1e6, data_->name(), data_->describe());
@@ -796,13 +745,9 @@ class Coordinator {
   const Inventory& inventory_;
   ProcessWatch* watch_;
   std::size_t placed_with_resources_ = 0;
-  // The allocation's end (seconds since the epoch; infinite: none), where it was read, the
-  // margin kept before it, and whether the run stopped for it.
-  double deadline_epoch_ = std::numeric_limits<double>::infinity(), deadline_margin_ = 0;
-  std::string deadline_from_;
-  bool deadline_stop_ = false;
-  std::size_t started_ = 0;  // attempts started in this run
-  double run_epoch0_ = 0;     // when this run began, seconds since the epoch
+  AllocationDeadline deadline_;  // the allocation's end, if known
+  bool deadline_stop_ = false;   // the run stopped for it
+  std::size_t started_ = 0;      // attempts started in this run
   int size_ = 1, window_ = 0, run_id_ = 0;
   std::vector<int> leaders_, touched_, leaders_touched_;
   std::vector<BatchWriter> leader_batch_;  // by leader rank, reused by dispatch()

@@ -84,6 +84,33 @@ std::vector<int> Inventory::cpus_of(const std::vector<int>& ranks) const {
   return {all.begin(), all.end()};
 }
 
+Placement Inventory::placement(const std::vector<int>& ranks, int node, const std::vector<int>& gpus) const {
+  Placement p;
+  p.cpus = cpus_of(ranks);
+  if (node >= 0 && static_cast<std::size_t>(node) < nodes.size()) {
+    const NodeInventory& n = nodes[static_cast<std::size_t>(node)];
+    for (int i : gpus) p.gpus.push_back(n.gpus.at(static_cast<std::size_t>(i)));
+    p.gpu_vendor = n.gpu_vendor;
+  }
+  return p;
+}
+
+std::string cpu_ranges(const std::vector<int>& cpus) {
+  std::string out;
+  for (std::size_t i = 0; i < cpus.size();) {
+    std::size_t j = i;
+    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+    if (!out.empty()) out += ',';
+    out += std::to_string(cpus[i]);
+    if (j > i) {
+      out += '-';
+      out += std::to_string(cpus[j]);
+    }
+    i = j + 1;
+  }
+  return out;
+}
+
 Inventory gather_inventory(MPI_Comm comm, const Topology& topo) {
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "protocol.hpp"
 #include "rankfarm/runtime/resources.hpp"
 #include "topology.hpp"
 
@@ -27,7 +28,13 @@ struct Inventory {
   std::vector<NodeOffer> offers(const Topology& topo) const;
   /// The CPUs of `ranks` (their cores, merged and sorted).
   std::vector<int> cpus_of(const std::vector<int>& ranks) const;
+  /// Where a task holding `ranks` and the GPUs at indices `gpus` of node `node`'s inventory
+  /// runs: their CPUs, the GPUs' names and their vendor (node < 0: CPUs only).
+  Placement placement(const std::vector<int>& ranks, int node, const std::vector<int>& gpus) const;
 };
+
+/// "0-3,8,10-11": sorted CPU numbers as ranges.
+std::string cpu_ranges(const std::vector<int>& cpus);
 
 /// Collective over `comm`: each node's lowest rank reads its inventory (detect_node_inventory),
 /// every rank its CPU affinity; rank 0 gets them all (others get an empty Inventory). A bad
