@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <cerrno>
@@ -406,16 +407,24 @@ int main(int argc, char** argv) {
       req.ranks = ranks > 0 ? ranks : site.where == ln::Where::Local ? ln::available_cores() + 1 : 0;
       if (site.where == ln::Where::Local) rt::check_forced_transport_here();  // the ranks run here
       ln::LaunchPlan plan = ln::plan_launch(req, site);
-      if (site.where == ln::Where::Local && plan.launcher == "mpirun") {
-        // On one host each rank's process is watched by the rank it reports to, and each rank
-        // watches its parent (runtime/src/process_watch.hpp): a rank that dies is noticed and
-        // its tasks go elsewhere, so mpirun need not end the job for it.
+      // Rank 0 runs here: on this machine, or on the first host of a hostfile or allocation
+      // when that is this one (one of its addresses is up here).
+      const bool rank0_here =
+          site.where == ln::Where::Local ||
+          (!site.host_addresses.empty() && std::any_of(site.interfaces.begin(), site.interfaces.end(), [&](const ln::Interface& i) {
+             return !site.host_addresses.front().empty() && i.address == site.host_addresses.front();
+           }));
+      if (rank0_here && plan.launcher == "mpirun") {
+        // Each rank's process is watched by the rank it reports to on its host, each rank
+        // watches its parent (runtime/src/process_watch.hpp), and rank 0 loses a node whose
+        // leader falls silent: a rank or node that dies is noticed and its tasks go elsewhere,
+        // so mpirun need not end the job for it; `rankfarm run` watches rank 0 alone.
         plan.survives_rank_loss = true;
         // Open MPI 4.1.4 prints this on every run with --enable-recovery (its PMIx event
         // registration); it says nothing about the job.
         plan.drop_stderr.push_back("PMIX ERROR: BAD-PARAM in file ../../../src/event/pmix_event_notification.c");
-        plan.notes.push_back("--enable-recovery: a rank that dies does not end the job; the rank it reports to notices and its "
-                             "tasks run on other ranks");
+        plan.notes.push_back("--enable-recovery: a rank or node that dies does not end the job; the rank it reports to notices and "
+                             "its tasks run on other ranks");
       }
       // Tasks on several ranks, and tasks' cores, GPUs and memory, must fit the ranks and nodes
       // planned, checked before any rank starts (other nodes are taken to be like this one).

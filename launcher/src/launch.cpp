@@ -285,7 +285,8 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
         if (ready && coordinator > 0) {
           // The job survives the loss of a rank: after start-up only rank 0's end counts.
           lost = kill(coordinator, 0) != 0 && errno == ESRCH;
-        } else if (plan.ranks > 0 && first_child_at && now - *first_child_at > std::chrono::duration<double>(teardown_s / 2)) {
+        } else if (plan.ranks > 0 && plan.hosts.size() <= 1 && first_child_at &&
+                   now - *first_child_at > std::chrono::duration<double>(teardown_s / 2)) {
           // The plan's ranks are all this launcher's children (one host): one that died before
           // it was ever counted leaves the count short for good.
           lost = lost || children < plan.ranks;

@@ -94,7 +94,7 @@ grep -q "rankfarm-slurm: rankfarm exited with 0" farm.out || fail "the job did n
 q() { sqlite3 -readonly -batch -noheader slices/journal.sqlite "$1"; }
 [[ $(q "SELECT count(*) FROM tasks WHERE state='done'") -eq 30 ]] || fail "not every task done: $(q "SELECT state, count(*) FROM tasks GROUP BY state")"
 done_sum=$(awk '/^rankfarm: this run: [0-9]+ tasks done/ { n += $4 } END { print n + 0 }' farm.out)
-[[ $done_sum -eq 30 ]] || fail "tasks done over the slices add up to $done_sum, not 30 (something ran twice or was lost)"
+[[ $done_sum -eq 30 ]] || fail "tasks done over the slices add up to $done_sum, not 30 (something ran twice or was lost): $(grep -v progress farm.out)"
 [[ $("$BIN/rankfarm" results slices spin_ms | tail -n +2 | wc -l) -eq 30 ]] || fail "results.h5 should have 30 rows"
 grep '^rankfarm-slurm:' farm.out
 echo "farm at its time limit: requeued $(grep -c 'requeueing job' farm.out) time(s), 30 tasks done exactly once"

@@ -77,8 +77,9 @@ std::string render(const LaunchPlan& plan);
 /// launcher's child processes (ranks, or ssh to other nodes) has gone and the launcher has not
 /// exited teardown_s / 2 later (an Open MPI hang after a rank was killed during start-up), its
 /// process group is killed too and 1 returned (or the done file's code), with a note. With
-/// plan.survives_rank_loss, that rule applies during start-up only (before the ready file),
-/// and afterwards when the process named in the ready file (rank 0) has ended.
+/// plan.survives_rank_loss, that rule applies during start-up only (before the ready file; on
+/// one host also to ranks that never appeared), and afterwards when the process named in the
+/// ready file (rank 0, on this host) has ended.
 ///
 /// `ready_file`, when not empty, is created by the job once every rank handles stop signals
 /// (rank 0 of `rankfarm run`, via RANKFARM_READY_FILE: "ready PID"). A first SIGINT/SIGTERM that arrives
