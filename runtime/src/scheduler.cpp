@@ -160,17 +160,7 @@ void Scheduler::dispatch(std::vector<Assignment>& out, double now) {
   }
   // Reserved ranks wait (take no one-rank task) only once the GPUs and memory the reservation
   // needs are free on its node: until then ranks are not what it waits for.
-  res_holds_ranks_ = false;
-  if (res_.active) {
-    const Need rn = need(res_.idx);
-    if (res_.node < 0) {
-      res_holds_ranks_ = true;
-    } else {
-      const NodeUse& u = use_[static_cast<std::size_t>(res_.node)];
-      const auto free_gpus = std::count(u.gpu_busy.begin(), u.gpu_busy.end(), 0);
-      res_holds_ranks_ = free_gpus >= rn.gpus && cap_[static_cast<std::size_t>(res_.node)].memory - u.memory >= rn.memory;
-    }
-  }
+  res_holds_ranks_ = reservation_resources_free();
   if (ready_.empty() && ready_groups_.empty()) return;
   const std::size_t limit = size_ == 1 ? 1 : static_cast<std::size_t>(window());
   // Groups that cannot start are looked at up to this many times per dispatch (the first one
@@ -412,14 +402,18 @@ void Scheduler::reserve(std::uint32_t idx) {
   std::sort(best.begin(), best.end());
   res_ = Reservation{true, idx, best_node, std::move(best)};
   for (int w : res_.ranks) workers_[static_cast<std::size_t>(w)].reserved = true;
-  // As at the start of dispatch(): its ranks wait once its node has its GPUs and memory.
-  if (best_node < 0) {
-    res_holds_ranks_ = true;
-  } else {
-    const NodeUse& u = use_[static_cast<std::size_t>(best_node)];
-    res_holds_ranks_ = std::count(u.gpu_busy.begin(), u.gpu_busy.end(), 0) >= n.gpus &&
-                       cap_[static_cast<std::size_t>(best_node)].memory - u.memory >= n.memory;
-  }
+  res_holds_ranks_ = reservation_resources_free();
+}
+
+// Whether the reservation's node has the GPUs and memory it needs free (a reservation across
+// nodes needs ranks only); false without a reservation.
+bool Scheduler::reservation_resources_free() const {
+  if (!res_.active) return false;
+  if (res_.node < 0) return true;
+  const Need n = need(res_.idx);
+  const auto i = static_cast<std::size_t>(res_.node);
+  const NodeUse& u = use_[i];
+  return std::count(u.gpu_busy.begin(), u.gpu_busy.end(), 0) >= n.gpus && cap_[i].memory - u.memory >= n.memory;
 }
 
 void Scheduler::clear_reservation() {

@@ -268,6 +268,7 @@ class Scheduler {
   void end_group(std::uint32_t idx);
   void reserve(std::uint32_t idx);
   void clear_reservation();
+  bool reservation_resources_free() const;
   std::string largest_node() const;
   void decide(std::uint32_t idx, bool ok, bool interrupted, const std::string& error);
   void fail_attempt(std::uint32_t idx, const std::string& error);
