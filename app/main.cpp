@@ -2,7 +2,9 @@
 //
 //   rankfarm run JOB.toml [-n N] [--output DIR] [--resume [--retry-failed] [--salvage]] [--window W]
 //   rankfarm run --commands FILE [-n N] [--retries R] [--timeout S] ...
-//   rankfarm status DIR
+//   rankfarm status DIR [--watch]
+//   rankfarm explain DIR TASK
+//   rankfarm report DIR [-o FILE]
 //   rankfarm log DIR TASK [--attempt N] [--stderr] | rankfarm log DIR --failed
 //   rankfarm results DIR [DATASET] [--with-run-columns]
 //   rankfarm kernels
@@ -40,6 +42,7 @@
 #include "rankfarm/launcher/site.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/farm.hpp"
+#include "rankfarm/runtime/inspect.hpp"
 #include "rankfarm/runtime/job.hpp"
 #include "rankfarm/runtime/resources.hpp"
 #include "rankfarm/runtime/results.hpp"
@@ -202,8 +205,24 @@ int main(int argc, char** argv) {
 
   std::string dir, dataset;
   bool run_columns = false;
-  auto* status = app.add_subcommand("status", "print a job's state from its journal");
+  auto* status = app.add_subcommand("status", "print a job's state from its journal (--watch: live, until the job ends)");
   status->add_option("dir", dir, "output directory of the job")->required();
+  bool status_watch = false;
+  double watch_interval = 1.0;
+  status->add_flag("--watch", status_watch,
+                   "a live view, from any terminal on a node that sees DIR: progress, ETA, task rate, running tasks, failures "
+                   "as they happen; plain lines when not a terminal; ends when the job ends");
+  status->add_option("--interval", watch_interval, "--watch: seconds between refreshes (default 1)")->check(CLI::Range(0.1, 3600.0));
+  std::string explain_task;
+  auto* explain_cmd = app.add_subcommand("explain", "say why a task is where it is: pending (on what), running (where, since when), "
+                                                "failed (each attempt's error, retries left), skipped (which failure)");
+  explain_cmd->add_option("dir", dir, "output directory of the job")->required();
+  explain_cmd->add_option("task", explain_task, "task id")->required();
+  std::string report_out;
+  auto* report = app.add_subcommand("report", "write a self-contained HTML report: timeline per rank, busy ranks and task "
+                                              "rate, durations per kernel, failures, provenance");
+  report->add_option("dir", dir, "output directory of the job")->required();
+  report->add_option("-o,--output", report_out, "the HTML file to write (default: DIR/report.html)");
   auto* results = app.add_subcommand("results", "print a results dataset as tab-separated values");
   results->add_option("dir", dir, "output directory of the job (or a results.h5 file)")->required();
   results->add_option("dataset", dataset, "dataset (a kernel name, commands or tasks); none: list them");
@@ -334,7 +353,20 @@ int main(int argc, char** argv) {
       MPI_Finalize();
       return code;
     }
-    if (*status) return rt::print_status(dir, std::cout);
+    if (*status) {
+      if (!status_watch) return rt::print_status(dir, std::cout);
+      rt::WatchOptions w;
+      w.interval_s = watch_interval;
+      w.redraw = ::isatty(STDOUT_FILENO) != 0 && std::getenv("TERM") != nullptr && std::string(std::getenv("TERM")) != "dumb";
+      return rt::watch_status(dir, std::cout, w);
+    }
+    if (*explain_cmd) return rt::explain_task(dir, explain_task, std::cout, kn::builtin_registry());
+    if (*report) {
+      const std::string out = report_out.empty() ? rt::OutputDir(dir).report_html() : report_out;
+      const int code = rt::write_report(dir, out, {});
+      std::cout << "report written to " << out << "\n";
+      return code;
+    }
     if (*log) {
       if (log_verify) {
         const std::size_t bad = rt::verify_output(dir, std::cout);

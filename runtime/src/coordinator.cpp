@@ -63,6 +63,11 @@ class Coordinator {
     prov_ = prov_in;
     writer_ = std::make_unique<JournalWriter>(*s_.journal, opt_.commit_interval);
     run_id_ = s_.journal->begin_run(size_, prov_.hosts);
+    {
+      std::vector<std::string> hosts;
+      for (int r = 0; r < size_; ++r) hosts.push_back(node_name(r));
+      writer_->set_run(run_id_, std::move(hosts));
+    }
     t0_ = Clock::now();
     deadline_.start(opt_, now_s());
     if (deadline_.known()) sched_.set_deadline(deadline_.end_s(), deadline_.margin_s());
@@ -129,11 +134,17 @@ class Coordinator {
           r.rank = e.rank;
           r.attempt = sched_.attempt(e.idx);
           r.started_at = epoch_seconds();
+          r.exit_code = 0;  // of this attempt, once it ends
           if (const double timeout = job_.entry_of(e.idx).base.timeout_s; timeout > 0) r.deadline = r.started_at + timeout;
           else r.deadline = 0;
-          journal_placement(e.idx, e.rank, r.attempt);
           ++started_;
-          break;
+          rec_.set(e.idx, r);
+          {
+            AttemptRow a = attempt_row(e.idx, r, AttemptOutcome::Running);
+            place(a);
+            writer_->push(e.idx, r, &a);
+          }
+          continue;
         case SchedEvent::Done:
           r.state = TaskState::Done;
           r.error.clear();
@@ -170,8 +181,58 @@ class Coordinator {
           continue;
       }
       rec_.set(e.idx, r);
-      writer_->push(e.idx, r);
+      // The attempt that this event ends, if it ends one.
+      std::optional<AttemptOutcome> ended;
+      switch (e.kind) {
+        case SchedEvent::Done: ended = AttemptOutcome::Done; break;
+        case SchedEvent::Retry:
+        case SchedEvent::Failed: ended = AttemptOutcome::Failed; break;
+        case SchedEvent::Interrupted: ended = AttemptOutcome::Interrupted; break;
+        case SchedEvent::Requeued: ended = AttemptOutcome::Requeued; break;
+        default: break;
+      }
+      if (ended && r.attempt > 0) {
+        const AttemptRow a = attempt_row(e.idx, r, *ended);
+        writer_->push(e.idx, r, &a);
+      } else {
+        writer_->push(e.idx, r);
+      }
     }
+  }
+
+  // The row of attempt r.attempt of task `idx`, as `outcome` leaves it (its host is filled in
+  // by the journal's writer; its resources by place()).
+  AttemptRow attempt_row(std::uint32_t idx, const TaskRecord& r, AttemptOutcome outcome) const {
+    AttemptRow a;
+    a.idx = idx;
+    a.attempt = static_cast<std::uint32_t>(r.attempt);
+    a.rank = r.rank;
+    a.ranks = 0;  // kept from the attempt's start
+    a.started_at = r.started_at;
+    a.outcome = outcome;
+    if (outcome != AttemptOutcome::Running) {
+      a.finished_at = std::max(epoch_seconds(), r.started_at);
+      a.exit_code = r.exit_code;
+      a.error = r.error;
+      if (outcome == AttemptOutcome::Interrupted && a.error.empty()) a.error = "the job stopped while it ran";
+      if (outcome == AttemptOutcome::Requeued && a.error.empty()) a.error = "its rank was lost or presumed hung";
+      // shell.cpp words a death by signal N as "killed by signal N (...)", exit code 128 + N.
+      if (r.exit_code > 128 && r.error.rfind("killed by signal", 0) == 0) a.signal = r.exit_code - 128;
+    }
+    return a;
+  }
+
+  // An attempt's start: its ranks and, for a task with resources, what it holds.
+  void place(AttemptRow& a) const {
+    const std::vector<int>& members = sched_.members(a.idx);
+    a.ranks = members.empty() ? 1 : static_cast<int>(members.size());
+    const Scheduler::Group* g = sched_.group(a.idx);
+    if (g == nullptr || !g->hold) return;
+    const Placement p = placement(a.idx);
+    a.cores = static_cast<int>(g->members.size());
+    a.cpus = cpu_ranges(p.cpus);  // inventory.hpp
+    a.gpus = fmt::format("{}", fmt::join(p.gpus, ","));
+    a.memory = g->memory;
   }
   void progress_note(const std::string& text) {
     if (progress_) progress_->note(text);
@@ -345,7 +406,8 @@ class Coordinator {
           r.started_at = epoch_seconds();
           r.deadline = r.started_at + job_.entry_of(idx).base.timeout_s;
           rec_.set(idx, r);
-          writer_->push(idx, r);
+          const AttemptRow a = attempt_row(idx, r, AttemptOutcome::Running);
+          writer_->push(idx, r, &a);
         }
       } else if (tag == kTagBye) {
         workers_[static_cast<std::size_t>(w)].gone = true;
@@ -471,22 +533,6 @@ class Coordinator {
     return true;
   }
 
-  // A task with resources: where this attempt runs, for `rankfarm status`.
-  void journal_placement(std::uint32_t idx, int rank, int attempt) {
-    const Scheduler::Group* g = sched_.group(idx);
-    if (g == nullptr || !g->hold) return;
-    const Placement p = placement(idx);
-    PlacementRow row;
-    row.idx = idx;
-    row.attempt = static_cast<std::uint32_t>(attempt);
-    row.rank = rank;
-    row.cores = static_cast<int>(g->members.size());
-    row.cpus = cpu_ranges(p.cpus);  // inventory.hpp
-    row.gpus = fmt::format("{}", fmt::join(p.gpus, ","));
-    row.memory = g->memory;
-    writer_->push_placement(std::move(row));
-  }
-
   // Where a task with resources runs: its ranks' cores and its GPUs' names (empty otherwise).
   Placement placement(std::uint32_t idx) const {
     const Scheduler::Group* g = sched_.group(idx);
@@ -507,6 +553,7 @@ class Coordinator {
     Waiter waiter(bell_);
     auto last_hung_check = Clock::now();
     auto last_snapshot = Clock::now();
+    auto last_live = Clock::now() - std::chrono::seconds(1);
     while (!sched_.complete()) {
       bool busy = handle_messages();
       if (stop_signal() && !stopping_) return kExitInterrupted;
@@ -542,6 +589,10 @@ class Coordinator {
         last_snapshot = Clock::now();
       }
       progress_->tick(sched_.finished(), sched_.done() - initially_done_, sched_.failed(), run_seconds(), false);
+      if (now - last_live > std::chrono::milliseconds(500)) {
+        publish_live();
+        last_live = now;
+      }
       if (busy) {
         waiter.reset();
       } else if (size_ > 1 && sched_.mean_task_s() > 0 && sched_.in_flight() > static_cast<std::size_t>(sched_.live_workers())) {
@@ -563,6 +614,13 @@ class Coordinator {
   }
 
   double run_seconds() const { return std::chrono::duration<double>(Clock::now() - t0_).count(); }
+
+  // The job's counts for `rankfarm status --watch` (meta.live), committed with the journal's
+  // next transaction.
+  void publish_live() {
+    writer_->set_live(fmt::format("total={};done={};failed={};skipped={};running={};ran={}", sched_.size(), sched_.done(),
+                                  sched_.failed_total(), sched_.skipped(), sched_.in_flight(), sched_.done() - initially_done_));
+  }
 
   void write_snapshot() {
     prov_.finished_at = epoch_seconds();
@@ -629,6 +687,7 @@ class Coordinator {
     // Results whose data is still on its way through the transport.
     for (const auto end = Clock::now() + std::chrono::seconds(10); !bulk_.empty() && Clock::now() < end;)
       if (!progress_bulk()) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    publish_live();
     writer_->flush();
     prov_.finished_at = epoch_seconds();
     const std::string h5 = OutputDir(s_.dir).results();
@@ -828,6 +887,11 @@ void remove_stale_announcements(const std::string& dir) {
   }
 }
 
+// meta.job_kind: how the job was loaded, so that `rankfarm explain` can load it again.
+std::string job_kind(const FarmOptions& opt) {
+  return opt.commands ? fmt::format("commands;retries={};timeout={}", opt.retries, opt.timeout_s) : "toml";
+}
+
 // A new journal for `s.job` from the readable rows of the damaged one at `jpath`, which is
 // renamed aside (never deleted), given what check_journal read of it (`sv`); fills s.records,
 // s.first_started_at and a note.
@@ -900,6 +964,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   s.records.assign(s.job.size());
   if (c.salvaged) {
     s.journal = salvage(jpath, *c.salvaged, s);
+    s.journal->set_meta("job_kind", job_kind(opt));
   } else if (c.resuming) {
     s.journal = Journal::open(jpath, false);
     s.journal->attach(s.job);
@@ -935,6 +1000,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   } else {
     if (opt.resume) s.notes.push_back(fmt::format("--resume: no journal in {} yet, starting the job", s.dir));
     s.journal = Journal::create(jpath, s.job);
+    s.journal->set_meta("job_kind", job_kind(opt));
     s.first_started_at = epoch_seconds();
   }
   if (c.salvaged && opt.retry_failed) {  // --retry-failed applies to salvaged rows too

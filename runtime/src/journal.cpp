@@ -22,10 +22,13 @@
 namespace rankfarm::runtime {
 namespace {
 
-// Format 2: a task has a row from its first change on (a new job's journal has none, so that
-// creating it costs nothing per task); meta.task_count says how many tasks the job has.
-// Format 1 (every task a row from the start) is read and resumed as it is.
-constexpr const char* kFormat = "rankfarm-journal-2";
+// Format 3: every attempt has a row in `attempts`. Format 2 (the release before): a task has a
+// row from its first change on (a new job's journal has none, so that creating it costs
+// nothing per task); meta.task_count says how many tasks the job has; each task's last attempt
+// only. Format 2 is migrated to 3 when opened for writing. Format 1 (every task a row from the
+// start) is read and resumed as it is, with an `attempts` table added.
+constexpr const char* kFormat = "rankfarm-journal-3";
+constexpr const char* kFormat2 = "rankfarm-journal-2";
 constexpr const char* kFormat1 = "rankfarm-journal-1";
 
 // RAII prepared statement.
@@ -42,9 +45,24 @@ constexpr const char* kCreateOutputsSql =
     "CREATE TABLE IF NOT EXISTS outputs(idx INTEGER NOT NULL, attempt INTEGER NOT NULL, rank INTEGER NOT NULL,"
     " file TEXT NOT NULL, out_off INTEGER NOT NULL, out_len INTEGER NOT NULL, err_off INTEGER NOT NULL,"
     " err_len INTEGER NOT NULL, PRIMARY KEY(idx, attempt));";
-constexpr const char* kCreatePlacementsSql =
-    "CREATE TABLE IF NOT EXISTS placements(idx INTEGER NOT NULL, attempt INTEGER NOT NULL, rank INTEGER NOT NULL,"
-    " cores INTEGER NOT NULL, cpus TEXT NOT NULL, gpus TEXT NOT NULL, memory INTEGER NOT NULL, PRIMARY KEY(idx, attempt));";
+// The running attempts and those that ended badly are few: partial indexes, which a short
+// task's attempt (written once, done) never touches.
+constexpr const char* kCreateAttemptsSql =
+    "CREATE TABLE IF NOT EXISTS attempts(idx INTEGER NOT NULL, attempt INTEGER NOT NULL, run INTEGER, rank INTEGER NOT NULL,"
+    " host TEXT NOT NULL, ranks INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL, outcome TEXT NOT NULL,"
+    " exit_code INTEGER NOT NULL, signal INTEGER NOT NULL, error TEXT NOT NULL, cores INTEGER, cpus TEXT, gpus TEXT,"
+    " memory INTEGER, PRIMARY KEY(idx, attempt)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS attempts_running ON attempts(idx) WHERE outcome = 'running';"
+    "CREATE INDEX IF NOT EXISTS attempts_ended_badly ON attempts(finished_at) WHERE outcome <> 'done' AND outcome <> 'running';";
+#define RANKFARM_ATTEMPT_COLUMNS                                                                                        \
+  "SELECT idx, attempt, COALESCE(run, 0), rank, host, ranks, started_at, COALESCE(finished_at, 0), outcome, exit_code," \
+  " signal, error, COALESCE(cores, 0), COALESCE(cpus, ''), COALESCE(gpus, ''), COALESCE(memory, 0) FROM attempts "
+constexpr const char* kAttemptsOfSql = RANKFARM_ATTEMPT_COLUMNS "WHERE idx = ? ORDER BY attempt";
+constexpr const char* kRunningAttemptsSql = RANKFARM_ATTEMPT_COLUMNS "WHERE outcome = 'running' ORDER BY idx";
+constexpr const char* kEndedBadlySql =
+    RANKFARM_ATTEMPT_COLUMNS "WHERE outcome <> 'done' AND outcome <> 'running' AND finished_at > ? ORDER BY finished_at LIMIT ?";
+constexpr const char* kAllAttemptsSql = RANKFARM_ATTEMPT_COLUMNS "ORDER BY idx, attempt";
+#undef RANKFARM_ATTEMPT_COLUMNS
 constexpr const char* kLoadRunsSql =
     "SELECT run, started_at, COALESCE(finished_at, 0), ranks, hosts, COALESCE(outcome, '') FROM runs ORDER BY run";
 
@@ -153,6 +171,25 @@ std::optional<TaskState> parse_task_state(const std::string& s) {
   return std::nullopt;
 }
 
+const char* to_string(AttemptOutcome o) noexcept {
+  switch (o) {
+    case AttemptOutcome::Running: return "running";
+    case AttemptOutcome::Done: return "done";
+    case AttemptOutcome::Failed: return "failed";
+    case AttemptOutcome::Interrupted: return "interrupted";
+    case AttemptOutcome::Requeued: return "requeued";
+    case AttemptOutcome::Lost: return "lost";
+  }
+  return "?";
+}
+
+std::optional<AttemptOutcome> parse_attempt_outcome(const std::string& s) {
+  for (auto o : {AttemptOutcome::Running, AttemptOutcome::Done, AttemptOutcome::Failed, AttemptOutcome::Interrupted,
+                 AttemptOutcome::Requeued, AttemptOutcome::Lost})
+    if (s == to_string(o)) return o;
+  return std::nullopt;
+}
+
 double epoch_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -192,7 +229,7 @@ std::unique_ptr<Journal> Journal::create(const std::string& path, const Job& job
       "CREATE TABLE runs(run INTEGER PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,"
       " ranks INTEGER NOT NULL, hosts TEXT NOT NULL, outcome TEXT);");
   j->exec(kCreateOutputsSql);
-  j->exec(kCreatePlacementsSql);
+  j->exec(kCreateAttemptsSql);
   j->set_meta("format", kFormat);
   j->set_meta("job_name", job.name);
   j->set_meta("job_hash", job.hash);
@@ -233,7 +270,7 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
     if (sqlite_file && is_damage(sqlite3_extended_errcode(j->db_))) throw_damaged(path, sqlite3_errmsg(j->db_));
     throw InputError(path, 0, "", fmt::format("not a rankfarm journal ({})", e.what()));
   }
-  if (format != kFormat && format != kFormat1)
+  if (format != kFormat && format != kFormat2 && format != kFormat1)
     throw InputError(path, 0, "meta.format",
                      format.empty() ? "not a rankfarm journal" : fmt::format("unknown journal format \"{}\"", format));
   // The tables and columns the readers use (cheap: their statements are prepared, not run).
@@ -249,7 +286,6 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
   if (!read_only) {
     try {
       j->exec(kCreateOutputsSql);
-      j->exec(kCreatePlacementsSql);
     } catch (const std::exception& e) {
       throw InputError(path, 0, "outputs", fmt::format("cannot add the output index: {}", e.what()));
     }
@@ -266,6 +302,7 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, bool read_only) 
     sqlite3_finalize(qc);
     if (verdict != "ok") throw_damaged(path, fmt::format("quick_check: {}", verdict));
   }
+  if (!read_only && !j->has_attempts()) j->migrate_attempts(format);
   return j;
 }
 
@@ -441,6 +478,14 @@ void Journal::for_each_task(const std::function<void(JournalRow&)>& f) const {
   }
 }
 
+std::optional<JournalRow> Journal::task_row(std::uint32_t idx) const {
+  Stmt s(db_, kTaskAtSql);
+  s.bind(1, static_cast<std::int64_t>(idx));
+  JournalRow r;
+  if (!s.step() || !read_row(s.get(), r)) return std::nullopt;
+  return r;
+}
+
 std::vector<JournalRow> Journal::tasks_in_state(TaskState state) const {
   Stmt s(db_, kTasksInStateSql);
   s.bind(1, std::string(to_string(state)));
@@ -504,22 +549,49 @@ std::size_t Journal::task_count() const {
 void Journal::attach(const Job& job) { job_ = &job; }
 
 void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs,
-                    const std::vector<PlacementRow>& placements) {
+                    const std::vector<AttemptRow>& attempts, const std::string& live) {
   exec("BEGIN IMMEDIATE;");
   try {
-    if (!placements.empty()) {
-      Stmt p(db_, "INSERT OR REPLACE INTO placements VALUES(?,?,?,?,?,?,?)");
-      for (const auto& row : placements) {
-        p.bind(1, static_cast<std::int64_t>(row.idx));
-        p.bind(2, static_cast<std::int64_t>(row.attempt));
-        p.bind(3, static_cast<std::int64_t>(row.rank));
-        p.bind(4, static_cast<std::int64_t>(row.cores));
-        p.bind(5, row.cpus);
-        p.bind(6, row.gpus);
-        p.bind(7, static_cast<std::int64_t>(row.memory));
-        p.step();
-        p.reset();
+    if (!attempts.empty()) {
+      // An attempt's start and its end are one row: the end keeps what the start placed.
+      Stmt a(db_,
+             "INSERT INTO attempts VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(idx, attempt) DO UPDATE SET"
+             " run=excluded.run, rank=excluded.rank, host=excluded.host, ranks=MAX(excluded.ranks, ranks), started_at=excluded.started_at,"
+             " finished_at=excluded.finished_at, outcome=excluded.outcome, exit_code=excluded.exit_code, signal=excluded.signal,"
+             " error=excluded.error, cores=COALESCE(excluded.cores, cores), cpus=COALESCE(excluded.cpus, cpus),"
+             " gpus=COALESCE(excluded.gpus, gpus), memory=COALESCE(excluded.memory, memory)");
+      for (const auto& row : attempts) {
+        a.bind(1, static_cast<std::int64_t>(row.idx));
+        a.bind(2, static_cast<std::int64_t>(row.attempt));
+        if (row.run > 0) a.bind(3, static_cast<std::int64_t>(row.run));
+        else a.bind_null(3);
+        a.bind(4, static_cast<std::int64_t>(row.rank));
+        a.bind_text(5, row.host.data(), row.host.size());
+        a.bind(6, static_cast<std::int64_t>(row.ranks));  // 0: the attempt's start said
+        a.bind(7, row.started_at);
+        if (row.outcome == AttemptOutcome::Running || row.finished_at <= 0) a.bind_null(8);
+        else a.bind(8, row.finished_at);
+        const char* outcome = to_string(row.outcome);
+        a.bind_text(9, outcome, std::strlen(outcome));
+        a.bind(10, static_cast<std::int64_t>(row.exit_code));
+        a.bind(11, static_cast<std::int64_t>(row.signal));
+        a.bind_text(12, row.error.data(), row.error.size());
+        if (row.cores > 0) {
+          a.bind(13, static_cast<std::int64_t>(row.cores));
+          a.bind_text(14, row.cpus.data(), row.cpus.size());
+          a.bind_text(15, row.gpus.data(), row.gpus.size());
+          a.bind(16, static_cast<std::int64_t>(row.memory));
+        } else {
+          for (int c = 13; c <= 16; ++c) a.bind_null(c);
+        }
+        a.step();
+        a.reset();
       }
+    }
+    if (!live.empty()) {
+      Stmt m(db_, "INSERT OR REPLACE INTO meta VALUES('live', ?)");
+      m.bind(1, live);
+      m.step();
     }
     if (counts_stored_) {  // the counts of the last run's end no longer hold
       exec("DELETE FROM meta WHERE key='state_counts';");
@@ -590,6 +662,158 @@ void Journal::write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& upd
   }
 }
 
+void Journal::migrate_attempts(const std::string& format) {
+  // A journal of an earlier release: each task's last attempt, from its row, becomes an
+  // attempt row (the earlier ones were never kept), with what `placements` (the release
+  // before) knew of its resources; one transaction, so a kill leaves the journal as it was.
+  exec("BEGIN IMMEDIATE;");
+  try {
+    exec(kCreateAttemptsSql);
+    exec("INSERT INTO attempts(idx, attempt, run, rank, host, ranks, started_at, finished_at, outcome, exit_code, signal, error)"
+         " SELECT idx, attempt, NULL, rank, '', 1, started_at, CASE WHEN state = 'running' THEN NULL ELSE finished_at END,"
+         " CASE state WHEN 'pending' THEN (CASE WHEN error <> '' THEN 'failed' ELSE 'interrupted' END) ELSE state END,"
+         " exit_code, 0, error FROM tasks WHERE attempt > 0 AND state <> 'skipped';");
+    Stmt t(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='placements'");
+    if (t.step()) {
+      exec("UPDATE attempts SET cores = p.cores, cpus = p.cpus, gpus = p.gpus, memory = p.memory FROM placements p"
+           " WHERE attempts.idx = p.idx AND attempts.attempt = p.attempt;"
+           "DROP TABLE placements;");
+    }
+    if (format == kFormat2) set_meta("format", kFormat);
+    set_meta("attempts_since", fmt::format("{:.3f}", epoch_seconds()));
+    exec("COMMIT;");
+  } catch (const std::exception& e) {
+    sqlite3_exec(db_, "ROLLBACK;", nullptr, nullptr, nullptr);
+    throw InputError(path_, 0, "attempts",
+                     fmt::format("cannot add the attempts table to this journal of an earlier release ({}); finish the job "
+                                 "with that release (rankfarm run --resume), or make the journal writable",
+                                 e.what()));
+  }
+}
+
+bool Journal::has_attempts() const {
+  Stmt s(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='attempts'");
+  return s.step();
+}
+
+namespace {
+AttemptRow read_attempt_row(sqlite3_stmt* s) {
+  auto text = [&](int c) {
+    auto* p = sqlite3_column_text(s, c);
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s, c))) : std::string();
+  };
+  AttemptRow a;
+  a.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s, 0));
+  a.attempt = static_cast<std::uint32_t>(sqlite3_column_int64(s, 1));
+  a.run = sqlite3_column_int(s, 2);
+  a.rank = sqlite3_column_int(s, 3);
+  a.host = text(4);
+  a.ranks = sqlite3_column_int(s, 5);
+  a.started_at = sqlite3_column_double(s, 6);
+  a.finished_at = sqlite3_column_double(s, 7);
+  a.outcome = parse_attempt_outcome(text(8)).value_or(AttemptOutcome::Failed);
+  a.exit_code = sqlite3_column_int(s, 9);
+  a.signal = sqlite3_column_int(s, 10);
+  a.error = text(11);
+  a.cores = sqlite3_column_int(s, 12);
+  a.cpus = text(13);
+  a.gpus = text(14);
+  a.memory = static_cast<std::uint64_t>(sqlite3_column_int64(s, 15));
+  return a;
+}
+
+// A journal without `attempts` (an earlier release's, read only): a task's last attempt from
+// its row.
+std::optional<AttemptRow> attempt_from_task(const JournalRow& r) {
+  const TaskRecord& t = r.record;
+  if (t.attempt <= 0 || t.state == TaskState::Skipped) return std::nullopt;
+  AttemptRow a;
+  a.idx = r.idx;
+  a.attempt = static_cast<std::uint32_t>(t.attempt);
+  a.rank = t.rank;
+  a.started_at = t.started_at;
+  a.finished_at = t.state == TaskState::Running ? 0 : t.finished_at;
+  a.outcome = t.state == TaskState::Running ? AttemptOutcome::Running
+              : t.state == TaskState::Done  ? AttemptOutcome::Done
+              : t.state == TaskState::Failed || !t.error.empty() ? AttemptOutcome::Failed
+                                                                  : AttemptOutcome::Interrupted;
+  a.exit_code = t.exit_code;
+  a.error = t.error;
+  return a;
+}
+}  // namespace
+
+std::vector<AttemptRow> Journal::attempts_of(std::uint32_t idx) const {
+  std::vector<AttemptRow> out;
+  if (!has_attempts()) {
+    Stmt s(db_, kTaskAtSql);
+    s.bind(1, static_cast<std::int64_t>(idx));
+    JournalRow r;
+    if (s.step() && read_row(s.get(), r))
+      if (auto a = attempt_from_task(r)) out.push_back(std::move(*a));
+    return out;
+  }
+  Stmt s(db_, kAttemptsOfSql);
+  s.bind(1, static_cast<std::int64_t>(idx));
+  while (s.step()) out.push_back(read_attempt_row(s.get()));
+  return out;
+}
+
+std::vector<AttemptRow> Journal::running_attempts() const {
+  std::vector<AttemptRow> out;
+  if (!has_attempts()) {
+    for (const auto& r : tasks_in_state(TaskState::Running))
+      if (auto a = attempt_from_task(r)) out.push_back(std::move(*a));
+    return out;
+  }
+  Stmt s(db_, kRunningAttemptsSql);
+  while (s.step()) out.push_back(read_attempt_row(s.get()));
+  return out;
+}
+
+std::vector<AttemptRow> Journal::ended_badly_since(double after, std::size_t limit) const {
+  std::vector<AttemptRow> out;
+  if (!has_attempts()) {
+    for (const auto& r : tasks_in_state(TaskState::Failed))
+      if (auto a = attempt_from_task(r); a && a->finished_at > after && out.size() < limit) out.push_back(std::move(*a));
+    return out;
+  }
+  Stmt s(db_, kEndedBadlySql);
+  s.bind(1, after);
+  s.bind(2, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+  while (s.step()) out.push_back(read_attempt_row(s.get()));
+  return out;
+}
+
+void Journal::for_each_attempt(const std::function<void(const AttemptRow&)>& f) const {
+  if (!has_attempts()) {
+    for_each_task([&](JournalRow& r) {
+      if (auto a = attempt_from_task(r)) f(*a);
+    });
+    return;
+  }
+  Stmt s(db_, kAllAttemptsSql);
+  while (s.step()) f(read_attempt_row(s.get()));
+}
+
+std::unordered_map<std::string, double> Journal::live_progress() const {
+  std::unordered_map<std::string, double> out;
+  const std::string text = meta("live");
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t semi = text.find(';', pos);
+    if (semi == std::string::npos) semi = text.size();
+    const std::string item = text.substr(pos, semi - pos);
+    pos = semi + 1;
+    const auto eq = item.find('=');
+    if (eq == std::string::npos) continue;
+    char* end = nullptr;
+    const double v = std::strtod(item.c_str() + eq + 1, &end);
+    if (end != item.c_str() + eq + 1 && *end == '\0') out[item.substr(0, eq)] = v;
+  }
+  return out;
+}
+
 std::optional<std::pair<std::uint32_t, int>> Journal::find_task(const std::string& task_id) const {
   Stmt s(db_, "SELECT idx, attempt FROM tasks WHERE task_id=?");
   s.bind(1, task_id);
@@ -620,31 +844,6 @@ OutputRow read_output_row(sqlite3_stmt* s) {
 }
 }  // namespace
 
-std::vector<PlacementRow> Journal::running_placements() const {
-  std::vector<PlacementRow> rows;
-  {
-    Stmt t(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='placements'");
-    if (!t.step()) return rows;
-  }
-  Stmt s(db_,
-         "SELECT p.idx, p.attempt, p.rank, p.cores, p.cpus, p.gpus, p.memory FROM placements p JOIN tasks t"
-         " ON t.idx = p.idx AND t.attempt = p.attempt WHERE t.state = 'running' ORDER BY p.idx");
-  while (s.step()) {
-    PlacementRow r;
-    r.idx = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 0));
-    r.attempt = static_cast<std::uint32_t>(sqlite3_column_int64(s.get(), 1));
-    r.rank = sqlite3_column_int(s.get(), 2);
-    r.cores = sqlite3_column_int(s.get(), 3);
-    const auto* cpus = sqlite3_column_text(s.get(), 4);
-    const auto* gpus = sqlite3_column_text(s.get(), 5);
-    r.cpus = cpus != nullptr ? reinterpret_cast<const char*>(cpus) : "";
-    r.gpus = gpus != nullptr ? reinterpret_cast<const char*>(gpus) : "";
-    r.memory = static_cast<std::uint64_t>(sqlite3_column_int64(s.get(), 6));
-    rows.push_back(std::move(r));
-  }
-  return rows;
-}
-
 std::vector<OutputRow> Journal::outputs() const {
   std::vector<OutputRow> rows;
   if (!has_outputs()) return rows;
@@ -672,12 +871,34 @@ std::vector<RunRecord> Journal::runs() const {
 }
 
 int Journal::begin_run(int ranks, const std::string& hosts) {
-  Stmt s(db_, "INSERT INTO runs(started_at, ranks, hosts) VALUES(?,?,?)");
-  s.bind(1, epoch_seconds());
-  s.bind(2, static_cast<std::int64_t>(ranks));
-  s.bind(3, hosts);
-  s.step();
-  return static_cast<int>(sqlite3_last_insert_rowid(db_));
+  exec("BEGIN IMMEDIATE;");
+  try {
+    // An earlier run that was killed left its attempts running: they ended with it.
+    // They are known to have run until its last commit (meta.live's time), at least.
+    if (has_attempts()) {
+      const auto live = live_progress();
+      const auto at = live.find("at");
+      Stmt lost(db_,
+                "UPDATE attempts SET outcome = 'lost', error = 'its run ended without a word (killed?) while it ran',"
+                " finished_at = CASE WHEN ? > 0 THEN MAX(started_at, ?) ELSE NULL END WHERE outcome = 'running'");
+      const double last_commit = at == live.end() ? 0.0 : at->second;
+      lost.bind(1, last_commit);
+      lost.bind(2, last_commit);
+      lost.step();
+    }
+    exec("DELETE FROM meta WHERE key = 'live';");
+    Stmt s(db_, "INSERT INTO runs(started_at, ranks, hosts) VALUES(?,?,?)");
+    s.bind(1, epoch_seconds());
+    s.bind(2, static_cast<std::int64_t>(ranks));
+    s.bind(3, hosts);
+    s.step();
+    const int run = static_cast<int>(sqlite3_last_insert_rowid(db_));
+    exec("COMMIT;");
+    return run;
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK;", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 void Journal::end_run(int run, const std::string& outcome, const std::vector<std::pair<TaskState, std::size_t>>& counts) {
@@ -715,7 +936,7 @@ JournalWriter::~JournalWriter() {
   thread_.join();
 }
 
-void JournalWriter::push(std::uint32_t idx, const TaskRecord& record) {
+void JournalWriter::push(std::uint32_t idx, const TaskRecord& record, const AttemptRow* attempt) {
   std::unique_lock lk(mu_);
   // Back-pressure: a writer that falls behind (the disk, or a machine whose cores all run
   // tasks) holds the pusher back rather than queueing without bound. Done work then waits at
@@ -726,6 +947,7 @@ void JournalWriter::push(std::uint32_t idx, const TaskRecord& record) {
     done_cv_.wait(lk, [&] { return queue_.size() < kMaxQueued || error_ || stop_; });
   }
   queue_.emplace_back(idx, record);
+  if (attempt != nullptr) attempts_.push_back(*attempt);
   ++pushed_;
   if (queue_.size() >= 4096) cv_.notify_all();
 }
@@ -735,9 +957,16 @@ void JournalWriter::push_output(OutputRow row) {
   outputs_.push_back(std::move(row));
 }
 
-void JournalWriter::push_placement(PlacementRow row) {
+void JournalWriter::set_run(int run, std::vector<std::string> host_of_rank) {
   std::lock_guard lk(mu_);
-  placements_.push_back(std::move(row));
+  run_ = run;
+  hosts_ = std::make_shared<const std::vector<std::string>>(std::move(host_of_rank));
+}
+
+void JournalWriter::set_live(std::string counts) {
+  std::lock_guard lk(mu_);
+  live_ = std::move(counts);
+  live_dirty_ = true;
 }
 
 void JournalWriter::flush() {
@@ -767,17 +996,22 @@ double JournalWriter::cpu_seconds() const {
 void JournalWriter::loop() {
   std::vector<std::pair<std::uint32_t, TaskRecord>> batch;
   std::vector<OutputRow> outputs;
-  std::vector<PlacementRow> placements;
+  std::vector<AttemptRow> attempts;
+  std::string live;
   std::unique_lock lk(mu_);
   for (;;) {
     cv_.wait_for(lk, interval_, [&] { return stop_ || flush_requested_ || queue_.size() >= 4096; });
     flush_requested_ = false;
     const bool stopping = stop_;
-    if ((!queue_.empty() || !outputs_.empty() || !placements_.empty()) && !error_) {
+    if ((!queue_.empty() || !outputs_.empty() || !attempts_.empty() || live_dirty_) && !error_) {
       batch.swap(queue_);
       outputs.swap(outputs_);
-      placements.swap(placements_);
+      attempts.swap(attempts_);
+      if (live_dirty_) live = fmt::format("at={:.3f};run={};{}", epoch_seconds(), run_, live_);
+      live_dirty_ = false;
       const std::uint64_t n = batch.size();
+      const std::shared_ptr<const std::vector<std::string>> hosts = hosts_;
+      const int run = run_;
       lk.unlock();
       done_cv_.notify_all();  // room in the queue again
       // One transaction: only each task's last state in it matters (a short task is often
@@ -791,15 +1025,40 @@ void JournalWriter::loop() {
         ++kept;
       }
       batch.resize(kept);
+      // Each attempt once, as it stands last, keeping what its start placed.
+      std::stable_sort(attempts.begin(), attempts.end(),
+                       [](const AttemptRow& a, const AttemptRow& b) { return a.idx != b.idx ? a.idx < b.idx : a.attempt < b.attempt; });
+      kept = 0;
+      for (std::size_t i = 0; i < attempts.size(); ++i) {
+        AttemptRow& a = attempts[i];
+        if (i + 1 < attempts.size() && attempts[i + 1].idx == a.idx && attempts[i + 1].attempt == a.attempt) {
+          AttemptRow& next = attempts[i + 1];
+          if (next.ranks == 0) next.ranks = a.ranks;
+          if (next.cores == 0 && a.cores > 0) {
+            next.cores = a.cores;
+            next.cpus = std::move(a.cpus);
+            next.gpus = std::move(a.gpus);
+            next.memory = a.memory;
+          }
+          continue;
+        }
+        if (a.run == 0) a.run = run;
+        if (a.host.empty() && hosts && a.rank >= 0 && static_cast<std::size_t>(a.rank) < hosts->size())
+          a.host = (*hosts)[static_cast<std::size_t>(a.rank)];
+        if (kept != i) attempts[kept] = std::move(a);
+        ++kept;
+      }
+      attempts.resize(kept);
       std::exception_ptr err;
       try {
-        journal_.write(batch, outputs, placements);
+        journal_.write(batch, outputs, attempts, live);
       } catch (...) {
         err = std::current_exception();
       }
       batch.clear();
       outputs.clear();
-      placements.clear();
+      attempts.clear();
+      live.clear();
       rusage u{};
       getrusage(RUSAGE_THREAD, &u);
       lk.lock();
@@ -809,10 +1068,10 @@ void JournalWriter::loop() {
     } else if (error_) {
       queue_.clear();
       outputs_.clear();
-      placements_.clear();
+      attempts_.clear();
     }
     done_cv_.notify_all();
-    if (stopping && queue_.empty() && outputs_.empty() && placements_.empty()) return;
+    if (stopping && queue_.empty() && outputs_.empty() && attempts_.empty()) return;
   }
 }
 

@@ -68,13 +68,13 @@ EOF
   RANKFARM_NODE_GPUS=2 "$RF" run -n 4 st.toml --output st > st.log 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do
-    "$RF" status st > status.txt 2>/dev/null && grep -q "^  small (attempt 1)" status.txt && break
+    "$RF" status st > status.txt 2>/dev/null && grep -q "^  small: attempt 1" status.txt && break
     sleep 0.1
   done
-  grep -q "^  wide (attempt 1) on rank [0-9]*: 2 core(s), CPUs [0-9,-]*, GPUs [01], 1 GiB$" status.txt || { cat status.txt; fail "status does not show the running task's cores, GPUs and memory"; }
-  grep -q "^  small (attempt 1) on rank [0-9]*: 1 core$" status.txt || { cat status.txt; fail "status: the 1-core task"; }
+  grep -q "^  wide: attempt 1 (run 1): rank [0-9]* on .*, running for .* \[2 core(s), CPUs [0-9,-]*, GPUs [01], 1 GiB\]$" status.txt || { cat status.txt; fail "status does not show the running task's cores, GPUs and memory"; }
+  grep -q "^  small: attempt 1 (run 1): rank [0-9]* on .*, running for [^[]*$" status.txt || { cat status.txt; fail "status: the 1-core task"; }
   wait $pid || { cat st.log; fail "the status run"; }
-  echo "rankfarm status: $(grep "wide (attempt" status.txt)"
+  echo "rankfarm status: $(grep "wide: attempt" status.txt)"
   ;;
 
 gpus)

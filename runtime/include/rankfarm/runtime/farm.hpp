@@ -164,10 +164,6 @@ int run_farm(MPI_Comm comm, const FarmOptions& options, const kernels::Registry&
 /// process). Call once, after MPI_Init.
 void install_stop_handlers();
 
-/// Prints a job's state from its journal: counts per state, the failed tasks with their last
-/// error, and the runs. Returns kExitOk, or kExitBadInput when `dir` holds no journal.
-int print_status(const std::string& dir, std::ostream& out);
-
 /// The output directory a job would use (same rule as run_farm).
 std::string default_output_dir(const std::string& job_output, const std::string& job_name);
 

@@ -23,8 +23,22 @@
 //                                           where each attempt's output is (task_output.hpp);
 //                                           added to journals of earlier releases when opened
 //                                           for writing
-//   placements(idx, attempt, rank, cores, cpus, gpus, memory; PRIMARY KEY(idx, attempt)): where
-//              each attempt of a task with resources ran (its CPUs, its GPUs, its memory request)
+//   attempts(idx, attempt, run, rank, host, ranks, started_at, finished_at, outcome, exit_code,
+//            signal, error, cores, cpus, gpus, memory; PRIMARY KEY(idx, attempt))
+//                                           every attempt of every task: where it ran (rank 0
+//                                           of its ranks, that rank's host, how many ranks), in
+//                                           which run, when (finished_at NULL while it runs),
+//                                           how it ended (AttemptOutcome), and what it held
+//                                           (cores, CPUs, GPUs, memory: NULL for a task that
+//                                           asked for none). Written in the same transactions
+//                                           as the task rows. Format 3 (this release); a
+//                                           format-2 journal opened for writing is migrated:
+//                                           its tasks' last attempts become rows (earlier ones
+//                                           were never kept) and its `placements` table of
+//                                           the release before is folded in.
+//   meta.live                               the running job's counts, written with each
+//                                           commit: "at=EPOCH;run=N;done=..;failed=..;
+//                                           skipped=..;running=..;total=.." (live_progress())
 // Times are seconds since the Unix epoch (UTC). `result` holds the kernel's output values as
 // little-endian binary64. A task's state and its result change in one transaction, so a task
 // is never seen done without its result. Durability: a commit survives kill -9 and power loss;
@@ -119,16 +133,37 @@ class TaskRecords {
   std::unordered_map<std::uint32_t, std::string> error_, stdout_;  // only non-empty texts
 };
 
-/// One row of `placements`: where an attempt of a task with resources (cores, GPUs, memory)
-/// ran: the rank that ran it, its cores and their CPUs, its GPUs, its memory request.
-struct PlacementRow {
+/// How an attempt ended, or that it still runs; `attempts.outcome` spells it as to_string does.
+enum class AttemptOutcome : std::uint8_t {
+  Running,      ///< "running": dispatched, no outcome yet
+  Done,         ///< "done": succeeded
+  Failed,       ///< "failed": the task failed (exit code, signal, timeout, kernel error)
+  Interrupted,  ///< "interrupted": stopped because the job stopped (Ctrl-C, the allocation's end)
+  Requeued,     ///< "requeued": its rank was lost or presumed hung; the task runs again
+  Lost,         ///< "lost": its run ended without a word (killed) while it ran
+};
+/// "running", "done", "failed", "interrupted", "requeued", "lost".
+const char* to_string(AttemptOutcome o) noexcept;
+std::optional<AttemptOutcome> parse_attempt_outcome(const std::string& s);
+
+/// One row of `attempts`: one attempt of one task.
+struct AttemptRow {
   std::uint32_t idx = 0;
-  std::uint32_t attempt = 0;
-  int rank = 0;
-  int cores = 1;
-  std::string cpus;  ///< "0-1,4": OS CPU numbers
-  std::string gpus;  ///< "0,1": the node's names for them
-  std::uint64_t memory = 0;
+  std::uint32_t attempt = 0;  ///< 1, 2, ...
+  int run = 0;                ///< runs.run it belonged to; 0 when not known (migrated)
+  int rank = -1;              ///< the rank that ran it (a task on several ranks: the first)
+  std::string host;           ///< that rank's host ("" when not known)
+  int ranks = 1;              ///< ranks it ran on
+  double started_at = 0;      ///< epoch seconds
+  double finished_at = 0;     ///< epoch seconds; 0 while it runs, or when not known
+  AttemptOutcome outcome = AttemptOutcome::Running;
+  int exit_code = 0;          ///< shell tasks: the command's exit status (128+N for signal N)
+  int signal = 0;             ///< the signal that killed a shell task, 0 if none
+  std::string error;          ///< why it failed, or was interrupted or requeued
+  int cores = 0;              ///< cores held; 0: the task asked for no resources
+  std::string cpus;           ///< "0-1,4": the OS CPU numbers of its cores
+  std::string gpus;           ///< "0,1": the node's names for its GPUs
+  std::uint64_t memory = 0;   ///< memory requested, bytes
 };
 
 /// One start of the job: the first run, or a resume.
@@ -202,6 +237,8 @@ class Journal {
   /// Calls `f` with each task row in index order, without holding them all (a resume of a
   /// large job). Throws like load_tasks().
   void for_each_task(const std::function<void(JournalRow&)>& f) const;
+  /// Task `idx`'s row; nullopt when it has none (pending, never ran) or it is unreadable.
+  std::optional<JournalRow> task_row(std::uint32_t idx) const;
   /// The task rows in `state`, in index order.
   std::vector<JournalRow> tasks_in_state(TaskState state) const;
   /// How many task rows are in each state (one scan, nothing materialized); after a run that
@@ -215,11 +252,26 @@ class Journal {
   void attach(const Job& job);
   /// Writes the given task records in one transaction. Throws std::runtime_error (with the
   /// SQLite message, e.g. "database or disk is full") and rolls back on failure.
+  /// `attempts` are upserted by (idx, attempt): a row already there keeps its cores, CPUs, GPUs
+  /// and memory when the new one has none (cores 0), and takes everything else. `live`, when
+  /// not empty, replaces meta.live in the same transaction.
   void write(const std::vector<std::pair<std::uint32_t, TaskRecord>>& updates, const std::vector<OutputRow>& outputs = {},
-             const std::vector<PlacementRow>& placements = {});
-  /// The placement rows of the tasks journalled running, in index order (nothing when the
-  /// journal has no `placements` table: journals of earlier releases opened for reading).
-  std::vector<PlacementRow> running_placements() const;
+             const std::vector<AttemptRow>& attempts = {}, const std::string& live = {});
+  /// Whether the journal has the `attempts` table (journals of earlier releases opened only for
+  /// reading do not: the readers below then give each task's last attempt, from its row).
+  bool has_attempts() const;
+  /// Every attempt of task `idx`, oldest first.
+  std::vector<AttemptRow> attempts_of(std::uint32_t idx) const;
+  /// The attempts still running (outcome "running"), in index order.
+  std::vector<AttemptRow> running_attempts() const;
+  /// Attempts that ended other than done, with finished_at > `after`, oldest first, at most
+  /// `limit` of them.
+  std::vector<AttemptRow> ended_badly_since(double after, std::size_t limit) const;
+  /// Calls `f` with every attempt, in (idx, attempt) order, without holding them all.
+  void for_each_attempt(const std::function<void(const AttemptRow&)>& f) const;
+  /// The running job's counts (meta.live), parsed: "done", "failed", "skipped", "running",
+  /// "total", "run" and "at" (epoch seconds of the commit that wrote it). Empty when absent.
+  std::unordered_map<std::string, double> live_progress() const;
   /// The task with this id: its index and the attempts dispatched so far; nullopt if none.
   std::optional<std::pair<std::uint32_t, int>> find_task(const std::string& task_id) const;
   /// Where attempt `attempt` of task `idx` put its output (`attempt` <= 0: the latest attempt
@@ -232,7 +284,8 @@ class Journal {
   bool has_outputs() const;
   /// Every run so far, oldest first.
   std::vector<RunRecord> runs() const;
-  /// Records the start of a run (first run or a resume) and returns its number.
+  /// Records the start of a run (first run or a resume) and returns its number. Attempts that
+  /// an earlier run left running (it was killed) are closed as lost.
   int begin_run(int ranks, const std::string& hosts);
   /// Records the end of run `run`. `counts` (every task's state at the end, all tasks counted)
   /// are kept in meta.state_counts, which count_states() returns instead of scanning the rows
@@ -242,6 +295,7 @@ class Journal {
  private:
   explicit Journal(std::string path) : path_(std::move(path)) {}
   void exec(const char* sql) const;
+  void migrate_attempts(const std::string& format);
   std::string path_;
   sqlite3* db_ = nullptr;
   const Job* job_ = nullptr;
@@ -257,15 +311,20 @@ class JournalWriter {
   JournalWriter(const JournalWriter&) = delete;
   JournalWriter& operator=(const JournalWriter&) = delete;
 
-  /// Queues a task's new record. Blocks while kMaxQueued updates wait for the writer.
-  void push(std::uint32_t idx, const TaskRecord& record);
+  /// Queues a task's new record, and the row of the attempt it starts or ends (if any), both
+  /// committed in one transaction. The attempt's host is filled in from set_run's hosts. Blocks
+  /// while kMaxQueued updates wait for the writer.
+  void push(std::uint32_t idx, const TaskRecord& record, const AttemptRow* attempt = nullptr);
+  /// The run the attempts pushed from now on belong to, and each rank's host (by rank).
+  void set_run(int run, std::vector<std::string> host_of_rank);
+  /// The job's counts for meta.live ("done=..;failed=..;..."), written with the next commit
+  /// (a commit is made for it alone when nothing else is queued), prefixed by "at=" and "run=".
+  void set_live(std::string counts);
   /// Updates queued at most (about 150 bytes each) before push() waits for the writer.
   static constexpr std::size_t kMaxQueued = 1 << 16;
   /// Queues an `outputs` row; committed in the same transaction as the task updates pushed
   /// with it.
   void push_output(OutputRow row);
-  /// Queues a `placements` row, committed with the task updates pushed with it.
-  void push_placement(PlacementRow row);
   /// Blocks until everything pushed before the call is committed; rethrows a commit error.
   void flush();
   /// The first commit error, if any (the coordinator checks it each round and stops).
@@ -283,7 +342,11 @@ class JournalWriter {
   std::condition_variable cv_, done_cv_;
   std::vector<std::pair<std::uint32_t, TaskRecord>> queue_;
   std::vector<OutputRow> outputs_;
-  std::vector<PlacementRow> placements_;
+  std::vector<AttemptRow> attempts_;
+  std::shared_ptr<const std::vector<std::string>> hosts_;
+  int run_ = 0;
+  std::string live_;
+  bool live_dirty_ = false;
   std::uint64_t pushed_ = 0, committed_ = 0, commits_ = 0;
   double cpu_s_ = 0;
   bool stop_ = false, flush_requested_ = false;

@@ -38,6 +38,8 @@ class OutputDir {
   /// --task-output files: the directory, and a task's stdout (`err`: stderr) file.
   std::string logs() const { return join("logs"); }
   std::string task_log(const std::string& task_id, bool err) const { return join("logs/" + task_id + (err ? ".err" : ".out")); }
+  /// `rankfarm report`'s default HTML file.
+  std::string report_html() const { return join("report.html"); }
   std::string lock() const { return join(".rankfarm.lock"); }
   std::string lock_holder() const { return join(".rankfarm.lock.holder"); }
   /// The ready and done files of the front end `front_end` ("<host>.<pid>").
