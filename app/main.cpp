@@ -458,6 +458,9 @@ int main(int argc, char** argv) {
         plan.notes.push_back("--enable-recovery: a rank or node that dies does not end the job; the rank it reports to notices and "
                              "its tasks run on other ranks");
       }
+      // rankfarm says how the job ended (rank 0's summary, the resume line); the launcher's
+      // banners about exit codes are shown only when rank 0 could not (it crashed, was killed).
+      plan.hold_exit_banners = plan.launcher == "mpirun";
       // Tasks on several ranks, and tasks' cores, GPUs and memory, must fit the ranks and nodes
       // planned, checked before any rank starts (other nodes are taken to be like this one).
       if (plan.ranks > 0) rt::check_task_ranks(check->job, plan.ranks > 1 ? plan.ranks - 1 : 1);

@@ -119,19 +119,74 @@ std::string render(const LaunchPlan& plan) {
 }
 
 namespace {
+bool is_dash_line(const std::string& line) {
+  std::size_t dashes = 0;
+  for (char c : line) {
+    if (c == '-') ++dashes;
+    else if (c != '\n' && c != '\r') return false;
+  }
+  return dashes >= 20;
+}
+
+// Open MPI 4.1's words for ranks that ended with an exit code (orte/mca/errmgr, "normal-
+// termination-but" and "non-zero-status"), as opposed to "exited on signal" (a crash).
+bool is_exit_banner(const std::string& text) {
+  return (text.find("terminated normally, but") != std::string::npos ||
+          text.find("exited with non-zero status") != std::string::npos) &&
+         text.find("on signal") == std::string::npos;
+}
+}  // namespace
+
+std::string ExitBannerFilter::feed(const std::string& line) {
+  if (!hold_) return line;
+  if (is_dash_line(line)) {
+    if (!in_banner_) {
+      in_banner_ = true;
+      banner_ = line;
+      return "";
+    }
+    banner_ += line;
+    in_banner_ = false;
+    std::string out;
+    if (is_exit_banner(banner_)) held_ += banner_;
+    else out = std::move(banner_);
+    banner_.clear();
+    return out;
+  }
+  if (in_banner_) {
+    banner_ += line;
+    return "";
+  }
+  if (line.rfind("mpirun: Forwarding signal", 0) == 0) {
+    held_ += line;
+    return "";
+  }
+  return line;
+}
+
+std::string ExitBannerFilter::finish() {
+  std::string out = std::move(banner_);
+  banner_.clear();
+  in_banner_ = false;
+  return out;
+}
+
+namespace {
 // Copies `fd` to stderr line by line (a line ends at \n or \r: progress bars pass through as
-// they are drawn), dropping lines that contain one of `drop`; ends at end of file, or once
-// `gone` is set and nothing more is waiting (processes that outlive the launcher may hold the
-// pipe open).
-void filter_stderr(int fd, const std::vector<std::string>& drop, const std::atomic<bool>& gone) {
+// they are drawn), dropping lines that contain one of `drop` and holding the launcher's exit
+// banners in `banners`; ends at end of file, or once `gone` is set and nothing more is
+// waiting (processes that outlive the launcher may hold the pipe open).
+void filter_stderr(int fd, const std::vector<std::string>& drop, ExitBannerFilter& banners, const std::atomic<bool>& gone) {
   std::string line;
   char buf[4096];
+  auto put = [](const std::string& text) {
+    if (text.empty()) return;
+    std::fwrite(text.data(), 1, text.size(), stderr);
+    std::fflush(stderr);
+  };
   auto emit = [&] {
     const bool noise = std::any_of(drop.begin(), drop.end(), [&](const std::string& d) { return line.find(d) != std::string::npos; });
-    if (!noise) {
-      std::fwrite(line.data(), 1, line.size(), stderr);
-      std::fflush(stderr);
-    }
+    if (!noise) put(banners.feed(line));
     line.clear();
   };
   for (;;) {
@@ -150,7 +205,19 @@ void filter_stderr(int fd, const std::vector<std::string>& drop, const std::atom
     }
   }
   if (!line.empty()) emit();
+  put(banners.finish());
   ::close(fd);
+}
+
+// Whether rank 0 wrote its done file (it said how the job ended).
+bool rank0_said(const std::string& done_file) {
+  if (done_file.empty()) return false;
+  int code = -1;
+  if (std::FILE* f = std::fopen(done_file.c_str(), "r")) {
+    if (std::fscanf(f, "%d", &code) != 1) code = -1;
+    std::fclose(f);
+  }
+  return code >= 0;
 }
 }  // namespace
 
@@ -191,25 +258,35 @@ int run_plan(const LaunchPlan& plan, const std::string& done_file, double teardo
   int err_pipe[2] = {-1, -1};
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  if (!plan.drop_stderr.empty() && ::pipe2(err_pipe, O_CLOEXEC) == 0) posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
+  if ((!plan.drop_stderr.empty() || plan.hold_exit_banners) && ::pipe2(err_pipe, O_CLOEXEC) == 0)
+    posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
   pid_t pid = 0;
   int rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
   posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   std::atomic<bool> launcher_gone{false};
   std::thread filter;
+  ExitBannerFilter banners(plan.hold_exit_banners);
   if (err_pipe[1] >= 0) {
     ::close(err_pipe[1]);
-    filter = std::thread([&, fd = err_pipe[0]] { filter_stderr(fd, plan.drop_stderr, launcher_gone); });
+    filter = std::thread([&, fd = err_pipe[0]] { filter_stderr(fd, plan.drop_stderr, banners, launcher_gone); });
   }
+  // On every way out: the filter drained, then the held banners printed unless rank 0 said how
+  // the job ended.
   struct FilterJoin {
     std::thread& t;
     std::atomic<bool>& gone;
+    const ExitBannerFilter& banners;
+    const std::string& done_file;
     ~FilterJoin() {
       gone = true;
       if (t.joinable()) t.join();
+      if (!banners.held().empty() && !rank0_said(done_file)) {
+        std::fwrite(banners.held().data(), 1, banners.held().size(), stderr);
+        std::fflush(stderr);
+      }
     }
-  } filter_join{filter, launcher_gone};
+  } filter_join{filter, launcher_gone, banners, done_file};
   if (rc != 0) {
     sigaction(SIGINT, &old_int, nullptr);
     sigaction(SIGTERM, &old_term, nullptr);

@@ -216,8 +216,10 @@ class Coordinator {
       a.error = r.error;
       if (outcome == AttemptOutcome::Interrupted && a.error.empty()) a.error = "the job stopped while it ran";
       if (outcome == AttemptOutcome::Requeued && a.error.empty()) a.error = "its rank was lost or presumed hung";
-      // shell.cpp words a death by signal N as "killed by signal N (...)", exit code 128 + N.
-      if (r.exit_code > 128 && r.error.rfind("killed by signal", 0) == 0) a.signal = r.exit_code - 128;
+      // shell.cpp words a death by signal N as "killed by signal N (...)", exit code 128 + N
+      // (the worker prefixes where it ran).
+      if (r.exit_code > 128 && r.error.find("killed by signal " + std::to_string(r.exit_code - 128)) != std::string::npos)
+        a.signal = r.exit_code - 128;
     }
     return a;
   }

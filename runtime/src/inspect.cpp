@@ -319,8 +319,8 @@ int explain_task(const std::string& dir, const std::string& task_id, std::ostrea
     if (const auto f = j->find_task(task_id)) idx = f->first;
   }
   if (!idx)
-    throw InputError(dir, 0, "TASK",
-                     fmt::format("no task \"{}\" in job {} ({} tasks){}", task_id, j->meta("job_name"), j->task_count(),
+    throw InputError(dir, 0, task_id,
+                     fmt::format("no such task in job {} ({} tasks){}", j->meta("job_name"), j->task_count(),
                                  job ? "" : fmt::format("; {}", note)));
   const double now = epoch_seconds();
   const auto row = j->task_row(*idx);

@@ -673,8 +673,12 @@ void Journal::migrate_attempts(const std::string& format) {
          " SELECT idx, attempt, NULL, rank, '', 1, started_at, CASE WHEN state = 'running' THEN NULL ELSE finished_at END,"
          " CASE state WHEN 'pending' THEN (CASE WHEN error <> '' THEN 'failed' ELSE 'interrupted' END) ELSE state END,"
          " exit_code, 0, error FROM tasks WHERE attempt > 0 AND state <> 'skipped';");
-    Stmt t(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='placements'");
-    if (t.step()) {
+    bool placements = false;
+    {
+      Stmt t(db_, "SELECT 1 FROM sqlite_master WHERE type='table' AND name='placements'");
+      placements = t.step();
+    }
+    if (placements) {
       exec("UPDATE attempts SET cores = p.cores, cpus = p.cpus, gpus = p.gpus, memory = p.memory FROM placements p"
            " WHERE attempts.idx = p.idx AND attempts.attempt = p.attempt;"
            "DROP TABLE placements;");

@@ -175,4 +175,20 @@ wait $first || { cat lock1.log; fail "lock: the first run failed"; }
 [[ $(wc -l < ran.txt) -eq 40 && $(sort ran.txt | uniq -d | wc -l) -eq 0 ]] || fail "lock: $(wc -l < ran.txt) executions of 40 commands"
 [[ ! -e lockdir/.rankfarm.lock.holder ]] || fail "lock: the record outlived the run"
 echo "lock across nodes: second runs from $n2 (by hand and under mpirun) refused naming $n1; 40 commands ran once each"
+
+# 6. No launcher noise after a clean stop: `rankfarm run --hostfile` from n1 with rank 0 on n2
+#    (so mpirun runs without --enable-recovery and ends the job at the first non-zero exit):
+#    a job with a failed task exits 3 with rankfarm's summary, without Open MPI's banners
+#    ("Primary job terminated normally, but ...", "mpirun detected that one or more processes
+#    exited with non-zero status ..."), which plain mpirun prints for the same job.
+printf '%s slots=2\n%s slots=2\n' "$n2" "$n3" > hosts23
+printf '[job]\nname = "noise"\n[[task]]\nid = "ok"\ncommand = "true"\n[[task]]\nid = "bad"\ncommand = "exit 3"\n' > noise.toml
+timeout 120 "$cluster" run "$n1" "${mpi_env[@]}" "$RF" run --hostfile hosts23 noise.toml --output "$work/noise" > noise.log 2>&1
+rc=$?
+[[ $rc -eq 3 ]] || { cat noise.log; fail "noise: exit $rc, expected 3"; }
+grep -q "^rankfarm: task bad failed after 1 attempt" noise.log || { cat noise.log; fail "noise: rankfarm did not say the task failed"; }
+if grep -q "terminated normally, but\|exited with non-zero status" noise.log; then cat noise.log; fail "noise: Open MPI's exit banners after rankfarm's own exit code"; fi
+timeout 120 "$cluster" mpirun "$n2:2" "$n3:2" -- --stdin none -n 4 "$RF" run noise.toml --output "$work/noise-plain" > noise-plain.log 2>&1
+grep -q "exited with non-zero status" noise-plain.log || { cat noise-plain.log; fail "noise: plain mpirun no longer prints its banner (the case above proves nothing)"; }
+echo "no launcher noise: a failed task, rank 0 on $n2: exit 3, rankfarm's summary, no Open MPI banner (plain mpirun prints one)"
 echo "PASS [netns]"

@@ -105,7 +105,7 @@ run_case() {
 
   journal-exists) done_out; "$RF" run job.toml -n 2 --output out ;;
   journal-job-changed) done_out; sed -i 's/command = "true"/command = "false"/' job.toml; "$RF" run job.toml -n 2 --output out --resume ;;
-  journal-none) "$RF" status nowhere ;;
+  journal-none) "$RF" log nowhere t ;;
   journal-not-sqlite) mkdir out; echo "not sqlite" > out/journal.sqlite; "$RF" status out ;;
   journal-unknown-format) done_out; sqlite3 out/journal.sqlite "UPDATE meta SET value='99' WHERE key='format'"; "$RF" status out ;;
   journal-missing-table) done_out; sqlite3 out/journal.sqlite "DROP TABLE tasks"; "$RF" status out ;;
@@ -118,6 +118,10 @@ run_case() {
   log-verify-damaged) printf 'echo a\necho b\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1
     truncate -s 40 out/output/*.rank1; "$RF" log out --verify ;;
   log-needs-task) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" log out ;;
+  inspect-no-journal) mkdir -p empty; "$RF" explain empty t ;;
+  inspect-no-dir) "$RF" status nowhere --watch ;;
+  explain-unknown-task) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" explain out nosuch ;;
+  report-unwritable) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" report out -o nodir/r.html ;;
   output-locked) printf 'sleep 60\n' > cmds.txt
     "$RF" run --commands cmds.txt -n 2 --output out --grace 0 > /dev/null 2>&1 &
     local first=$!

@@ -302,6 +302,136 @@ TEST_F(JournalTest, CountsOfTheLastRunStandInForAScanUntilTheJournalChanges) {
   EXPECT_EQ(counts(), (std::map<S, std::size_t>{{S::Done, 2}, {S::Running, 1}}));
 }
 
+// Every attempt is a row: its start and end pushed (in one batch or two) are one row that keeps
+// what the start placed; retries are rows of their own; the host comes from the run's ranks.
+TEST_F(JournalTest, EveryAttemptIsARowWithItsHostRunAndResources) {
+  rt::Job job = three_tasks();
+  auto j = rt::Journal::create(path_, job);
+  const int run = j->begin_run(3, "n1,n2");
+  {
+    rt::JournalWriter w(*j, std::chrono::milliseconds(5));
+    w.set_run(run, {"n1", "n1", "n2"});
+    auto push = [&](std::uint32_t idx, int attempt, int rank, rt::TaskState st, rt::AttemptOutcome o, const std::string& err,
+                    int cores = 0) {
+      rt::TaskRecord r;
+      r.state = st;
+      r.rank = rank;
+      r.attempt = attempt;
+      r.started_at = 100 + attempt;
+      r.error = err;
+      r.exit_code = err.empty() ? 0 : 3;
+      rt::AttemptRow a;
+      a.idx = idx;
+      a.attempt = static_cast<std::uint32_t>(attempt);
+      a.rank = rank;
+      a.ranks = o == rt::AttemptOutcome::Running ? 1 : 0;
+      a.started_at = r.started_at;
+      a.finished_at = o == rt::AttemptOutcome::Running ? 0 : r.started_at + 1;
+      a.outcome = o;
+      a.exit_code = r.exit_code;
+      a.error = err;
+      a.cores = cores;
+      if (cores > 0) a.cpus = "0-1", a.gpus = "1", a.memory = 1 << 20;
+      w.push(idx, r, &a);
+    };
+    // Task 0: attempt 1 fails, attempt 2 is done, all in one batch.
+    push(0, 1, 1, rt::TaskState::Running, rt::AttemptOutcome::Running, "", 2);
+    push(0, 1, 1, rt::TaskState::Pending, rt::AttemptOutcome::Failed, "exit status 3");
+    push(0, 2, 2, rt::TaskState::Running, rt::AttemptOutcome::Running, "", 2);
+    w.flush();  // the end of attempt 2 in a later batch: it keeps the start's resources
+    push(0, 2, 2, rt::TaskState::Done, rt::AttemptOutcome::Done, "");
+    // Task 2: still running.
+    push(2, 1, 2, rt::TaskState::Running, rt::AttemptOutcome::Running, "");
+    w.set_live("total=3;done=1;failed=0;skipped=0;running=1");
+    w.flush();
+  }
+  auto a0 = j->attempts_of(0);
+  ASSERT_EQ(a0.size(), 2u);
+  EXPECT_EQ(a0[0].outcome, rt::AttemptOutcome::Failed);
+  EXPECT_EQ(a0[0].error, "exit status 3");
+  EXPECT_EQ(a0[0].exit_code, 3);
+  EXPECT_EQ(a0[0].host, "n1");
+  EXPECT_EQ(a0[0].run, run);
+  EXPECT_EQ(a0[0].ranks, 1);
+  EXPECT_EQ(a0[0].cores, 2);
+  EXPECT_EQ(a0[0].cpus, "0-1");
+  EXPECT_EQ(a0[1].outcome, rt::AttemptOutcome::Done);
+  EXPECT_EQ(a0[1].host, "n2");
+  EXPECT_EQ(a0[1].cores, 2);
+  EXPECT_EQ(a0[1].gpus, "1");
+  EXPECT_EQ(a0[1].memory, 1u << 20);
+  EXPECT_EQ(a0[1].ranks, 1);
+  EXPECT_TRUE(j->attempts_of(1).empty());
+  auto running = j->running_attempts();
+  ASSERT_EQ(running.size(), 1u);
+  EXPECT_EQ(running[0].idx, 2u);
+  EXPECT_EQ(running[0].finished_at, 0);
+  auto bad = j->ended_badly_since(0, 10);
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_EQ(bad[0].attempt, 1u);
+  EXPECT_TRUE(j->ended_badly_since(bad[0].finished_at, 10).empty());
+  const auto live = j->live_progress();
+  EXPECT_EQ(live.at("done"), 1);
+  EXPECT_EQ(live.at("run"), run);
+  EXPECT_GT(live.at("at"), 0);
+  // The next run (the first was killed): the running attempt is lost, not left running.
+  j->begin_run(3, "n1,n2");
+  EXPECT_TRUE(j->running_attempts().empty());
+  auto a2 = j->attempts_of(2);
+  ASSERT_EQ(a2.size(), 1u);
+  EXPECT_EQ(a2[0].outcome, rt::AttemptOutcome::Lost);
+  EXPECT_GE(a2[0].finished_at, a2[0].started_at);
+  EXPECT_TRUE(j->live_progress().empty());
+}
+
+// A journal of the release before (format 2: each task's last attempt, resources in
+// `placements`) is migrated when opened for writing, and still read when opened read-only.
+TEST_F(JournalTest, AFormat2JournalIsMigrated) {
+  rt::Job job = three_tasks();
+  {
+    auto j = rt::Journal::create(path_, job);
+    rt::TaskRecord done, failed;
+    done.state = rt::TaskState::Done;
+    done.rank = 1, done.attempt = 2, done.failure_count = 1, done.started_at = 10, done.finished_at = 11;
+    failed.state = rt::TaskState::Failed;
+    failed.rank = 2, failed.attempt = 1, failed.failure_count = 1, failed.error = "exit status 3", failed.exit_code = 3;
+    j->write({{0, done}, {2, failed}});
+  }
+  // Made into the release before's journal.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP TABLE attempts; UPDATE meta SET value='rankfarm-journal-2' WHERE key='format';"
+                         "CREATE TABLE placements(idx INTEGER NOT NULL, attempt INTEGER NOT NULL, rank INTEGER NOT NULL,"
+                         " cores INTEGER NOT NULL, cpus TEXT NOT NULL, gpus TEXT NOT NULL, memory INTEGER NOT NULL,"
+                         " PRIMARY KEY(idx, attempt)); INSERT INTO placements VALUES(0, 2, 1, 4, '0-3', '0', 1024);",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  {
+    auto ro = rt::Journal::open(path_, true);  // read-only: nothing changes, the rows stand in
+    EXPECT_FALSE(ro->has_attempts());
+    auto a = ro->attempts_of(0);
+    ASSERT_EQ(a.size(), 1u);
+    EXPECT_EQ(a[0].attempt, 2u);
+    EXPECT_EQ(ro->meta("format"), "rankfarm-journal-2");
+  }
+  auto j = rt::Journal::open(path_, false);
+  EXPECT_TRUE(j->has_attempts());
+  EXPECT_EQ(j->meta("format"), "rankfarm-journal-3");
+  auto a0 = j->attempts_of(0);
+  ASSERT_EQ(a0.size(), 1u);
+  EXPECT_EQ(a0[0].outcome, rt::AttemptOutcome::Done);
+  EXPECT_EQ(a0[0].cores, 4);
+  EXPECT_EQ(a0[0].cpus, "0-3");
+  EXPECT_EQ(a0[0].memory, 1024u);
+  auto a2 = j->attempts_of(2);
+  ASSERT_EQ(a2.size(), 1u);
+  EXPECT_EQ(a2[0].outcome, rt::AttemptOutcome::Failed);
+  EXPECT_EQ(a2[0].error, "exit status 3");
+  EXPECT_FALSE(j->meta("attempts_since").empty());
+}
+
 TEST(TaskState, RoundTrip) {
   for (auto s : {rt::TaskState::Pending, rt::TaskState::Running, rt::TaskState::Done, rt::TaskState::Failed, rt::TaskState::Skipped})
     EXPECT_EQ(rt::parse_task_state(rt::to_string(s)), s);

@@ -53,6 +53,29 @@ struct LaunchPlan {
   /// noise of a launcher option, e.g. Open MPI 4.1's "PMIX ERROR: BAD-PARAM" line under
   /// --enable-recovery); everything else passes through as it comes.
   std::vector<std::string> drop_stderr;
+  /// Hold the launcher's own words on how the job ended: Open MPI's banners that a process
+  /// "returned a non-zero exit code" or "exited with non-zero status", and its "Forwarding
+  /// signal" lines. run_plan prints them when the launcher ends, unless rank 0 wrote its done
+  /// file (then rankfarm has said what happened, and they would only bury it). A banner about
+  /// a rank killed by a signal, and anything else, passes through at once.
+  bool hold_exit_banners = false;
+};
+
+/// Open MPI's standard error, a line at a time, with its exit banners held (hold_exit_banners).
+/// A banner is the lines between two lines of dashes. feed() returns what to print now; held()
+/// what it kept back; finish() what is left of an unfinished banner (printed: not recognised).
+class ExitBannerFilter {
+ public:
+  explicit ExitBannerFilter(bool hold) : hold_(hold) {}
+  /// One line, with its '\n' (or '\r').
+  std::string feed(const std::string& line);
+  std::string finish();
+  const std::string& held() const { return held_; }
+
+ private:
+  bool hold_;
+  bool in_banner_ = false;
+  std::string banner_, held_;
 };
 
 /// The plan's command line: for mpirun `mpirun [--enable-recovery] OPTIONS -x NAME... --stdin
