@@ -212,6 +212,10 @@ class Coordinator {
     a.outcome = outcome;
     if (outcome != AttemptOutcome::Running) {
       a.finished_at = std::max(epoch_seconds(), r.started_at);
+      // Handed to its rank at started_at, it may have waited there behind the tasks before it
+      // (the window): it started when its result says, its wall time before it ended.
+      if (ended_wall_ && ended_wall_->first == idx && ended_wall_->second > 0)
+        a.started_at = std::max(a.started_at, a.finished_at - ended_wall_->second);
       a.exit_code = r.exit_code;
       a.error = r.error;
       if (outcome == AttemptOutcome::Interrupted && a.error.empty()) a.error = "the job stopped while it ran";
@@ -341,7 +345,9 @@ class Coordinator {
       r.wall_s = o.wall_s;
     }
     rec_.set(o.idx, r);
+    ended_wall_ = {o.idx, o.wall_s};  // the attempt's time on its rank, for its row
     apply_events(o.error);
+    ended_wall_.reset();
     if (o.ok) record_check(job_, rec_, registry_, o.idx);  // once: the summary and results.h5 read it
   }
 
@@ -809,6 +815,7 @@ class Coordinator {
   AllocationDeadline deadline_;  // the allocation's end, if known
   bool deadline_stop_ = false;   // the run stopped for it
   std::size_t started_ = 0;      // attempts started in this run
+  std::optional<std::pair<std::uint32_t, double>> ended_wall_;  // on_outcome's task and its wall time
   int size_ = 1, window_ = 0, run_id_ = 0;
   std::vector<int> leaders_, touched_, leaders_touched_;
   std::vector<BatchWriter> leader_batch_;  // by leader rank, reused by dispatch()

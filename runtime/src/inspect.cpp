@@ -188,9 +188,11 @@ int watch_status(const std::string& dir, std::ostream& out, const WatchOptions& 
   const auto sleep = [&] { std::this_thread::sleep_for(std::chrono::duration<double>(opt.interval_s)); };
   // A run that is starting: its journal appears once its ranks are up.
   const std::string path = OutputDir(dir).journal();
-  for (const auto until = Clock::now() + std::chrono::duration<double>(opt.wait_s);
-       !fs::is_regular_file(path) && Clock::now() < until && OutputLock::probe(dir, lock_lease_from_env());)
-    sleep();
+  if (!fs::is_regular_file(path)) {
+    out << fmt::format("waiting up to {:.0f} s for the job's journal in {} ...\n", opt.wait_s, dir) << std::flush;
+    for (const auto until = Clock::now() + std::chrono::duration<double>(opt.wait_s); !fs::is_regular_file(path) && Clock::now() < until;)
+      sleep();
+  }
   auto j = detail::open_job_journal(dir);
   const std::string name = j->meta("job_name");
   const std::size_t total = j->task_count();

@@ -119,7 +119,7 @@ run_case() {
     truncate -s 40 out/output/*.rank1; "$RF" log out --verify ;;
   log-needs-task) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" log out ;;
   inspect-no-journal) mkdir -p empty; "$RF" explain empty t ;;
-  inspect-no-dir) "$RF" status nowhere --watch ;;
+  inspect-no-dir) "$RF" report nowhere ;;
   explain-unknown-task) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" explain out nosuch ;;
   report-unwritable) printf 'echo a\n' > c.txt; "$RF" run --commands c.txt -n 2 --output out > /dev/null 2>&1; "$RF" report out -o nodir/r.html ;;
   output-locked) printf 'sleep 60\n' > cmds.txt

@@ -31,16 +31,17 @@ struct WatchOptions {
   /// one line per failure as it happens).
   bool redraw = false;
   std::size_t rows = 20;    ///< running tasks shown (redraw), at most
-  double wait_s = 60;       ///< how long to wait for a journal that is not there yet (the run starting)
+  double wait_s = 60;       ///< how long to wait for a journal that is not there yet (the run starting), seconds
 };
 
 /// `rankfarm status DIR --watch`: a live view of the job in `dir`, refreshed every
 /// interval_s from its journal: progress and ETA, the task rate (over the last 10 s), the
 /// running tasks (rank, host, elapsed), failures as they happen. The journal's meta.live holds
-/// the counts, so a refresh costs a few indexed reads, whatever the job's size. Ends when the
-/// job's run ends (returns kExitOk), or when no run holds the directory any more and the last
-/// run never recorded its end (it was killed: returns kExitFailed... see running.md).
-/// Returns the exit code for the command.
+/// the counts, so a refresh costs a few indexed reads, whatever the job's size. Waits up to
+/// wait_s for a journal that is not there yet. Ends when the job's run ends, returning what
+/// the run returned (kExitOk, kExitTasksFailed, kExitInterrupted), or when no run holds the
+/// directory any more and the last run never recorded its end (killed: kExitError). Throws
+/// InputError when no journal appears.
 int watch_status(const std::string& dir, std::ostream& out, const WatchOptions& options);
 
 /// `rankfarm explain DIR TASK`: why task `task_id` is where it is. Pending: the dependencies

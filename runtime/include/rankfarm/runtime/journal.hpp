@@ -154,7 +154,10 @@ struct AttemptRow {
   int rank = -1;              ///< the rank that ran it (a task on several ranks: the first)
   std::string host;           ///< that rank's host ("" when not known)
   int ranks = 1;              ///< ranks it ran on
-  double started_at = 0;      ///< epoch seconds
+  /// Epoch seconds. An attempt that ended: when it started on its rank (its end less its wall
+  /// time). One still running: when it was handed to its rank, where it may wait behind the
+  /// tasks queued before it (the window), unless it has a timeout (its rank reports its start).
+  double started_at = 0;
   double finished_at = 0;     ///< epoch seconds; 0 while it runs, or when not known
   AttemptOutcome outcome = AttemptOutcome::Running;
   int exit_code = 0;          ///< shell tasks: the command's exit status (128+N for signal N)
