@@ -1,6 +1,7 @@
 // bench/journal: the journal writer's cost per task, alone (no MPI, no workers): N tasks of a
-// sweep are pushed done, with one value each, through a JournalWriter, as the coordinator does
-// at the end of each task; prints the writer thread's CPU time per task and the wall rate.
+// sweep are pushed started and done, with one value each and their attempt's row, through a
+// JournalWriter, as the coordinator does; prints the writer thread's CPU time per task and the
+// wall rate.
 //
 //   rankfarm_journal_write [N=200000] [DIR=/tmp]
 #include <unistd.h>
@@ -34,16 +35,27 @@ int main(int argc, char** argv) {
   double cpu = 0;
   {
     rt::JournalWriter w(*journal, std::chrono::milliseconds(100));
+    w.set_run(journal->begin_run(9, "n1"), {"n1", "n1", "n1", "n1", "n1", "n1", "n1", "n1", "n1"});
     for (std::uint32_t i = 0; i < n; ++i) {
       rt::TaskRecord r;
-      r.state = rt::TaskState::Done;
+      r.state = rt::TaskState::Running;
       r.rank = 1 + static_cast<int>(i % 8);
       r.attempt = 1;
       r.started_at = 1.7e9 + i * 1e-5;
+      rt::AttemptRow a;
+      a.idx = i;
+      a.attempt = 1;
+      a.rank = r.rank;
+      a.started_at = r.started_at;
+      w.push(i, r, std::getenv("NO_ATTEMPTS") ? nullptr : &a);
+      r.state = rt::TaskState::Done;
       r.finished_at = r.started_at + 1e-5;
       r.wall_s = 1e-5;
       r.values = {0.0};
-      w.push(i, r);
+      a.outcome = rt::AttemptOutcome::Done;
+      a.ranks = 0;
+      a.finished_at = r.finished_at;
+      w.push(i, r, std::getenv("NO_ATTEMPTS") ? nullptr : &a);
     }
     w.flush();
     cpu = w.cpu_seconds();

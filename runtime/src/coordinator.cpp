@@ -211,10 +211,11 @@ class Coordinator {
     a.started_at = r.started_at;
     a.outcome = outcome;
     if (outcome != AttemptOutcome::Running) {
-      a.finished_at = std::max(epoch_seconds(), r.started_at);
+      const bool from_result = ended_wall_ && ended_wall_->first == idx;  // on_outcome set finished_at just now
+      a.finished_at = std::max(from_result ? r.finished_at : epoch_seconds(), r.started_at);
       // Handed to its rank at started_at, it may have waited there behind the tasks before it
       // (the window): it started when its result says, its wall time before it ended.
-      if (ended_wall_ && ended_wall_->first == idx && ended_wall_->second > 0)
+      if (from_result && ended_wall_->second > 0)
         a.started_at = std::max(a.started_at, a.finished_at - ended_wall_->second);
       a.exit_code = r.exit_code;
       a.error = r.error;

@@ -1001,6 +1001,9 @@ void JournalWriter::loop() {
   std::vector<std::pair<std::uint32_t, TaskRecord>> batch;
   std::vector<OutputRow> outputs;
   std::vector<AttemptRow> attempts;
+  std::vector<std::pair<std::uint32_t, TaskRecord>> sorted_batch;
+  std::vector<AttemptRow> sorted_attempts;
+  std::vector<std::uint32_t> order;
   std::string live;
   std::unique_lock lk(mu_);
   for (;;) {
@@ -1021,38 +1024,46 @@ void JournalWriter::loop() {
       // One transaction: only each task's last state in it matters (a short task is often
       // pushed started and done in the same batch). Written in index order, which also keeps
       // SQLite's b-tree pages hot.
-      std::stable_sort(batch.begin(), batch.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-      std::size_t kept = 0;
-      for (std::size_t i = 0; i < batch.size(); ++i) {
-        if (i + 1 < batch.size() && batch[i + 1].first == batch[i].first) continue;  // a later one follows
-        if (kept != i) batch[kept] = std::move(batch[i]);
-        ++kept;
+      // (Sorted by index, then moved once each: sorting the records themselves moved each one
+      // about log2(n) times, a third of the writer's time for short tasks.)
+      order.resize(batch.size());
+      for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::stable_sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) { return batch[x].first < batch[y].first; });
+      sorted_batch.clear();
+      for (std::size_t k = 0; k < order.size(); ++k) {
+        if (k + 1 < order.size() && batch[order[k + 1]].first == batch[order[k]].first) continue;  // a later one follows
+        sorted_batch.push_back(std::move(batch[order[k]]));
       }
-      batch.resize(kept);
+      batch.swap(sorted_batch);
       // Each attempt once, as it stands last, keeping what its start placed.
-      std::stable_sort(attempts.begin(), attempts.end(),
-                       [](const AttemptRow& a, const AttemptRow& b) { return a.idx != b.idx ? a.idx < b.idx : a.attempt < b.attempt; });
-      kept = 0;
-      for (std::size_t i = 0; i < attempts.size(); ++i) {
-        AttemptRow& a = attempts[i];
-        if (i + 1 < attempts.size() && attempts[i + 1].idx == a.idx && attempts[i + 1].attempt == a.attempt) {
-          AttemptRow& next = attempts[i + 1];
-          if (next.ranks == 0) next.ranks = a.ranks;
-          if (next.cores == 0 && a.cores > 0) {
-            next.cores = a.cores;
-            next.cpus = std::move(a.cpus);
-            next.gpus = std::move(a.gpus);
-            next.memory = a.memory;
+      order.resize(attempts.size());
+      for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::stable_sort(order.begin(), order.end(), [&](std::uint32_t x, std::uint32_t y) {
+        const AttemptRow &a = attempts[x], &b = attempts[y];
+        return a.idx != b.idx ? a.idx < b.idx : a.attempt < b.attempt;
+      });
+      sorted_attempts.clear();
+      for (std::size_t k = 0; k < order.size(); ++k) {
+        AttemptRow& a = attempts[order[k]];
+        if (k + 1 < order.size()) {
+          AttemptRow& next = attempts[order[k + 1]];
+          if (next.idx == a.idx && next.attempt == a.attempt) {
+            if (next.ranks == 0) next.ranks = a.ranks;
+            if (next.cores == 0 && a.cores > 0) {
+              next.cores = a.cores;
+              next.cpus = std::move(a.cpus);
+              next.gpus = std::move(a.gpus);
+              next.memory = a.memory;
+            }
+            continue;
           }
-          continue;
         }
         if (a.run == 0) a.run = run;
         if (a.host.empty() && hosts && a.rank >= 0 && static_cast<std::size_t>(a.rank) < hosts->size())
           a.host = (*hosts)[static_cast<std::size_t>(a.rank)];
-        if (kept != i) attempts[kept] = std::move(a);
-        ++kept;
+        sorted_attempts.push_back(std::move(a));
       }
-      attempts.resize(kept);
+      attempts.swap(sorted_attempts);
       std::exception_ptr err;
       try {
         journal_.write(batch, outputs, attempts, live);
