@@ -563,7 +563,8 @@ bad_input_cli)
   check_cli 2 "--retry-failed: only with --resume" "$RF" run bad.toml --retry-failed
   mkdir -p garbage && echo "not sqlite" > garbage/journal.sqlite
   check_cli 2 "garbage/journal.sqlite: not a rankfarm journal" "$RF" status garbage
-  check_cli 2 "nowhere/journal.sqlite: no journal here" "$RF" status nowhere
+  check_cli 2 "nowhere: DIR: no such directory" "$RF" status nowhere
+  check_cli 2 "nowhere/journal.sqlite: no journal here" "$RF" log nowhere t
   echo "not hdf5" > garbage/results.h5
   check_cli 2 "garbage/results.h5: not an HDF5 file" "$RF" results garbage tasks
   printf 'echo a\n' > c.txt
