@@ -55,7 +55,8 @@ int explain_task(const std::string& dir, const std::string& task_id, std::ostrea
 
 struct ReportOptions {
   /// Tasks up to which the timeline draws one bar per attempt; above, each rank's time is
-  /// binned (kTimelineBins bins per rank, each coloured by what filled most of it).
+  /// binned (240 bins per rank, each coloured by what filled most of it; ranks grouped beyond
+  /// 256 rows).
   std::size_t max_bars = 20000;
 };
 
