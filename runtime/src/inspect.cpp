@@ -331,7 +331,17 @@ int explain_task(const std::string& dir, const std::string& task_id, std::ostrea
   out << fmt::format("task {} (index {}) of job {}: {}\n", task_id, *idx, j->meta("job_name"), to_string(state));
   if (!note.empty()) out << "  note: " << note << "\n";
   const std::vector<AttemptRow> attempts = j->attempts_of(*idx);
+  // A dependency's state: one lookup each for a few, one scan of the rows for many (a
+  // reduction over a million tasks).
+  std::size_t deps = 0;
+  if (job) job->for_each_dep(*idx, [&](std::uint32_t) { ++deps; });
+  std::vector<TaskState> all_states;
+  if (deps > 256) {
+    all_states.assign(j->task_count(), TaskState::Pending);
+    j->for_each_task([&](JournalRow& r) { all_states[r.idx] = r.record.state; });
+  }
   auto state_of = [&](std::uint32_t d) {
+    if (!all_states.empty()) return d < all_states.size() ? all_states[d] : TaskState::Pending;
     const auto r = j->task_row(d);
     return r ? r->record.state : TaskState::Pending;
   };
@@ -343,11 +353,10 @@ int explain_task(const std::string& dir, const std::string& task_id, std::ostrea
   const int retries = job ? job->entry_of(*idx).base.retries : -1;
   switch (state) {
     case TaskState::Pending: {
-      std::size_t deps = 0, waiting = 0;
+      std::size_t waiting = 0;
       std::vector<std::string> shown;
       if (job) {
         job->for_each_dep(*idx, [&](std::uint32_t d) {
-          ++deps;
           const TaskState s = state_of(d);
           if (s == TaskState::Done) return;
           ++waiting;

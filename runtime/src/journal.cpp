@@ -1,7 +1,5 @@
 #include "rankfarm/runtime/journal.hpp"
 
-#include <sys/resource.h>
-
 #include <fmt/format.h>
 #include <sqlite3.h>
 #include <unistd.h>
