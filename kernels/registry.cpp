@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <set>
 #include <fmt/format.h>
 
 #include "rankfarm/kernels/black_scholes.hpp"
@@ -11,36 +10,6 @@
 #include "rankfarm/kernels/timing.hpp"
 
 namespace rankfarm::kernels {
-
-const char* to_string(ParamType t) noexcept {
-  switch (t) {
-    case ParamType::Int: return "int";
-    case ParamType::Double: return "double";
-    case ParamType::String: return "string";
-  }
-  return "?";
-}
-
-std::int64_t Params::get_int(const std::string& name) const {
-  return std::get<std::int64_t>(values_.at(name));
-}
-double Params::get_double(const std::string& name) const {
-  return std::get<double>(values_.at(name));
-}
-const std::string& Params::get_string(const std::string& name) const {
-  return std::get<std::string>(values_.at(name));
-}
-
-void TaskContext::check_deadline() const {
-  if (stop_flag != nullptr && *stop_flag != 0) throw TaskTimeout("job is stopping");
-  if (Clock::now() >= deadline) throw TaskTimeout("task passed its timeout");
-}
-
-const ParamSpec* KernelSpec::find_param(const std::string& pname) const {
-  for (const auto& p : params)
-    if (p.name == pname) return &p;
-  return nullptr;
-}
 
 std::optional<std::string> check_param(const ParamSpec& spec, ParamValue& value) {
   switch (spec.type) {
@@ -71,29 +40,6 @@ std::optional<std::string> check_param(const ParamSpec& spec, ParamValue& value)
       return fmt::format("\"{}\" is not one of: {}", s, fmt::join(spec.choices, ", "));
   }
   return std::nullopt;
-}
-
-void Registry::add(KernelSpec spec) {
-  std::string name = spec.name;
-  // Parameters and outputs become columns of the kernel's results table, beside these.
-  std::set<std::string> columns = {"task_id", "check_passed", "wall_s", "rank", "attempt"};
-  for (const auto& p : spec.params)
-    if (!columns.insert(p.name).second) throw std::invalid_argument("kernel " + name + ": column name used twice: " + p.name);
-  for (const auto& o : spec.outputs)
-    if (!columns.insert(o.name).second) throw std::invalid_argument("kernel " + name + ": column name used twice: " + o.name);
-  if (!kernels_.emplace(name, std::move(spec)).second)
-    throw std::invalid_argument("kernel registered twice: " + name);
-}
-
-const KernelSpec* Registry::find(const std::string& name) const {
-  auto it = kernels_.find(name);
-  return it == kernels_.end() ? nullptr : &it->second;
-}
-
-std::vector<std::string> Registry::names() const {
-  std::vector<std::string> out;
-  for (const auto& [n, _] : kernels_) out.push_back(n);
-  return out;
 }
 
 std::size_t levenshtein(const std::string& a, const std::string& b) {

@@ -20,6 +20,7 @@ namespace rankfarm::runtime::detail {
 /// What rank 0 holds for a run: the job, its journal and every task's record.
 struct Setup {
   Job job;
+  std::unique_ptr<KernelSet> kernels;  // the registry and kernel libraries the job was checked against
   std::string dir;
   std::unique_ptr<OutputLock> lock;  // declared before the journal: released after it is closed
   std::unique_ptr<Journal> journal;

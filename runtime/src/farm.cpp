@@ -192,8 +192,19 @@ JobCheck detail::locate_job(const FarmOptions& opt, const kernels::Registry& reg
   std::optional<Job> planned;
   if (const char* plan = std::getenv("RANKFARM_JOB_PLAN"); plan != nullptr && *plan != '\0')
     planned = detail::read_job_plan(plan, detail::plan_key(opt));
-  if (planned) c.job = std::move(*planned);
-  else c.job = opt.commands ? load_command_file(opt.job_path, {opt.retries, opt.timeout_s}) : load_job_file(opt.job_path, registry);
+  c.kernels = std::make_unique<KernelSet>(registry);
+  if (opt.commands && !opt.kernel_libraries.empty())
+    throw InputError("command line", 0, "--kernels", "only with a TOML job file (a command file's tasks are shell commands)");
+  if (planned) {
+    c.job = std::move(*planned);
+    // The libraries the front end checked: the same files, or the run is refused.
+    for (const auto& lib : c.job.kernel_libraries) c.kernels->load_expecting(lib.path, lib.digest, "kernels", "the check before launch");
+  } else if (opt.commands) {
+    c.job = load_command_file(opt.job_path, {opt.retries, opt.timeout_s});
+  } else {
+    for (const auto& lib : opt.kernel_libraries) c.kernels->load(lib, "--kernels");
+    c.job = load_job_file(opt.job_path, *c.kernels);
+  }
   c.output_dir = opt.output_dir.empty() ? default_output_dir(c.job.output_dir, c.job.name) : opt.output_dir;
   c.journal_path = OutputDir(c.output_dir).journal();
   // The output directory, or the nearest ancestor that exists, must be a writable directory
@@ -339,6 +350,11 @@ int run_farm_here(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry
       // Not the tasks: each is sent with its assignment, so a worker holds only what it runs.
       wire.put_str(setup.job.name);
       wire.put<std::uint64_t>(setup.job.keep_stdout);
+      wire.put<std::uint64_t>(setup.job.kernel_libraries.size());
+      for (const auto& lib : setup.job.kernel_libraries) {
+        wire.put_str(lib.path);
+        wire.put_str(lib.digest);
+      }
     } catch (const InputError& e) {
       status = kExitBadInput;
       message = e.what();
@@ -365,6 +381,7 @@ int run_farm_here(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry
   std::string token = rank == 0 ? setup.lock->holder().token : std::string();
   std::string run_tag = setup.run_tag;
   TaskOutputLayout layout = opt.task_output;
+  std::vector<std::pair<std::string, std::string>> libraries;  // path, digest
   if (rank != 0) {
     WireReader r(wire.bytes().data(), wire.bytes().size());
     dir = r.get_str();
@@ -373,14 +390,34 @@ int run_farm_here(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry
     layout = static_cast<TaskOutputLayout>(r.get<std::uint8_t>() == 1 ? 1 : 0);
     job_name = r.get_str();
     keep_stdout = r.get<std::uint64_t>();
+    libraries.resize(r.get<std::uint64_t>());
+    for (auto& [path, digest] : libraries) {
+      path = r.get_str();
+      digest = r.get_str();
+    }
   }
   wire = WireWriter();
+
+  // Every rank loads rank 0's kernel libraries: the same files (by digest), or the run is
+  // refused before the first task, naming the file and the rank.
+  std::unique_ptr<KernelSet> own_kernels;
+  std::string kernels_problem;
+  if (rank != 0) {
+    own_kernels = std::make_unique<KernelSet>(registry);
+    try {
+      for (const auto& [path, digest] : libraries) own_kernels->load_expecting(path, digest, "kernels", "rank 0");
+    } catch (const InputError& e) {
+      kernels_problem = fmt::format("{} (rank {} on host {})", e.what(), rank, host);
+    }
+  }
+  const kernels::Registry& reg = rank == 0 ? setup.kernels->registry() : own_kernels->registry();
 
   // Every rank checks its own environment and its view of the output directory before the
   // first task; the first problem is one line from rank 0, and every rank returns kExitBadInput.
   {
     int others = 0;
-    const std::string problem = first_problem(comm, start_problem(rank, host, dir, token), &others);
+    const std::string problem =
+        first_problem(comm, kernels_problem.empty() ? start_problem(rank, host, dir, token) : kernels_problem, &others);
     std::int32_t bad = problem.empty() ? 0 : 1;
     MPI_Bcast(&bad, 1, MPI_INT32_T, 0, comm);
     if (bad != 0) {
@@ -390,7 +427,7 @@ int run_farm_here(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry
     }
   }
 
-  detail::Executor ex{keep_stdout, registry, dir, rank, host, threads_per_rank(comm), {}, 0};
+  detail::Executor ex{keep_stdout, reg, dir, rank, host, threads_per_rank(comm), {}, 0};
   ex.comm = comm;
   std::optional<OutputStreams> streams;
   if (layout == TaskOutputLayout::Streams) ex.streams = &streams.emplace(dir, run_tag, rank);
@@ -473,7 +510,7 @@ int run_farm_here(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry
   // 0's pid: afterwards it stops the job only if rank 0 dies.
   detail::announce("RANKFARM_READY_FILE", fmt::format("ready {}\n", static_cast<long>(::getpid())));
   try {
-    return detail::coordinate(comm, setup, opt, registry, &ex, prov, topo, inventory, &watch);
+    return detail::coordinate(comm, setup, opt, reg, &ex, prov, topo, inventory, &watch);
   } catch (const std::exception& e) {
     std::cerr << "rankfarm: error: " << e.what() << "; the journal keeps everything committed; fix the cause and --resume\n";
     std::cerr.flush();

@@ -193,7 +193,7 @@ std::string fill(const std::string& tmpl, const std::map<std::string, std::strin
 int write_report(const std::string& dir, const std::string& out_path, const ReportOptions& opt) {
   auto j = detail::open_job_journal(dir);
   std::string note;
-  const std::optional<Job> job = detail::load_job_of(*j, kernels::builtin_registry(), note);
+  const std::optional<Job> job = detail::load_job_of(*j, opt.registry != nullptr ? *opt.registry : kernels::builtin_registry(), note);
   const auto runs = j->runs();
   const double now = epoch_seconds();
   double t0 = runs.empty() ? now : runs.front().started_at;

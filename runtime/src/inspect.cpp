@@ -2,6 +2,7 @@
 #include "rankfarm/runtime/inspect.hpp"
 
 #include <fmt/format.h>
+#include <sstream>
 
 #include <algorithm>
 #include <chrono>
@@ -45,7 +46,12 @@ std::optional<Job> load_job_of(const Journal& journal, const kernels::Registry& 
   try {
     Job job;
     if (kind == "toml") {
-      job = load_job_file(source, registry);
+      // The kernel libraries it ran with (meta.kernel_libraries: --kernels and [job] kernels).
+      KernelSet kernels(registry);
+      std::istringstream libs(journal.meta("kernel_libraries"));
+      for (std::string lib; std::getline(libs, lib);)
+        if (!lib.empty()) kernels.load(lib, "meta.kernel_libraries");
+      job = load_job_file(source, kernels);
     } else {
       CommandFileOptions o;
       if (const auto r = kind.find("retries="); r != std::string::npos) o.retries = std::atoi(kind.c_str() + r + 8);

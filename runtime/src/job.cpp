@@ -42,7 +42,7 @@ struct Entry {
 
 class Loader {
  public:
-  Loader(std::string path, const kernels::Registry& reg) : path_(std::move(path)), reg_(reg) {}
+  Loader(std::string path, KernelSet& kernels) : path_(std::move(path)), kernels_(kernels), reg_(kernels.registry()) {}
 
   Job load() {
     toml::table root;
@@ -72,6 +72,7 @@ class Loader {
     if (job_.entries.empty()) throw InputError(path_, 0, "", "the job has no [[task]] or [[sweep]] entries");
     resolve_dependencies();
     check_acyclic(job_);
+    job_.kernel_libraries = kernels_.libraries();
     hash_job(job_);
     return std::move(job_);
   }
@@ -126,8 +127,25 @@ class Loader {
     return v;
   }
 
+  // [job] kernels = ["libmine.so", ...]: loaded before any task is checked, relative to the
+  // job file's directory.
+  void read_kernel_libraries(const toml::table& t) {
+    const toml::node* n = t.get("kernels");
+    if (n == nullptr) return;
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) throw InputError(path_, line_of(*n), "[job]: kernels", "expected an array of paths ([\"libmine.so\"])");
+    const std::filesystem::path dir = std::filesystem::path(path_).parent_path();
+    for (const auto& e : *arr) {
+      if (!e.is_string() || e.as_string()->get().empty())
+        throw InputError(path_, line_of(e), "[job]: kernels", "expected a path of a kernel library (a string)");
+      const std::filesystem::path lib = e.as_string()->get();
+      kernels_.load((lib.is_absolute() ? lib : dir / lib).string(), fmt::format("{}:{}: [job]: kernels", path_, line_of(e)));
+    }
+  }
+
   void read_job(const toml::table& t) {
-    check_keys(t, "[job]", {"name", "output", "retries", "timeout_s", "window", "keep_stdout", "cores", "gpus", "memory"});
+    check_keys(t, "[job]", {"name", "output", "retries", "timeout_s", "window", "keep_stdout", "cores", "gpus", "memory", "kernels"});
+    read_kernel_libraries(t);
     job_.name = get_string(t, "name", "[job]", true);
     if (!valid_id(job_.name))
       throw InputError(path_, line_of(*t.get("name")), "[job]: name",
@@ -427,6 +445,7 @@ class Loader {
   }
 
   std::string path_;
+  KernelSet& kernels_;
   const kernels::Registry& reg_;
   Job job_;
   int default_retries_ = 0;
@@ -641,9 +660,14 @@ void append_hex_double(std::string& out, double v) {
   out += std::to_string(exponent < 0 ? -exponent : exponent);
 }
 
-Job load_job_file(const std::string& path, const kernels::Registry& registry) {
+Job load_job_file(const std::string& path, KernelSet& kernels) {
   if (!std::filesystem::is_regular_file(path)) throw InputError(path, 0, "", "no such job file");
-  return Loader(path, registry).load();
+  return Loader(path, kernels).load();
+}
+
+Job load_job_file(const std::string& path, const kernels::Registry& registry) {
+  KernelSet kernels(registry);
+  return load_job_file(path, kernels);
 }
 
 Job load_command_file(const std::string& path, const CommandFileOptions& options) {
@@ -735,6 +759,8 @@ void hash_job(Job& job) {
     }
     if (e.is_sweep()) e.canonical = std::move(pieces);
   }
+  // The libraries' bytes, not their paths: the same library moved is the same job.
+  for (const auto& lib : job.kernel_libraries) all = fnv1a("\n", fnv1a("library " + lib.digest, all));
   job.hash = hex64(all);
 }
 

@@ -15,7 +15,7 @@
 namespace rankfarm::runtime::detail {
 namespace {
 
-constexpr const char* kMagic = "rankfarm-job-plan-1";
+constexpr const char* kMagic = "rankfarm-job-plan-2";
 
 void put_value(WireWriter& w, const kernels::ParamValue& v) {
   w.put<std::uint8_t>(static_cast<std::uint8_t>(v.index()));
@@ -48,9 +48,10 @@ std::uint64_t checksum(const char* p, std::size_t n) { return fnv1a(std::string_
 std::string plan_key(const FarmOptions& opt) {
   struct stat st {};
   if (::stat(opt.job_path.c_str(), &st) != 0) return {};
-  return fmt::format("{} {}|{}|{}|{}.{}|{}|{}|{:a}", RANKFARM_VERSION, RANKFARM_GIT_REVISION, opt.job_path,
+  return fmt::format("{} {}|{}|{}|{}.{}|{}|{}|{:a}|{}", RANKFARM_VERSION, RANKFARM_GIT_REVISION, opt.job_path,
                      static_cast<long long>(st.st_size), static_cast<long long>(st.st_mtim.tv_sec),
-                     static_cast<long long>(st.st_mtim.tv_nsec), opt.commands ? 1 : 0, opt.retries, opt.timeout_s);
+                     static_cast<long long>(st.st_mtim.tv_nsec), opt.commands ? 1 : 0, opt.retries, opt.timeout_s,
+                     fmt::join(opt.kernel_libraries, "|"));
 }
 
 void write_job_plan(const std::string& path, const Job& job, const std::string& key) {
@@ -63,6 +64,11 @@ void write_job_plan(const std::string& path, const Job& job, const std::string& 
   w.put<std::int32_t>(job.window);
   w.put<std::uint64_t>(job.keep_stdout);
   w.put_str(job.hash);
+  w.put<std::uint64_t>(job.kernel_libraries.size());
+  for (const KernelLibrary& lib : job.kernel_libraries) {
+    w.put_str(lib.path);
+    w.put_str(lib.digest);
+  }
   w.put<std::uint64_t>(job.entries.size());
   for (const JobEntry& e : job.entries) {
     const TaskSpec& t = e.base;
@@ -135,6 +141,11 @@ std::optional<Job> read_job_plan(const std::string& path, const std::string& key
     job.window = r.get<std::int32_t>();
     job.keep_stdout = r.get<std::uint64_t>();
     job.hash = r.get_str();
+    job.kernel_libraries.resize(get_count(r, 16));
+    for (KernelLibrary& lib : job.kernel_libraries) {
+      lib.path = r.get_str();
+      lib.digest = r.get_str();
+    }
     job.entries.resize(get_count(r, 40));
     std::uint64_t next = 0;
     for (JobEntry& e : job.entries) {

@@ -145,6 +145,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   }
   check_journal(opt, c);
   s.job = std::move(c.job);
+  s.kernels = std::move(c.kernels);
   if (opt.keep_stdout >= 0) s.job.keep_stdout = static_cast<std::uint64_t>(opt.keep_stdout);
   const std::string& jpath = c.journal_path;
   s.records.assign(s.job.size());
@@ -189,6 +190,10 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
     s.journal->set_meta("job_kind", job_kind(opt));
     s.first_started_at = epoch_seconds();
   }
+  // The kernel libraries, for `rankfarm explain` and `report`, which load the job again.
+  std::string libraries;
+  for (const auto& lib : s.job.kernel_libraries) libraries += lib.path + "\n";
+  if (!libraries.empty() || !s.journal->meta("kernel_libraries").empty()) s.journal->set_meta("kernel_libraries", libraries);
   if (c.salvaged && opt.retry_failed) {  // --retry-failed applies to salvaged rows too
     std::vector<std::pair<std::uint32_t, TaskRecord>> resets;
     for (std::uint32_t i = 0; i < s.records.size(); ++i)

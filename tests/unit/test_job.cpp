@@ -328,11 +328,24 @@ TEST(Registry, SuggestsCloseNamesAndRefusesColumnClashes) {
   EXPECT_EQ(reg.suggest("completely_different"), "");
   EXPECT_EQ(kn::levenshtein("kitten", "sitting"), 3u);
   kn::Registry r;
+  kn::KernelSpec twice = kn::spin_ms_kernel();
+  twice.outputs.push_back({twice.params.front().name, "", "an output named like a parameter"});
+  EXPECT_THROW(r.add(twice), std::invalid_argument);
+  // The registry knows nothing of results files: the runtime refuses a kernel whose output is
+  // named like a results column, naming both.
   kn::KernelSpec k = kn::spin_ms_kernel();
   k.outputs.push_back({"rank", "", "clashes with the rank column"});
-  EXPECT_THROW(r.add(k), std::invalid_argument);
-  r.add(kn::spin_ms_kernel());
-  EXPECT_THROW(r.add(kn::spin_ms_kernel()), std::invalid_argument);
+  r.add(k);
+  EXPECT_NE(rankfarm::runtime::farm_kernel_problem(k).find("output \"rank\" is named like a results column"), std::string::npos);
+  EXPECT_THROW(rankfarm::runtime::KernelSet set(r), std::invalid_argument);
+  EXPECT_EQ(rankfarm::runtime::farm_kernel_problem(kn::spin_ms_kernel()), "");
+  kn::Registry ok;
+  ok.add(kn::spin_ms_kernel());
+  EXPECT_THROW(ok.add(kn::spin_ms_kernel()), std::invalid_argument);
+  kn::KernelSpec neither = kn::spin_ms_kernel();
+  neither.name = "neither";
+  neither.run = nullptr;
+  EXPECT_THROW(ok.add(neither), std::invalid_argument);
 }
 
 }  // namespace

@@ -10,6 +10,11 @@
 //
 // Kernels are registered in one explicit table (builtin_registry() in registry.cpp), never by
 // static initialisers, which silently vanish from static libraries.
+//
+// Everything a kernel's own code calls (Params, TaskContext, KernelSpec, Registry::add/find) is
+// defined in this header, so that a kernel library loaded at run time (plugin.hpp) needs no
+// symbol of rankfarm's libraries. Registry is copied and merged by the runtime; it knows nothing
+// of results files (the runtime owns their column names and checks kernels against them).
 #pragma once
 
 #include <mpi.h>
@@ -31,7 +36,14 @@ namespace rankfarm::kernels {
 enum class ParamType { Int, Double, String };
 
 /// "int", "double" or "string".
-const char* to_string(ParamType t) noexcept;
+inline const char* to_string(ParamType t) noexcept {
+  switch (t) {
+    case ParamType::Int: return "int";
+    case ParamType::Double: return "double";
+    case ParamType::String: return "string";
+  }
+  return "?";
+}
 
 using ParamValue = std::variant<std::int64_t, double, std::string>;
 
@@ -70,9 +82,9 @@ class Params {
   bool has(const std::string& name) const { return values_.count(name) != 0; }
   /// Accessors throw std::out_of_range for an absent name and std::bad_variant_access for a
   /// value of another type; schema checking makes both impossible for registered kernels.
-  std::int64_t get_int(const std::string& name) const;
-  double get_double(const std::string& name) const;
-  const std::string& get_string(const std::string& name) const;
+  std::int64_t get_int(const std::string& name) const { return std::get<std::int64_t>(values_.at(name)); }
+  double get_double(const std::string& name) const { return std::get<double>(values_.at(name)); }
+  const std::string& get_string(const std::string& name) const { return std::get<std::string>(values_.at(name)); }
   const std::map<std::string, ParamValue>& values() const { return values_; }
 
  private:
@@ -92,7 +104,10 @@ struct TaskContext {
     return (stop_flag != nullptr && *stop_flag != 0) || Clock::now() >= deadline;
   }
   /// Throws TaskTimeout when the deadline has passed or the job is stopping.
-  void check_deadline() const;
+  void check_deadline() const {
+    if (stop_flag != nullptr && *stop_flag != 0) throw TaskTimeout("job is stopping");
+    if (Clock::now() >= deadline) throw TaskTimeout("task passed its timeout");
+  }
 };
 
 using KernelFn = std::function<std::vector<double>(const Params&, const TaskContext&)>;
@@ -119,7 +134,11 @@ struct KernelSpec {
   std::function<bool(const Params&, std::span<const double>)> check;
   std::string check_description;
 
-  const ParamSpec* find_param(const std::string& name) const;
+  const ParamSpec* find_param(const std::string& pname) const {
+    for (const auto& p : params)
+      if (p.name == pname) return &p;
+    return nullptr;
+  }
 };
 
 /// Why a value does not fit a parameter's schema, or std::nullopt when it fits. Ints are
@@ -129,13 +148,34 @@ std::optional<std::string> check_param(const ParamSpec& spec, ParamValue& value)
 /// A set of kernels by name.
 class Registry {
  public:
-  /// Adds a kernel; throws std::invalid_argument for a duplicate kernel name, or a parameter or
-  /// output named like another or like a results column (task_id, check_passed, wall_s, rank,
-  /// attempt).
-  void add(KernelSpec spec);
+  /// Adds a kernel; throws std::invalid_argument for an empty or duplicate kernel name, a kernel
+  /// with neither or both of `run` and `run_on`, or a parameter or output named like another of
+  /// the same kernel.
+  void add(KernelSpec spec) {
+    const std::string name = spec.name;
+    if (name.empty()) throw std::invalid_argument("a kernel needs a name");
+    if (!spec.run == !spec.run_on) throw std::invalid_argument("kernel " + name + ": set exactly one of run and run_on");
+    std::vector<const std::string*> seen;
+    for (const auto& p : spec.params) seen.push_back(&p.name);
+    for (const auto& o : spec.outputs) seen.push_back(&o.name);
+    for (std::size_t i = 0; i < seen.size(); ++i)
+      for (std::size_t j = 0; j < i; ++j)
+        if (*seen[i] == *seen[j]) throw std::invalid_argument("kernel " + name + ": parameter/output name used twice: " + *seen[i]);
+    if (!kernels_.emplace(name, std::move(spec)).second) throw std::invalid_argument("kernel registered twice: " + name);
+  }
   /// The kernel called `name`, or nullptr.
-  const KernelSpec* find(const std::string& name) const;
-  std::vector<std::string> names() const;
+  const KernelSpec* find(const std::string& name) const {
+    auto it = kernels_.find(name);
+    return it == kernels_.end() ? nullptr : &it->second;
+  }
+  /// Kernel names, sorted.
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& [n, _] : kernels_) out.push_back(n);
+    return out;
+  }
+  /// Every kernel, by name.
+  const std::map<std::string, KernelSpec>& all() const { return kernels_; }
   /// The registered name closest to `name` (Levenshtein distance <= 3), or "".
   std::string suggest(const std::string& name) const;
 

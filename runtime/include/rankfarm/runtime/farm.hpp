@@ -46,6 +46,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <mpi.h>
 #include <optional>
 #include <ostream>
@@ -81,6 +82,10 @@ bool finalize_is_safe();
 struct FarmOptions {
   std::string job_path;          ///< TOML job file, or a command file when `commands`
   bool commands = false;
+  /// Kernel libraries to load before the job (--kernels; relative paths: to the working
+  /// directory), besides the job file's [job] kernels (kernel_library.hpp). Every rank loads
+  /// the same files as rank 0 (checked by digest) before the first task.
+  std::vector<std::string> kernel_libraries;
   std::string output_dir;        ///< "" = [job].output, else ./rankfarm-out/<job name>
   bool resume = false;           ///< continue the job in output_dir (a fresh start if none)
   bool retry_failed = false;     ///< with resume: failed and skipped tasks run again
@@ -109,6 +114,9 @@ struct FarmOptions {
 /// What check_job found: the loaded job, where it writes, and whether it resumes a journal.
 struct JobCheck {
   Job job;
+  /// The kernels the job was checked against: the registry given and the kernel libraries
+  /// loaded (--kernels, [job] kernels); the run uses these.
+  std::unique_ptr<KernelSet> kernels;
   std::string output_dir;
   std::string journal_path;
   bool resuming = false;  ///< a journal exists (and --resume was given)

@@ -58,6 +58,9 @@ struct ReportOptions {
   /// binned (240 bins per rank, each coloured by what filled most of it; ranks grouped beyond
   /// 256 rows).
   std::size_t max_bars = 20000;
+  /// The kernels the job file is loaded again with (its kernel libraries are loaded too);
+  /// nullptr: kernels::builtin_registry().
+  const kernels::Registry* registry = nullptr;
 };
 
 /// `rankfarm report DIR -o FILE`: writes a self-contained HTML report of the job in `dir`: a

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "rankfarm/kernels/registry.hpp"
+#include "rankfarm/runtime/kernel_library.hpp"
 
 namespace rankfarm::runtime {
 
@@ -118,6 +119,9 @@ struct Job {
   std::uint64_t keep_stdout = 4096;
   std::vector<JobEntry> entries;  ///< in file order, consecutive: entries[k+1].first == entries[k].first + entries[k].count
   std::string hash;             ///< 16 hex digits
+  /// Kernel libraries the job's kernels come from (--kernels, then [job] kernels): their
+  /// digests are part of `hash`.
+  std::vector<KernelLibrary> kernel_libraries;
 
   /// Number of tasks.
   std::size_t size() const { return entries.empty() ? 0 : entries.back().first + std::size_t{entries.back().count}; }
@@ -160,7 +164,12 @@ void Job::for_each_param(std::uint32_t idx, F&& f) const {
   for (; it != fixed.end(); ++it) f(it->first, it->second);
 }
 
-/// Loads and checks a TOML job file against `registry`. Throws InputError.
+/// Loads and checks a TOML job file against the kernels of `kernels`, after loading into it the
+/// kernel libraries of `[job] kernels = ["lib.so", ...]` (paths relative to the job file's
+/// directory). Job::kernel_libraries is every library of `kernels` (those loaded before, e.g.
+/// from --kernels, first). Throws InputError.
+Job load_job_file(const std::string& path, KernelSet& kernels);
+/// The same against `registry` and the job's own kernel libraries.
 Job load_job_file(const std::string& path, const kernels::Registry& registry);
 
 struct CommandFileOptions {
@@ -180,7 +189,8 @@ std::optional<std::uint64_t> parse_bytes(std::string_view text);
 /// "40 GiB", "512 MiB", "1.5 GiB", "17 B": bytes for people (binary units).
 std::string format_bytes(std::uint64_t bytes);
 
-/// Fills the entries' spec_hash / canonical and the job hash. Called by both loaders.
+/// Fills the entries' spec_hash / canonical and the job hash (which covers the digests of
+/// kernel_libraries). Called by both loaders.
 void hash_job(Job& job);
 
 /// Throws InputError naming the cycle ("a -> b -> a", by entry id) if the dependencies have one.
