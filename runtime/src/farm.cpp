@@ -221,17 +221,36 @@ JobCheck detail::locate_job(const FarmOptions& opt, const kernels::Registry& reg
   return c;
 }
 
+namespace {
+// "libmine.so (digest 0123456789abcdef), ..." from "path<TAB>digest" lines.
+std::string describe_libraries(const std::string& lines) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start < lines.size()) {
+    std::size_t end = lines.find('\n', start);
+    if (end == std::string::npos) end = lines.size();
+    const std::string line = lines.substr(start, end - start);
+    const auto tab = line.find('\t');
+    if (!line.empty())
+      out.push_back(tab == std::string::npos ? line : fmt::format("{} (digest {})", line.substr(0, tab), line.substr(tab + 1)));
+    start = end + 1;
+  }
+  return fmt::format("{}", fmt::join(out, ", "));
+}
+}  // namespace
+
 void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
   c.resuming = fs::exists(c.journal_path);
   if (c.resuming && !opt.resume)
     throw InputError(c.journal_path, 0, "", "a journal already exists here (use --resume to continue that job, or another --output)");
   if (!c.resuming) return;
-  std::string job_hash;
+  std::string job_hash, libraries;
   std::size_t task_count = 0;
   std::unique_ptr<Journal> journal;
   try {
     journal = Journal::open(c.journal_path, true);
     job_hash = journal->meta("job_hash");
+    libraries = journal->meta("kernel_libraries");
     task_count = journal->task_count();
   } catch (const JournalDamaged&) {
     if (!opt.salvage) throw;
@@ -255,13 +274,23 @@ void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
   // and the task count the same.
   const bool count_differs = !c.salvaged && task_count != c.job.size();
   const bool differs = count_differs || !detail::salvage_matches(c.job, job_hash, rows) || (!c.salvaged && job_hash != c.job.hash);
-  if (differs)
+  if (differs) {
+    // The kernel libraries' digests are part of the hash: say which library is another file.
+    std::string library_change;
+    std::string now;
+    for (const auto& lib : c.job.kernel_libraries) now += lib.path + "\t" + lib.digest + "\n";
+    if (!c.salvaged && now != libraries)
+      library_change = fmt::format("its kernel libraries are not the ones it ran with (now: {}; then: {}); ",
+                                   now.empty() ? "none" : describe_libraries(now), libraries.empty() ? "none" : describe_libraries(libraries));
     throw InputError(opt.job_path, 0, "--resume",
-                     fmt::format("the job differs from the one journalled in {}: {}{}; refusing to resume "
+                     fmt::format("the job differs from the one journalled in {}: {}{}{}; refusing to resume "
                                  "(run the original job, or choose another --output)",
-                                 c.journal_path,
+                                 c.journal_path, library_change,
                                  count_differs ? fmt::format("it has {} tasks, the journalled one {}; ", c.job.size(), task_count) : "",
-                                 detail::describe_change(c.job, rows, true)));
+                                 !library_change.empty() && !count_differs && detail::salvage_matches(c.job, "", rows)
+                                     ? "its tasks are the same"
+                                     : detail::describe_change(c.job, rows, true)));
+  }
   c.done = static_cast<std::size_t>(std::count_if(rows.begin(), rows.end(), [](auto& r) { return r.record.state == TaskState::Done; }));
 }
 

@@ -50,7 +50,7 @@ std::optional<Job> load_job_of(const Journal& journal, const kernels::Registry& 
       KernelSet kernels(registry);
       std::istringstream libs(journal.meta("kernel_libraries"));
       for (std::string lib; std::getline(libs, lib);)
-        if (!lib.empty()) kernels.load(lib, "meta.kernel_libraries");
+        if (!lib.empty()) kernels.load(lib.substr(0, lib.find('\t')), "meta.kernel_libraries");
       job = load_job_file(source, kernels);
     } else {
       CommandFileOptions o;

@@ -70,8 +70,12 @@ const KernelLibrary& KernelSet::load(const std::string& path, const std::string&
     const char* why = ::dlerror();
     throw InputError(path, 0, origin, fmt::format("cannot load it as a shared library: {}", why != nullptr ? why : "dlopen failed"));
   }
-  // From here on a refused library is closed again: none of its code is referenced yet.
+  // The kernels it adds, in a registry of their own until every check has passed.
+  kernels::Registry added;
+  // From here on a refused library is closed again, after what it registered is dropped (the
+  // kernels' functions are its code).
   auto refuse = [&](const std::string& message) {
+    added = kernels::Registry();
     ::dlclose(handle);
     throw InputError(path, 0, origin, message);
   };
@@ -80,7 +84,6 @@ const KernelLibrary& KernelSet::load(const std::string& path, const std::string&
   if (entry == nullptr)
     refuse(fmt::format("no {} entry point: not a rankfarm kernel library (define one with RANKFARM_KERNEL_LIBRARY, "
                        "rankfarm/kernels/plugin.hpp)", RANKFARM_KERNEL_ENTRY));
-  kernels::Registry added;
   const char* library_abi = "";
   std::array<char, 512> error{};
   const int rc = entry(RANKFARM_KERNEL_ABI, &library_abi, &added, error.data(), error.size());

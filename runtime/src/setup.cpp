@@ -190,9 +190,10 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
     s.journal->set_meta("job_kind", job_kind(opt));
     s.first_started_at = epoch_seconds();
   }
-  // The kernel libraries, for `rankfarm explain` and `report`, which load the job again.
+  // The kernel libraries ("path<TAB>digest" lines), for `rankfarm explain` and `report`, which
+  // load the job again, and for the message of a resume with other libraries.
   std::string libraries;
-  for (const auto& lib : s.job.kernel_libraries) libraries += lib.path + "\n";
+  for (const auto& lib : s.job.kernel_libraries) libraries += lib.path + "\t" + lib.digest + "\n";
   if (!libraries.empty() || !s.journal->meta("kernel_libraries").empty()) s.journal->set_meta("kernel_libraries", libraries);
   if (c.salvaged && opt.retry_failed) {  // --retry-failed applies to salvaged rows too
     std::vector<std::pair<std::uint32_t, TaskRecord>> resets;

@@ -10,6 +10,7 @@ BIN=$(readlink -f "$1")
 SRC=$(readlink -f "$2")
 DOC=$SRC/docs/errors.md
 RF=$BIN/rankfarm
+TK=$BIN/../test-kernels   # kernel libraries built for the tests (tests/kernel_libraries)
 WORK=$(mktemp -d /tmp/rankfarm-errors-XXXXXX)
 trap 'pkill -9 -f "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
@@ -18,6 +19,7 @@ MPI2=(mpirun --oversubscribe --stdin none -n 2)
 
 job() { printf "$@" > job.toml; }          # job FORMAT...: writes job.toml
 mtx() { printf "$@" > m.mtx; }             # mtx FORMAT...: writes m.mtx
+kjob() { job '[job]\nname = "x"\n[[task]]\nid = "t"\nkernel = "triple"\nparams = { x = 2.0 }\n'; }  # the test library's kernel
 ok_job() { job '[job]\nname = "x"\n[[task]]\nid = "t"\ncommand = "true"\n'; }
 done_out() { ok_job; "$RF" run job.toml -n 2 --output out > /dev/null 2>&1 || echo "setup run failed" >&2; }
 stencil_ck() { "${MPI2[@]}" "$BIN/rankfarm-stencil" --n 64 --steps 10 --checkpoint ck.h5 --checkpoint-every 5 > /dev/null 2>&1; }
@@ -174,6 +176,26 @@ run_case() {
   opt-kernel-unknown) "${MPI2[@]}" "$BIN/rankfarm-stencil" --bogus ;;
   opt-kernel-exclusive) "${MPI2[@]}" "$BIN/rankfarm-cg" --matrix a.mtx --poisson27 4x4x4 ;;
   opt-kernel-value) "${MPI2[@]}" "$BIN/rankfarm-cg" --poisson27 3x3 ;;
+  kernels-missing) kjob; "$RF" run --kernels nope.so job.toml ;;
+  kernels-not-shared-library) kjob; echo "not a library" > libtext.so; "$RF" run --kernels ./libtext.so job.toml ;;
+  kernels-no-entry) kjob; cp "$TK/libtest_noentry.so" .; "$RF" run --kernels ./libtest_noentry.so job.toml ;;
+  kernels-other-release) kjob; cp "$TK/libtest_old_release.so" .; "$RF" run --kernels ./libtest_old_release.so job.toml ;;
+  kernels-clash-builtin) kjob; cp "$TK/libtest_clash.so" .; "$RF" run --kernels ./libtest_clash.so job.toml ;;
+  kernels-clash-library) kjob; cp "$TK"/libtest_kernels*.so .; "$RF" run --kernels ./libtest_kernels.so --kernels ./libtest_kernels_b.so job.toml ;;
+  kernels-with-commands) echo true > cmds; "$RF" run --kernels "$TK/libtest_kernels.so" --commands cmds ;;
+  kernels-job-not-array) job '[job]\nname = "x"\nkernels = "libk.so"\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  kernels-job-missing) job '[job]\nname = "x"\nkernels = ["nope.so"]\n[[task]]\nid = "t"\ncommand = "true"\n'; "$RF" run job.toml ;;
+  kernels-changed-on-resume)
+    kjob; cp "$TK/libtest_kernels.so" libk.so; "$RF" run --kernels ./libk.so job.toml -n 2 --output out > /dev/null 2>&1
+    cp "$TK/libtest_kernels_b.so" libk.so; "$RF" run --kernels ./libk.so job.toml -n 2 --output out --resume ;;
+  kernels-differ-on-ranks)  # ranks 1 and 2 see another file at the same path (a mount namespace each)
+    kjob; cp "$TK/libtest_kernels.so" libk.so; cp "$TK/libtest_kernels_b.so" libk_other.so
+    mpirun --oversubscribe --stdin none -n 1 "$RF" run --kernels ./libk.so job.toml --output out : \
+      -n 2 unshare -m sh -c "mount --bind '$PWD/libk_other.so' '$PWD/libk.so' && exec '$RF' run --kernels ./libk.so job.toml --output out" ;;
+  kernels-missing-on-rank)  # ranks 1 and 2 see an empty directory where the library is
+    mkdir lib; cp "$TK/libtest_kernels.so" lib/libk.so; kjob
+    mpirun --oversubscribe --stdin none -n 1 "$RF" run --kernels lib/libk.so job.toml --output out : \
+      -n 2 unshare -m sh -c "mount -t tmpfs none '$PWD/lib' && exec '$RF' run --kernels lib/libk.so job.toml --output out" ;;
   *) return 127 ;;
   esac
 }
