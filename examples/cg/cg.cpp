@@ -98,11 +98,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (rank_ == 0) {
+    std::fputs(r.report().c_str(), stdout);  // the PRK's "Solution validates" and "Rate" lines
     std::printf("cg %s n=%lld nnz=%lld ranks=%d threads=%d: %d iterations%s, relative residual %.3g (tolerance %.3g), "
                 "max error %.3g, %.3f GFLOP/s, %.2f GB/s: %s; x hash %016llx\n",
                 source.c_str(), static_cast<long long>(n), static_cast<long long>(nnz), size, r.threads, r.iterations,
                 r.restarted_at > 0 ? (" (restarted at " + std::to_string(r.restarted_at) + ")").c_str() : "", r.relative_residual,
-                o.tolerance, r.max_error, r.gflops, r.gbytes_per_s,
+                o.tolerance, r.max_error, r.rate, r.gbytes_per_s,
                 r.valid ? "VALID" : (r.converged ? "INVALID" : "NOT CONVERGED"), static_cast<unsigned long long>(r.x_hash));
   }
   MPI_Finalize();

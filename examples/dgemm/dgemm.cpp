@@ -29,8 +29,9 @@ int main(int argc, char** argv) {
   if (auto code = rankfarm::examples::run_or_exit(r, [&] { return rankfarm::kernels::run_dgemm(MPI_COMM_WORLD, o); }, app, rank))
     return *code;
   if (rank == 0) {
+    std::fputs(r.report().c_str(), stdout);  // the PRK's "Solution validates" and "Rate" lines
     std::printf("dgemm n=%lld iterations=%d block=%lld grid=%dx%d threads=%d: %.2f GFLOP/s, max error %.3g: %s",
-                static_cast<long long>(o.n), o.iterations, static_cast<long long>(o.block), r.pr, r.pc, r.threads, r.gflops,
+                static_cast<long long>(o.n), o.iterations, static_cast<long long>(o.block), r.pr, r.pc, r.threads, r.rate,
                 r.max_error, r.valid ? "VALID" : "INVALID");
     if (o.compare_reference)
       std::printf("; single-rank OpenBLAS with %d threads %.2f GFLOP/s, ratio %.2f", r.reference_threads,

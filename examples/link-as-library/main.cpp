@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
     if (rank == 0)
       std::printf("rankfarm %s stencil: n=%lld, %d steps, grid %dx%d, max error %.2e: %s (%.1f MLUP/s)\n",
                   RANKFARM_VERSION, static_cast<long long>(so.n), so.steps, s.px, s.py, s.max_error,
-                  s.valid ? "VALID" : "INVALID", s.mlups);
+                  s.valid ? "VALID" : "INVALID", s.rate);
     if (!s.valid) status = 1;
 
     rankfarm::kernels::DistCsr A =
@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
     if (rank == 0)
       std::printf("cg: %s, n=%lld, %d iterations, relative residual %.2e: %s (%.2f GFLOP/s)\n",
                   A.source.c_str(), static_cast<long long>(A.n), c.iterations, c.relative_residual,
-                  c.valid ? "VALID" : "INVALID", c.gflops);
+                  c.valid ? "VALID" : "INVALID", c.rate);
     if (!c.valid) status = 1;
 
     rankfarm::kernels::DgemmOptions dopt;
@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
     const rankfarm::kernels::DgemmResult d = rankfarm::kernels::run_dgemm(MPI_COMM_WORLD, dopt);
     if (rank == 0)
       std::printf("dgemm: n=%lld, grid %dx%d: %s (%.2f GFLOP/s)\n", static_cast<long long>(dopt.n), d.pr, d.pc,
-                  d.valid ? "VALID" : "INVALID", d.gflops);
+                  d.valid ? "VALID" : "INVALID", d.rate);
     if (!d.valid) status = 1;
   } catch (const std::exception& e) {
     if (rank == 0) std::fprintf(stderr, "heat-and-cg: %s\n", e.what());

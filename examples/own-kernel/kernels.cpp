@@ -22,6 +22,20 @@ constexpr std::int64_t kBlock = 1 << 14;  // intervals per block: the unit of wo
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// Simpson's error is at most L h^4 max|f''''| / 180, and for exp(-a x^2) max|f''''| = 12 a^2
+// (at x = 0); the sum's rounding adds about n eps times the integral.
+double simpson_bound(double a, double L, std::int64_t n, double integral) {
+  const double h = L / static_cast<double>(n);
+  return L * std::pow(h, 4) * 12.0 * a * a / 180.0 + 4.0 * static_cast<double>(n) * 2.2e-16 * std::abs(integral) + 1e-15;
+}
+
+// The midpoint rule's error is at most (b - a) h^2 max|f''| / 24, and max|f''| = 8 for
+// 4 / (1 + x^2) on [0, 1]; rounding as above.
+double midpoint_bound(std::int64_t n) {
+  const double nd = static_cast<double>(n);
+  return 8.0 / (24.0 * nd * nd) + 4.0 * nd * 2.2e-16 * 4.0 + 1e-15;
+}
+
 }  // namespace
 
 rk::KernelSpec gauss_integral_kernel() {
@@ -65,16 +79,15 @@ rk::KernelSpec gauss_integral_kernel() {
     for (double s : partial) sum += s;  // in block order, whatever the threads
     const double integral = sum * h / 3.0;
     const double exact = 0.5 * std::sqrt(std::numbers::pi / a) * std::erf(std::sqrt(a) * L);
-    const double secs = seconds_since(t0);
-    return std::vector<double>{integral, std::abs(integral - exact), secs, secs > 0 ? static_cast<double>(points) / secs / 1e6 : 0.0};
+    rk::KernelResult r;  // its fields are the outputs "seconds" and "rate"; the others are set by name
+    r.seconds = seconds_since(t0);
+    r.rate = r.seconds > 0 ? static_cast<double>(points) / r.seconds / 1e6 : 0.0;
+    r.unit = "Mpoints/s";
+    r.valid = std::abs(integral - exact) <= simpson_bound(a, L, n, integral);
+    return r.set("integral", integral).set("error", std::abs(integral - exact));
   };
-  // Simpson's error is at most L h^4 max|f''''| / 180; for exp(-a x^2), max|f''''| = 12 a^2. The
-  // sum's rounding adds about n eps times the integral.
   k.check = [](const rk::Params& p, std::span<const double> v) {
-    const double a = p.get_double("a"), L = p.get_double("L");
-    const double n = static_cast<double>(p.get_int("n")), h = L / n;
-    const double bound = L * std::pow(h, 4) * 12.0 * a * a / 180.0 + 4.0 * n * 2.2e-16 * std::abs(v[0]) + 1e-15;
-    return std::isfinite(v[0]) && v[1] <= bound;
+    return std::isfinite(v[0]) && v[1] <= simpson_bound(p.get_double("a"), p.get_double("L"), p.get_int("n"), v[0]);
   };
   k.check_description = "|estimate - closed form| <= L h^4 12 a^2 / 180 + rounding";
   return k;
@@ -123,16 +136,16 @@ rk::KernelSpec midpoint_pi_kernel() {
       }
     MPI_Bcast(&pi, 1, MPI_DOUBLE, 0, comm);
     pi *= h;
-    double secs = seconds_since(t0), max_secs = 0;
-    MPI_Allreduce(&secs, &max_secs, 1, MPI_DOUBLE, MPI_MAX, comm);
-    return std::vector<double>{pi, std::abs(pi - std::numbers::pi), max_secs, static_cast<double>(size)};
+    const double secs = seconds_since(t0);
+    rk::KernelResult r;
+    MPI_Allreduce(&secs, &r.seconds, 1, MPI_DOUBLE, MPI_MAX, comm);  // every rank returns the same result
+    r.rate = r.seconds > 0 ? static_cast<double>(n) / r.seconds / 1e6 : 0.0;
+    r.unit = "Mpoints/s";
+    r.valid = std::abs(pi - std::numbers::pi) <= midpoint_bound(n);
+    return r.set("pi", pi).set("error", std::abs(pi - std::numbers::pi)).set("ranks", size);
   };
   k.max_ranks = 1024;
-  // The midpoint rule's error is at most (b - a) h^2 max|f''| / 24 with max|f''| = 8 on [0, 1].
-  k.check = [](const rk::Params& p, std::span<const double> v) {
-    const double n = static_cast<double>(p.get_int("n"));
-    return v[1] <= 8.0 / (24.0 * n * n) + 4.0 * n * 2.2e-16 * 4.0 + 1e-15;
-  };
+  k.check = [](const rk::Params& p, std::span<const double> v) { return v[1] <= midpoint_bound(p.get_int("n")); };
   k.check_description = "|estimate - pi| <= 1 / (3 n^2) + rounding";
   return k;
 }

@@ -313,10 +313,11 @@ CgResult run_cg(MPI_Comm comm, const DistCsr& A, const CgOptions& opt) {
   res.valid = converged && res.relative_residual <= 10 * opt.tolerance;
   res.max_error = max_err;
   res.seconds = seconds;
+  res.unit = "GFLOP/s";
   const double its = iter - restarted_at;
   const double N = static_cast<double>(A.n), Z = static_cast<double>(A.nnz);
   if (seconds > 0 && its > 0) {
-    res.gflops = (2 * Z + 13 * N) * its / seconds / 1e9;
+    res.rate = (2 * Z + 13 * N) * its / seconds / 1e9;
     res.gbytes_per_s = (12 * Z + 8 * N + 13 * 8 * N) * its / seconds / 1e9;
   }
   res.x_hash = hash;

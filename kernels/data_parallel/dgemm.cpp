@@ -130,7 +130,8 @@ DgemmResult run_dgemm(MPI_Comm comm, const DgemmOptions& opt) {
   r.max_error = max_err;
   r.valid = max_err == 0.0;
   r.seconds = seconds;
-  r.gflops = seconds > 0 ? 2.0 * n_d * n_d * n_d / seconds / 1e9 : 0;
+  r.rate = seconds > 0 ? 2.0 * n_d * n_d * n_d / seconds / 1e9 : 0;
+  r.unit = "GFLOP/s";
   r.pr = pr;
   r.pc = pc;
   r.threads = threads;
@@ -183,7 +184,7 @@ DgemmResult run_dgemm(MPI_Comm comm, const DgemmOptions& opt) {
     r.reference_threads = ref_threads;
     r.reference_seconds = ref;
     r.reference_gflops = ref > 0 ? 2.0 * n_d * n_d * n_d / ref / 1e9 : 0;
-    r.ratio = r.reference_gflops > 0 ? r.gflops / r.reference_gflops : 0;
+    r.ratio = r.reference_gflops > 0 ? r.rate / r.reference_gflops : 0;
   }
   MPI_Comm_free(&row_comm);
   MPI_Comm_free(&col_comm);

@@ -31,6 +31,10 @@ double ranks_of(MPI_Comm comm) {
   return n;
 }
 
+// The time and rate outputs every tightly coupled kernel has (KernelResult's fields).
+OutputSpec seconds_output(const char* help) { return {"seconds", "s", help, true}; }
+OutputSpec rate_output(const char* unit, const char* help) { return {"rate", unit, help, true}; }
+
 }  // namespace
 
 KernelSpec stencil_farm_kernel() {
@@ -48,7 +52,8 @@ KernelSpec stencil_farm_kernel() {
   k.outputs = {{"valid", "", "1 when the field matches the exact decay of the sine mode"},
                {"max_error", "", "max |u - g^k u0|"},
                {"field_hash", "", "low 53 bits of the field's hash (the same at any rank count)"},
-               {"mlups", "MLUP/s", "lattice-site updates per second", true},
+               seconds_output("time of the sweeps, halo exchange included"),
+               rate_output("MLUP/s", "lattice-site updates per second / 1e6"),
                {"gbytes_per_s", "GB/s", "implied memory traffic", true}, kRanksOutput};
   k.run_on = [](MPI_Comm comm, const Params& p, const TaskContext& ctx) {
     omp_set_num_threads(ctx.threads);
@@ -58,8 +63,10 @@ KernelSpec stencil_farm_kernel() {
     o.points = static_cast<int>(p.get_int("points"));
     o.halo = parse_halo_exchange(p.get_string("halo"));
     o.transport = p.get_string("transport");
-    const StencilResult r = run_stencil(comm, o);
-    return std::vector<double>{r.valid ? 1.0 : 0.0, r.max_error, hash53(r.field_hash), r.mlups, r.gbytes_per_s, ranks_of(comm)};
+    const StencilResult s = run_stencil(comm, o);
+    KernelResult r = s;
+    return r.set("max_error", s.max_error).set("field_hash", hash53(s.field_hash)).set("gbytes_per_s", s.gbytes_per_s)
+        .set("ranks", ranks_of(comm));
   };
   k.max_ranks = kMaxRanks;
   k.check = valid_output;
@@ -83,7 +90,9 @@ KernelSpec cg_farm_kernel() {
                {"relative_residual", "", "true ||b - A x|| / ||b||"},
                {"max_error", "", "max |x_i - 1|"},
                {"x_hash", "", "low 53 bits of the solution's hash (the same at any rank count)"},
-               {"gflops", "GFLOP/s", "rate of the iterations", true}, kRanksOutput};
+               seconds_output("time of the iterations"),
+               rate_output("GFLOP/s", "floating-point rate of the iterations"),
+               {"gbytes_per_s", "GB/s", "implied memory traffic", true}, kRanksOutput};
   k.run_on = [](MPI_Comm comm, const Params& p, const TaskContext& ctx) {
     omp_set_num_threads(ctx.threads);
     const std::string& matrix = p.get_string("matrix");
@@ -94,9 +103,10 @@ KernelSpec cg_farm_kernel() {
     CgOptions o;
     o.tolerance = p.get_double("tolerance");
     o.max_iterations = static_cast<int>(p.get_int("max_iterations"));
-    const CgResult r = run_cg(comm, A, o);
-    return std::vector<double>{r.valid ? 1.0 : 0.0, static_cast<double>(r.iterations), r.relative_residual, r.max_error,
-                               hash53(r.x_hash), r.gflops, ranks_of(comm)};
+    const CgResult c = run_cg(comm, A, o);
+    KernelResult r = c;
+    return r.set("iterations", c.iterations).set("relative_residual", c.relative_residual).set("max_error", c.max_error)
+        .set("x_hash", hash53(c.x_hash)).set("gbytes_per_s", c.gbytes_per_s).set("ranks", ranks_of(comm));
   };
   k.max_ranks = kMaxRanks;
   k.check = valid_output;
@@ -115,15 +125,17 @@ KernelSpec transpose_farm_kernel() {
   };
   k.outputs = {{"valid", "", "1 when B equals its closed form exactly"},
                {"max_error", "", "max |B - closed form|"},
-               {"gbytes_per_s", "GB/s", "PRK rate: 16 n^2 bytes per iteration", true}, kRanksOutput};
+               seconds_output("mean time of an iteration"),
+               rate_output("GB/s", "the PRK's rate: 16 n^2 bytes per iteration"), kRanksOutput};
   k.run_on = [](MPI_Comm comm, const Params& p, const TaskContext& ctx) {
     omp_set_num_threads(ctx.threads);
     TransposeOptions o;
     o.n = p.get_int("n");
     o.iterations = static_cast<int>(p.get_int("iterations"));
     o.tile = static_cast<int>(p.get_int("tile"));
-    const TransposeResult r = run_transpose(comm, o);
-    return std::vector<double>{r.valid ? 1.0 : 0.0, r.max_error, r.gbytes_per_s, ranks_of(comm)};
+    const TransposeResult t = run_transpose(comm, o);
+    KernelResult r = t;
+    return r.set("max_error", t.max_error).set("ranks", ranks_of(comm));
   };
   k.max_ranks = kMaxRanks;
   k.check = valid_output;
@@ -142,15 +154,17 @@ KernelSpec dgemm_farm_kernel() {
   };
   k.outputs = {{"valid", "", "1 when C equals its closed form exactly"},
                {"max_error", "", "max |C - closed form|"},
-               {"gflops", "GFLOP/s", "2 n^3 per iteration", true}, kRanksOutput};
+               seconds_output("mean time of an iteration"),
+               rate_output("GFLOP/s", "2 n^3 flops per iteration"), kRanksOutput};
   k.run_on = [](MPI_Comm comm, const Params& p, const TaskContext& ctx) {
     omp_set_num_threads(ctx.threads);
     DgemmOptions o;
     o.n = p.get_int("n");
     o.iterations = static_cast<int>(p.get_int("iterations"));
     o.block = p.get_int("block");
-    const DgemmResult r = run_dgemm(comm, o);
-    return std::vector<double>{r.valid ? 1.0 : 0.0, r.max_error, r.gflops, ranks_of(comm)};
+    const DgemmResult d = run_dgemm(comm, o);
+    KernelResult r = d;
+    return r.set("max_error", d.max_error).set("ranks", ranks_of(comm));
   };
   k.max_ranks = kMaxRanks;
   k.check = valid_output;

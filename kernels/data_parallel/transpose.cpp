@@ -100,7 +100,8 @@ TransposeResult run_transpose(MPI_Comm comm, const TransposeOptions& opt) {
   r.max_error = max_err;
   r.valid = max_err == 0.0;
   r.seconds = seconds;
-  r.gbytes_per_s = seconds > 0 ? 16.0 * n_d * n_d / seconds / 1e9 : 0;
+  r.rate = seconds > 0 ? 16.0 * n_d * n_d / seconds / 1e9 : 0;
+  r.unit = "GB/s";
   r.ranks = size;
   r.threads = omp_get_max_threads();
   return r;

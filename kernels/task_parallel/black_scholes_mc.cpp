@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -127,10 +128,19 @@ KernelSpec black_scholes_mc_kernel() {
                  p.get_double("volatility"), p.get_double("maturity"),
                  p.get_string("type") == "put" ? OptionType::Put : OptionType::Call};
     omp_set_num_threads(ctx.threads);
+    const auto t0 = std::chrono::steady_clock::now();
     McEstimate mc = black_scholes_mc(o, static_cast<std::uint64_t>(p.get_int("paths")),
                                      static_cast<std::uint64_t>(p.get_int("seed")), ctx);
-    return std::vector<double>{mc.price, mc.std_error, black_scholes_price(o), exercise_probability(o),
-                               static_cast<double>(mc.paying_paths)};
+    KernelResult r;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.unit = "Mpaths/s";
+    r.rate = r.seconds > 0 ? static_cast<double>(p.get_int("paths")) / r.seconds / 1e6 : 0.0;
+    const double closed = black_scholes_price(o);
+    r.valid = mc.paying_paths > 0 ? std::abs(mc.price - closed) <= 4.0 * mc.std_error
+                                  : static_cast<double>(p.get_int("paths")) * exercise_probability(o) <= kFourSigmaLogTail;
+    r.set("price", mc.price).set("std_error", mc.std_error).set("closed_form", closed);
+    r.set("exercise_probability", exercise_probability(o)).set("paying_paths", static_cast<double>(mc.paying_paths));
+    return r;
   };
   k.check = [](const Params& p, std::span<const double> v) {
     if (v[4] > 0) return std::abs(v[0] - v[2]) <= 4.0 * v[1];

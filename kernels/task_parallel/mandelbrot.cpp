@@ -171,14 +171,19 @@ KernelSpec mandelbrot_frame_kernel() {
     f.zoom = p.get_double("zoom");
     f.output_dir = p.get_string("output");
     omp_set_num_threads(ctx.threads);
-    const MandelbrotResult r = render_mandelbrot(f, ctx);
-    return std::vector<double>{static_cast<double>(r.checksum),
-                               static_cast<double>(r.inside) / static_cast<double>(f.width * f.height),
-                               static_cast<double>(r.analytic_inside),
-                               static_cast<double>(r.analytic_mismatch),
-                               r.png_verified ? 1.0 : 0.0,
-                               static_cast<double>(r.png_bytes),
-                               r.seconds};
+    const MandelbrotResult m = render_mandelbrot(f, ctx);
+    KernelResult r;
+    r.valid = m.analytic_mismatch == 0 && m.png_verified;
+    r.seconds = m.seconds;
+    r.unit = "Mpixels/s";
+    r.rate = m.seconds > 0 ? static_cast<double>(f.width * f.height) / m.seconds / 1e6 : 0.0;
+    r.set("checksum", static_cast<double>(m.checksum))
+        .set("inside_fraction", static_cast<double>(m.inside) / static_cast<double>(f.width * f.height))
+        .set("analytic_inside", static_cast<double>(m.analytic_inside))
+        .set("analytic_mismatch", static_cast<double>(m.analytic_mismatch))
+        .set("png_verified", m.png_verified ? 1.0 : 0.0)
+        .set("png_bytes", static_cast<double>(m.png_bytes));
+    return r;
   };
   k.check = [](const Params&, std::span<const double> v) { return v[3] == 0.0 && v[4] == 1.0; };
   k.check_description = "analytic_mismatch == 0 (no pixel of the cardioid or period-2 bulb escaped) and png_verified == 1";

@@ -26,6 +26,14 @@ double spin(double ms, const TaskContext& ctx) {
   return elapsed_ms(t0);
 }
 
+// A timing kernel's result: valid, the time it took, and that time as elapsed_ms.
+KernelResult timed(double ms) {
+  KernelResult r;
+  r.valid = true;
+  r.seconds = ms / 1e3;
+  return r.set("elapsed_ms", ms);
+}
+
 ParamSpec ms_param(const char* help) {
   return {"ms", ParamType::Double, "ms", help, 0.0, 86'400'000.0, {}, {}};
 }
@@ -46,7 +54,7 @@ KernelSpec sleep_ms_kernel() {
       ctx.check_deadline();
       std::this_thread::sleep_for(std::min<Clock::duration>(end - now, std::chrono::milliseconds(10)));
     }
-    return std::vector<double>{elapsed_ms(t0)};
+    return timed(elapsed_ms(t0));
   };
   return k;
 }
@@ -58,7 +66,7 @@ KernelSpec spin_ms_kernel() {
   k.params = {ms_param("time to spin")};
   k.outputs = {{"elapsed_ms", "ms", "measured spin time", true}};
   k.run = [](const Params& p, const TaskContext& ctx) {
-    return std::vector<double>{spin(p.get_double("ms"), ctx)};
+    return timed(spin(p.get_double("ms"), ctx));
   };
   return k;
 }
@@ -75,7 +83,9 @@ KernelSpec flaky_kernel() {
     if (ctx.attempt < p.get_int("succeed_on_attempt"))
       throw std::runtime_error(fmt::format("flaky: failing on purpose on attempt {}", ctx.attempt));
     spin(p.get_double("ms"), ctx);
-    return std::vector<double>{static_cast<double>(ctx.attempt)};
+    KernelResult r;
+    r.valid = true;
+    return r.set("succeeded_on", static_cast<double>(ctx.attempt));
   };
   return k;
 }
@@ -90,7 +100,9 @@ KernelSpec hang_kernel() {
   k.run = [](const Params& p, const TaskContext& ctx) {
     // Sleeps rather than spins, so that a hung rank does not starve the others of the core.
     while (ctx.attempt < p.get_int("succeed_on_attempt")) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    return std::vector<double>{static_cast<double>(ctx.attempt)};
+    KernelResult r;
+    r.valid = true;
+    return r.set("succeeded_on", static_cast<double>(ctx.attempt));
   };
   return k;
 }

@@ -91,13 +91,10 @@ Outcome Executor::run(const TaskSpec& t, std::uint32_t idx, std::uint32_t attemp
       ctx.stop_flag = &kill_flag;
       if (k->run_on) {
         TaskComm tc(comm, members, idx);
-        o.values = k->run_on(tc.get(), t.params, ctx);
+        o.values = k->outputs_of(k->run_on(tc.get(), t.params, ctx));
       } else {
-        o.values = k->run(t.params, ctx);
+        o.values = k->outputs_of(k->run(t.params, ctx));
       }
-      if (o.values.size() != k->outputs.size())
-        throw std::runtime_error(fmt::format("kernel {} returned {} values, declares {}", k->name,
-                                             o.values.size(), k->outputs.size()));
       o.ok = true;
     } else {
       ShellRequest req;

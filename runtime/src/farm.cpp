@@ -1,3 +1,4 @@
+#include "rankfarm/halo/put_halo.hpp"
 #include "rankfarm/runtime/farm.hpp"
 
 #include <signal.h>
@@ -344,6 +345,9 @@ int run_farm(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& reg
 
 namespace {
 int run_farm_here(MPI_Comm comm, const FarmOptions& opt, const kernels::Registry& registry) {
+  // The stencil kernel's halo = put goes through rankfarm's transport (unless the program set
+  // its own exchanger).
+  halo::install_transport_put_halo();
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);

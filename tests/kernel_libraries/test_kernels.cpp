@@ -27,7 +27,11 @@ namespace rk = rankfarm::kernels;
   k.summary = TEST_KERNELS_SUMMARY;
   k.params = {{"x", rk::ParamType::Double, "", "the value", -1e300, 1e300, {}, {}}};
   k.outputs = {{"y", "", "3 x"}};
-  k.run = [](const rk::Params& p, const rk::TaskContext&) { return std::vector<double>{3.0 * p.get_double("x")}; };
+  k.run = [](const rk::Params& p, const rk::TaskContext&) {
+    rk::KernelResult r;
+    r.valid = true;
+    return r.set("y", 3.0 * p.get_double("x"));
+  };
   k.check = [](const rk::Params& p, std::span<const double> v) { return v[0] == 3.0 * p.get_double("x"); };
   k.check_description = "y == 3 x";
   registry.add(k);

@@ -28,7 +28,9 @@ for input in "--matrix $MTX" "--poisson27 15"; do
       out=$(OMP_NUM_THREADS=$threads run -n $np "$CG" $input) || fail "$input, $np ranks, $threads threads: exit $?: $out"
       echo "$out"
       [[ $out == *"ranks=$np threads=$threads:"* && $out == *": VALID;"* ]] || fail "unexpected output: $out"
-      its=${out#*: }; its=${its%% iterations*}
+      [[ $out == "Solution validates"$'\n'"Rate (GFLOP/s): "* ]] || fail "no PRK Solution/Rate lines: $out"
+      line=$(grep '^cg ' <<<"$out")  # the line after the PRK's two
+      its=${line#*: }; its=${its%% iterations*}
       seen+=("$its ${out##*x hash }")
     done
   done

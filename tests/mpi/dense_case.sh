@@ -20,9 +20,11 @@ for np in 1 2 3 4; do
     out=$(OMP_NUM_THREADS=$threads run -n $np "$TR" --n 517 --iterations 4 --tile 16) || fail "transpose $np x $threads: exit $?: $out"
     echo "$out"
     [[ $out == *"ranks=$np threads=$threads:"*"max error 0: VALID" ]] || fail "unexpected: $out"
+    [[ $out == "Solution validates"$'\n'"Rate (GB/s): "* ]] || fail "transpose: no PRK Solution/Rate lines: $out"
     out=$(OMP_NUM_THREADS=$threads run -n $np "$DG" --n 301 --iterations 2 --block 48) || fail "dgemm $np x $threads: exit $?: $out"
     echo "$out"
     [[ $out == *"threads=$threads:"*"max error 0: VALID" ]] || fail "unexpected: $out"
+    [[ $out == "Solution validates"$'\n'"Rate (GFLOP/s): "* ]] || fail "dgemm: no PRK Solution/Rate lines: $out"
   done
 done
 # Panels wider than the blocks are cut at the block boundaries.

@@ -19,6 +19,7 @@ for points in 5 9; do
         fail "$points-point, $np ranks, $threads threads: exit $?: $out"
       echo "$out"
       [[ $out == *"threads=$threads:"* && $out == *": VALID;"* ]] || fail "unexpected output: $out"
+      [[ $out == "Solution validates"$'\n'"Rate (MLUP/s): "* ]] || fail "no PRK Solution/Rate lines: $out"
       hashes+=("${out##*field hash }")
     done
   done

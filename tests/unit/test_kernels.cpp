@@ -70,14 +70,46 @@ TEST(BlackScholes, RegistryKernelRunsAndChecksItself) {
   p.set("type", std::string("call"));
   kn::TaskContext ctx;
   ctx.threads = 2;
-  std::vector<double> out = k->run(p, ctx);
+  const kn::KernelResult r = k->run(p, ctx);
+  EXPECT_TRUE(r.valid);
+  EXPECT_EQ(r.unit, "Mpaths/s");
+  EXPECT_GT(r.rate, 0.0);
+  std::vector<double> out = k->outputs_of(r);
   ASSERT_EQ(out.size(), k->outputs.size());
   EXPECT_NEAR(out[2], 10.450583572185565, 1e-12);
+  EXPECT_EQ(out[2], r.value("closed_form"));
   EXPECT_TRUE(k->check(p, out));
   EXPECT_FALSE(k->check(p, std::vector<double>{11.0, 0.1, 10.45, 0.6, 1000}));  // 5.5 standard errors away
   // No paying path among 200000: plausible only when the exercise probability is tiny.
   EXPECT_TRUE(k->check(p, std::vector<double>{0.0, 0.0, 1e-9, 1e-7, 0}));
   EXPECT_FALSE(k->check(p, std::vector<double>{0.0, 0.0, 1e-3, 1e-4, 0}));  // 20 paying paths expected
+}
+
+TEST(KernelResult, OutputsAreTakenByNameAndAMissingOneIsNamed) {
+  kn::KernelResult r;
+  r.valid = true;
+  r.seconds = 0.5;
+  r.rate = 12.5;
+  r.unit = "GFLOP/s";
+  r.set("max_error", 1e-9).set("iterations", 40).set("max_error", 2e-9);  // set() replaces
+  EXPECT_EQ(r.values.size(), 2u);
+  EXPECT_EQ(r.value("max_error"), 2e-9);
+  EXPECT_EQ(r.value("valid"), 1.0);
+  EXPECT_THROW(r.value("nope"), std::out_of_range);
+  EXPECT_EQ(r.report(), "Solution validates\nRate (GFLOP/s): 12.5 Avg time (s): 0.5\n");
+  kn::KernelSpec k;
+  k.name = "k";
+  k.outputs = {{"iterations", "", ""}, {"valid", "", ""}, {"rate", "GFLOP/s", "", true}, {"max_error", "", ""}};
+  EXPECT_EQ(k.outputs_of(r), (std::vector<double>{40, 1, 12.5, 2e-9}));
+  k.outputs.push_back({"residual", "", ""});
+  try {
+    (void)k.outputs_of(r);
+    ADD_FAILURE() << "a missing output was not refused";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "kernel k: its result has no value for output \"residual\"");
+  }
+  r.valid = false;
+  EXPECT_EQ(r.report().substr(0, 33), "ERROR: solution did not validate\n");
 }
 
 TEST(Timing, DeadlineStopsKernels) {
@@ -96,7 +128,7 @@ TEST(Timing, DeadlineStopsKernels) {
 TEST(Timing, SpinTakesAboutItsTime) {
   kn::Params p;
   p.set("ms", 20.0);
-  const double ms = kn::spin_ms_kernel().run(p, {})[0];
+  const double ms = kn::spin_ms_kernel().run(p, {}).value("elapsed_ms");
   EXPECT_GE(ms, 20.0);
 }
 
@@ -108,7 +140,7 @@ TEST(Flaky, FailsUntilItsAttempt) {
   ctx.attempt = 2;
   EXPECT_THROW(kn::flaky_kernel().run(p, ctx), std::runtime_error);
   ctx.attempt = 3;
-  EXPECT_EQ(kn::flaky_kernel().run(p, ctx), std::vector<double>{3.0});
+  EXPECT_EQ(kn::flaky_kernel().outputs_of(kn::flaky_kernel().run(p, ctx)), std::vector<double>{3.0});
 }
 
 }  // namespace
@@ -215,7 +247,7 @@ TEST(Mandelbrot, RegistryKernelChecksItself) {
   p.set("height", std::int64_t{48});
   p.set("output", std::string());
   kn::TaskContext ctx;
-  const std::vector<double> out = k->run(p, ctx);
+  const std::vector<double> out = k->outputs_of(k->run(p, ctx));
   ASSERT_EQ(out.size(), k->outputs.size());
   EXPECT_TRUE(k->check(p, out));
   EXPECT_EQ(out[0], std::floor(out[0]));  // the checksum is an exact integer

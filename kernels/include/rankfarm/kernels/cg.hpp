@@ -35,6 +35,8 @@
 #include <cstdint>
 #include <string>
 
+#include "rankfarm/kernels/result.hpp"
+
 #include "rankfarm/kernels/sparse.hpp"
 
 namespace rankfarm::kernels {
@@ -48,17 +50,17 @@ struct CgOptions {
   int stop_after = 0;          ///< stop (unconverged, after a checkpoint) at this iteration; 0 = never. For restart tests.
 };
 
-struct CgResult {
+/// KernelResult (result.hpp): valid when converged and the true residual <= 10 * tolerance;
+/// seconds: wall time of the iterations (max over ranks); rate: (2 nnz + 13 n) flops per
+/// iteration (SpMV, three dot products, the preconditioner and three vector updates) / seconds
+/// / 1e9 (unit "GFLOP/s"); values: iterations, relative_residual, max_error, x_hash (its low 53
+/// bits), gbytes_per_s.
+struct CgResult : KernelResult {
   bool converged = false;          ///< recurrence residual reached the tolerance
-  bool valid = false;              ///< converged and the true residual <= 10 * tolerance
   int iterations = 0;              ///< total, including those done before a restart
   int restarted_at = 0;            ///< iteration the run continued from (0: a fresh start)
   double relative_residual = 0;    ///< true ||b - A x|| / ||b||
   double max_error = 0;            ///< max |x_i - 1|
-  double seconds = 0;              ///< wall time of the iterations (max over ranks)
-  /// Floating-point rate: (2 nnz + 13 n) flops per iteration (SpMV, three dot products, the
-  /// preconditioner and three vector updates) / seconds / 1e9.
-  double gflops = 0;
   /// Memory traffic implied by the rate, GB/s: per iteration 12 bytes per nonzero (value and
   /// column index, the latter counted as 4 bytes, the size of the local index the SpMV uses)
   /// + 8 per row for the row offsets + 13 vector streams of 8 n bytes (the loops are fused:

@@ -32,6 +32,8 @@
 
 #include <cstdint>
 
+#include "rankfarm/kernels/result.hpp"
+
 namespace rankfarm::kernels {
 
 struct DgemmOptions {
@@ -41,14 +43,14 @@ struct DgemmOptions {
   bool compare_reference = false;  ///< also time single-rank OpenBLAS on the whole problem (rank 0)
 };
 
-struct DgemmResult {
-  bool valid = false;        ///< every C(i, j) equals its closed form
+/// KernelResult (result.hpp): valid when every C(i, j) equals its closed form; seconds: mean
+/// wall time of an iteration (max over ranks); rate: 2 n^3 / seconds / 1e9 (unit "GFLOP/s");
+/// values: max_error, and reference_gflops and ratio when the reference was asked for.
+struct DgemmResult : KernelResult {
   double max_error = 0;      ///< max |C(i, j) - T (A B)(i, j)|
-  double seconds = 0;        ///< mean wall time of an iteration (max over ranks)
-  double gflops = 0;         ///< 2 n^3 / seconds / 1e9
   double reference_seconds = 0;  ///< single-rank OpenBLAS, mean per iteration (0 when not asked)
   double reference_gflops = 0;
-  double ratio = 0;          ///< gflops / reference_gflops (0 when not asked)
+  double ratio = 0;          ///< rate / reference_gflops (0 when not asked)
   int reference_threads = 0; ///< OpenBLAS threads of the reference (cores of rank 0's node's ranks)
   int pr = 1, pc = 1;        ///< process grid (rows x columns)
   int threads = 1;           ///< OpenMP (= OpenBLAS) threads per rank

@@ -6,7 +6,8 @@
 //   const auto& reg = rankfarm::kernels::builtin_registry();
 //   const KernelSpec* k = reg.find("black_scholes_mc");
 //   Params p; p.set("spot", 100.0); ...
-//   std::vector<double> out = k->run(p, TaskContext{});   // values named by k->outputs
+//   KernelResult r = k->run(p, TaskContext{});
+//   std::vector<double> out = k->outputs_of(r);          // values named by k->outputs, in order
 //
 // Kernels are registered in one explicit table (builtin_registry() in registry.cpp), never by
 // static initialisers, which silently vanish from static libraries.
@@ -29,6 +30,8 @@
 #include <string>
 #include <variant>
 #include <vector>
+
+#include "rankfarm/kernels/result.hpp"
 
 namespace rankfarm::kernels {
 
@@ -110,15 +113,17 @@ struct TaskContext {
   }
 };
 
-using KernelFn = std::function<std::vector<double>(const Params&, const TaskContext&)>;
+/// A kernel on one rank: its result (result.hpp) for the task's parameters.
+using KernelFn = std::function<KernelResult(const Params&, const TaskContext&)>;
 /// A tightly coupled kernel: collective over `comm` (the ranks the farm gave the task), every
-/// rank returning the same values.
-using CommKernelFn = std::function<std::vector<double>(MPI_Comm comm, const Params&, const TaskContext&)>;
+/// rank returning the same result.
+using CommKernelFn = std::function<KernelResult(MPI_Comm comm, const Params&, const TaskContext&)>;
 
-/// A registered kernel. `run` returns exactly outputs.size() values, in the declared order, or
-/// throws (std::exception) to fail the task. `check`, when set, is the kernel's self-validation
-/// of its outputs given its parameters (described in `check_description`); the farm counts how
-/// many pass and stores the verdict beside each result.
+/// A registered kernel. `run` returns a KernelResult holding a value for each of `outputs` (by
+/// name: "valid", "seconds" and "rate" are its fields), or throws (std::exception) to fail the
+/// task. `check`, when set, is the kernel's self-validation of its outputs (in the declared
+/// order) given its parameters (described in `check_description`); the farm counts how many
+/// pass and stores the verdict beside each result.
 struct KernelSpec {
   std::string name;
   std::string summary;
@@ -133,6 +138,19 @@ struct KernelSpec {
   int max_ranks = 1;  ///< largest `ranks` a task of this kernel may ask for
   std::function<bool(const Params&, std::span<const double>)> check;
   std::string check_description;
+
+  /// The values of `outputs`, in the declared order, taken from `r` by name; throws
+  /// std::runtime_error naming the kernel and the first output `r` has no value for.
+  std::vector<double> outputs_of(const KernelResult& r) const {
+    std::vector<double> out;
+    out.reserve(outputs.size());
+    for (const auto& o : outputs) {
+      const auto v = r.find(o.name);
+      if (!v) throw std::runtime_error("kernel " + name + ": its result has no value for output \"" + o.name + "\"");
+      out.push_back(*v);
+    }
+    return out;
+  }
 
   const ParamSpec* find_param(const std::string& pname) const {
     for (const auto& p : params)

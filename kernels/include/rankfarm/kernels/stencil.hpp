@@ -2,7 +2,7 @@
 //
 //   rankfarm::kernels::StencilOptions o;  o.n = 4096;  o.steps = 200;  o.points = 5;
 //   rankfarm::kernels::StencilResult r = rankfarm::kernels::run_stencil(MPI_COMM_WORLD, o);
-//   if (!r.valid) ...;   // r.mlups, r.gbytes_per_s, r.max_error
+//   if (!r.valid) ...;   // r.rate (MLUP/s), r.seconds, r.gbytes_per_s, r.max_error
 //
 // Problem: u_t = u_xx + u_yy on the unit square, u = 0 on the boundary, on an n x n grid of
 // interior points with spacing h = 1/(n+1). One step: u += r * h^2 * L(u), r = dt/h^2 = 0.2
@@ -25,8 +25,11 @@
 // - PointToPoint: MPI_Isend/MPI_Irecv, the columns as an MPI_Type_vector;
 // - Neighborhood: MPI_Ineighbor_alltoallw on the Cartesian communicator (rows), then
 //   MPI_Neighbor_alltoallw (columns), byte displacements into the field;
-// - Put: rankfarm::transport one-sided puts (open_transport over the Cartesian communicator,
-//   `transport` picks the backend). Rows are put straight into the neighbours' halo rows of the
+// - Put: one-sided puts by a PutHaloExchanger that the caller injects (StencilOptions::put_halo,
+//   or the process default of set_default_put_halo); kernels depend on no transport. The one
+//   rankfarm has (rankfarm/halo/put_halo.hpp, installed by the farm and rankfarm-stencil) puts
+//   through rankfarm::transport (open_transport over the Cartesian communicator, `transport`
+//   picks the backend). Rows are put straight into the neighbours' halo rows of the
 //   field buffer in use (both field buffers are registered); columns are packed and put into a
 //   registered landing zone, one per step parity, then unpacked by the receiver. After a put
 //   completes (remote completion), a small tagged message tells the neighbour; a rank
@@ -40,7 +43,12 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
+#include <vector>
+
+#include "rankfarm/kernels/result.hpp"
 
 namespace rankfarm::kernels {
 
@@ -52,12 +60,62 @@ const char* to_string(HaloExchange h) noexcept;
 /// Parses "p2p", "neighbor" or "put"; throws std::invalid_argument naming the accepted values.
 HaloExchange parse_halo_exchange(const std::string& name);
 
+/// A rank's block as a one-sided halo exchanger sees it: rows x cols owned cells, row-major
+/// with a one-cell halo all round (row stride cols + 2, the first owned cell at stride + 1).
+struct HaloBlock {
+  std::int64_t rows = 0, cols = 0, stride = 0;
+};
+
+/// What a put exchanger is made with, on every rank of `cart` (its construction is collective).
+/// `u` and `next` are the two field buffers (both (rows + 2) x stride doubles), which stay in
+/// place for the run; neighbours are ranks of `cart`, MPI_PROC_NULL at the domain's edge;
+/// `up_rows` is the up neighbour's owned row count.
+struct PutHaloSetup {
+  MPI_Comm cart = MPI_COMM_NULL;
+  std::string transport;  ///< StencilOptions::transport: which backend to put through
+  HaloBlock block;
+  std::vector<double>* u = nullptr;
+  std::vector<double>* next = nullptr;
+  std::int64_t up_rows = 0;
+  int up = MPI_PROC_NULL, down = MPI_PROC_NULL, left = MPI_PROC_NULL, right = MPI_PROC_NULL;
+};
+
+/// The halo exchange of HaloExchange::Put, one step at a time (the protocol is above: rows,
+/// then whole-height columns; a rank starts step s only after its neighbours' step s - 1
+/// notices). Methods throw std::runtime_error naming what failed.
+class PutHaloExchanger {
+ public:
+  virtual ~PutHaloExchanger() = default;
+  /// The backend the puts go through (printed by rankfarm-stencil, e.g. "shm").
+  virtual std::string backend() const = 0;
+  /// Puts this rank's first and last owned rows of `u` (the buffer in use) into the up and
+  /// down neighbours' halo rows; returns with the puts in flight.
+  virtual void start_rows(const std::vector<double>& u, int step) = 0;
+  /// Completes the row puts and waits for the neighbours' rows.
+  virtual void finish_rows() = 0;
+  /// Exchanges the whole-height edge columns with the left and right neighbours, filling the
+  /// halo columns of `u`.
+  virtual void columns(std::vector<double>& u) = 0;
+};
+
+/// Makes a PutHaloExchanger (collective over setup.cart).
+using PutHaloFactory = std::function<std::unique_ptr<PutHaloExchanger>(const PutHaloSetup& setup)>;
+
+/// Sets the factory run_stencil uses for HaloExchange::Put when StencilOptions::put_halo is
+/// empty (call before any rank runs the kernel; not thread-safe against running kernels).
+void set_default_put_halo(PutHaloFactory factory);
+/// The factory set by set_default_put_halo (empty if none).
+const PutHaloFactory& default_put_halo();
+
 struct StencilOptions {
   std::int64_t n = 1024;  ///< interior grid points per side (>= process-grid side)
   int steps = 100;        ///< Jacobi sweeps (>= 1)
   int points = 5;         ///< 5 or 9
   HaloExchange halo = HaloExchange::PointToPoint;
   std::string transport = "auto";  ///< backend for HaloExchange::Put (as open_transport's request)
+  /// Makes the exchanger for HaloExchange::Put; empty: default_put_halo(). run_stencil throws
+  /// std::invalid_argument for Put when both are empty.
+  PutHaloFactory put_halo;
   /// Checkpoints (parallel HDF5, see checkpoint.hpp): the field u (n x n, row-major, without
   /// halo) and the attributes step, n, points, px, py. Written every checkpoint_every steps and
   /// at stop_after when checkpoint_path is set; restart_path continues from such a file, written
@@ -69,12 +127,13 @@ struct StencilOptions {
   int stop_after = 0;        ///< stop after a checkpoint at this step (0: never); for restart tests
 };
 
-struct StencilResult {
-  bool valid = false;        ///< max_error <= tolerance
+/// KernelResult (result.hpp): valid when max_error <= tolerance; seconds: wall time of the
+/// sweeps (max over ranks), halo exchange included; rate: million lattice-site updates per
+/// second, n^2 steps / seconds / 1e6 (unit "MLUP/s"); values: max_error, field_hash (its low
+/// 53 bits), gbytes_per_s. The members below say the same and more.
+struct StencilResult : KernelResult {
   double max_error = 0;      ///< max |u - g^k u0| over the grid
   double tolerance = 0;      ///< 16 * steps * 2^-52
-  double seconds = 0;        ///< wall time of the sweeps (max over ranks), halo exchange included
-  double mlups = 0;          ///< million lattice-site updates per second: n^2 steps / seconds / 1e6
   /// Memory traffic implied by the rate, GB/s (10^9 B): 24 bytes per update (read u, write the
   /// new value, and the write-allocate read of its cache line), the minimum for a sweep that
   /// keeps the neighbouring rows in cache.

@@ -27,6 +27,8 @@
 
 #include <cstdint>
 
+#include "rankfarm/kernels/result.hpp"
+
 namespace rankfarm::kernels {
 
 struct TransposeOptions {
@@ -35,11 +37,11 @@ struct TransposeOptions {
   int tile = 32;          ///< cache-blocking tile side for the local transposes (>= 1)
 };
 
-struct TransposeResult {
-  bool valid = false;           ///< every B(i, j) equals its closed form
+/// KernelResult (result.hpp): valid when every B(i, j) equals its closed form; seconds: mean
+/// wall time of an iteration (max over ranks), exchange included; rate: 16 n^2 / seconds / 1e9
+/// (unit "GB/s", the PRK's); values: max_error.
+struct TransposeResult : KernelResult {
   double max_error = 0;         ///< max |B(i, j) - T (n j + i) - T (T - 1) / 2|
-  double seconds = 0;           ///< mean wall time of an iteration (max over ranks), exchange included
-  double gbytes_per_s = 0;      ///< 16 n^2 / seconds / 1e9
   int ranks = 1;
   int threads = 1;              ///< OpenMP threads per rank
 };
