@@ -72,7 +72,8 @@ int inspect(const InspectArgs& a, const Context& ctx) {
       return 0;
     }
     if (a.log_failed == !a.log_tasks.empty())
-      throw rt::InputError("command line", 0, "log", "give task ids or --failed (rankfarm log DIR TASK..., rankfarm log DIR --failed)");
+      throw rt::InputError("command line", 0, "log",
+                           fmt::format("give task ids or --failed ({0} log DIR TASK..., {0} log DIR --failed)", ctx.program));
     if (a.log_failed) {
       rt::print_failed_output(a.dir, std::cout);
       return 0;

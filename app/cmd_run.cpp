@@ -84,12 +84,134 @@ CLI::App* add_run(CLI::App& app, RunArgs& a) {
   return run;
 }
 
+namespace {
+
+// Started by hand: checks the input here, before any rank starts (a typo costs one clean line),
+// then starts this program under the launcher planned for this machine, a hostfile or a
+// Slurm allocation, and waits for it.
+int start_under_launcher(RunArgs& a, const Context& ctx) {
+  rt::FarmOptions& o = a.opt;
+  rt::check_environment();
+  std::optional<rt::JobCheck> check = rt::check_job(o, *ctx.registry);
+  std::vector<std::string> program{self_exe()};
+  for (int i = 1; i < ctx.argc; ++i) {
+    const std::string arg = ctx.argv[i];
+    if (arg == "--dry-run") continue;
+    // The ranks get the deadline as read here: "+1h" is from now, not from their start.
+    if (arg == "--deadline" && i + 1 < ctx.argc) {
+      program.emplace_back(arg);
+      program.push_back(fmt::format("@{:.3f}", o.deadline_epoch_s));
+      ++i;
+      continue;
+    }
+    if (arg.rfind("--deadline=", 0) == 0) {
+      program.push_back(fmt::format("--deadline=@{:.3f}", o.deadline_epoch_s));
+      continue;
+    }
+    program.push_back(arg);
+  }
+  // One planner for this machine, a hostfile's hosts or a Slurm allocation: on this machine
+  // one rank per core and rank 0 beside them (oversubscribed: idle ranks sleep); elsewhere
+  // one rank per slot (rank 0, the coordinator, takes one of them).
+  ln::LaunchRequest req;
+  req.hostfile = a.hostfile;
+  req.oversubscribe = a.oversubscribe;
+  req.program = program;
+  req.dry_run = a.dry_run;
+  const ln::Site site = ln::detect_site(req);
+  req.ranks = a.ranks > 0 ? a.ranks : site.where == ln::Where::Local ? ln::available_cores() + 1 : 0;
+  if (site.where == ln::Where::Local) rt::check_forced_transport_here();  // the ranks run here
+  ln::LaunchPlan plan = ln::plan_launch(req, site);
+  // Rank 0 runs here: on this machine, or on the first host of a hostfile or allocation
+  // when that is this one (one of its addresses is up here).
+  const bool rank0_here =
+      site.where == ln::Where::Local ||
+      (!site.host_addresses.empty() && std::any_of(site.interfaces.begin(), site.interfaces.end(), [&](const ln::Interface& i) {
+         return !site.host_addresses.front().empty() && i.address == site.host_addresses.front();
+       }));
+  if (rank0_here && plan.launcher == "mpirun") {
+    // Each rank's process is watched by the rank it reports to on its host, each rank
+    // watches its parent (runtime/src/process_watch.hpp), and rank 0 loses a node whose
+    // leader falls silent: a rank or node that dies is noticed and its tasks go elsewhere,
+    // so mpirun need not end the job for it; `rankfarm run` watches rank 0 alone.
+    plan.survives_rank_loss = true;
+    // Open MPI 4.1.4 prints this on every run with --enable-recovery (its PMIx event
+    // registration); it says nothing about the job.
+    plan.drop_stderr.push_back("PMIX ERROR: BAD-PARAM in file ../../../src/event/pmix_event_notification.c");
+    plan.notes.push_back("--enable-recovery: a rank or node that dies does not end the job; the rank it reports to notices and "
+                         "its tasks run on other ranks");
+  }
+  // rankfarm says how the job ended (rank 0's summary, the resume line); the launcher's
+  // banners about exit codes are shown only when rank 0 could not (it crashed, was killed).
+  plan.hold_exit_banners = plan.launcher == "mpirun";
+  // Tasks on several ranks, and tasks' cores, GPUs and memory, must fit the ranks and nodes
+  // planned, checked before any rank starts (other nodes are taken to be like this one).
+  if (plan.ranks > 0) rt::check_task_ranks(check->job, plan.ranks > 1 ? plan.ranks - 1 : 1);
+  const std::vector<rt::NodeOffer> offers = planned_nodes(plan, site.where == ln::Where::Local);
+  rt::check_task_resources(check->job, offers);
+  // The ranks' stderr is a pipe to mpirun; tell rank 0 whether a person is watching.
+  if (std::getenv("RANKFARM_PROGRESS") == nullptr && isatty(2)) plan.env.push_back("RANKFARM_PROGRESS=bar");
+  if (check->finished && !a.dry_run) {
+    // Nothing to run, and the results are written: no rank is started.
+    std::cout << fmt::format("rankfarm: job {}: all {} tasks are done (journal {}); nothing to run\n"
+                             "rankfarm: results: {}\n",
+                             check->job.name, check->job.size(), check->journal_path, rt::OutputDir(check->output_dir).results());
+    return rt::kExitOk;
+  }
+  if (a.dry_run) {
+    std::cout << fmt::format("# job {}: {} tasks, hash {}; output {}{}\n", check->job.name, check->job.size(),
+                             check->job.hash, check->output_dir,
+                             check->finished  ? " (resuming: every task is done; nothing would run)"
+                             : check->resuming ? fmt::format(" (resuming: {} done)", check->done) : "");
+    for (const auto& note : plan.notes) std::cout << "# " << note << "\n";
+    for (const auto& line : rt::describe_offers(check->job, offers)) std::cout << "# " << line << "\n";
+    if (o.deadline_epoch_s > 0)
+      std::cout << fmt::format("# deadline: the allocation ends in {:.0f} s (--deadline); tasks whose timeout does not fit are held back\n",
+                               o.deadline_epoch_s - rt::epoch_seconds());
+    else if (const auto end = rt::allocation_end())
+      std::cout << fmt::format("# deadline: the allocation ends in {:.0f} s ({}); tasks whose timeout does not fit are held back\n",
+                               end->epoch_s - rt::epoch_seconds(), end->from);
+    std::cout << rankfarm::launcher::render(plan) << "\n";
+    return 0;
+  }
+  // Rank 0 says when the job is over and saved; mpirun stuck in teardown is then stopped.
+  // Rank 0 also says when every rank handles stop signals; a Ctrl-C before that is held.
+  // Named for this process: a second `rankfarm run` on the directory (refused by rank 0's
+  // lock if it got past the check above in a race) never touches this run's files.
+  // The ranks read the job themselves: this process keeps nothing of it while it waits on
+  // mpirun (memory handed back to the system, not only to the allocator).
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  const std::string me = fmt::format("{}.{}", host, getpid());
+  // Rank 0 reads the job as loaded here instead of parsing the file again.
+  const std::string job_plan = rt::save_job_plan(*check, o, me);
+  const std::string output_dir = check->output_dir;
+  check.reset();
+  malloc_trim(0);
+  const std::string done_file = rt::OutputDir(output_dir).done_file(me);
+  const std::string ready_file = rt::OutputDir(output_dir).ready_file(me);
+  std::error_code ec;
+  std::filesystem::remove(done_file, ec);
+  std::filesystem::remove(ready_file, ec);
+  plan.env.push_back("RANKFARM_DONE_FILE=" + done_file);
+  plan.env.push_back("RANKFARM_READY_FILE=" + ready_file);
+  if (!job_plan.empty()) plan.env.push_back("RANKFARM_JOB_PLAN=" + job_plan);
+  const int code = rankfarm::launcher::run_plan(plan, done_file, 30, ready_file);
+  std::filesystem::remove(done_file, ec);
+  std::filesystem::remove(ready_file, ec);
+  if (!job_plan.empty()) std::filesystem::remove(job_plan, ec);
+  return code;
+}
+
+}  // namespace
+
 int run(RunArgs& a, const Context& ctx) {
   rt::FarmOptions& o = a.opt;
   if (!a.commands_file.empty() && !o.job_path.empty())
     throw rt::InputError("command line", 0, "run", "give a job file or --commands FILE, not both");
   if (a.commands_file.empty() && o.job_path.empty())
-    throw rt::InputError("command line", 0, "run", "missing job file (rankfarm run JOB.toml, or --commands FILE)");
+    throw rt::InputError("command line", 0, "run",
+                         fmt::format("missing job file ({} run JOB.toml, or --commands FILE)", ctx.program));
   if (!a.commands_file.empty()) o.job_path = a.commands_file, o.commands = true;
   o.task_output = a.task_output == "files" ? rt::TaskOutputLayout::Files : rt::TaskOutputLayout::Streams;
   o.hierarchy = rt::parse_hierarchy(a.hierarchy);
@@ -97,119 +219,7 @@ int run(RunArgs& a, const Context& ctx) {
   if (o.salvage && !o.resume) throw rt::InputError("command line", 0, "--salvage", "only with --resume");
   if (!a.deadline.empty()) o.deadline_epoch_s = rt::parse_deadline(a.deadline, rt::epoch_seconds());
 
-  if (!rankfarm::launcher::under_mpi_launcher()) {
-    // Check the input here, before any rank starts, so that a typo costs one clean line.
-    rt::check_environment();
-    std::optional<rt::JobCheck> check = rt::check_job(o, *ctx.registry);
-    std::vector<std::string> program{self_exe()};
-    for (int i = 1; i < ctx.argc; ++i) {
-      const std::string arg = ctx.argv[i];
-      if (arg == "--dry-run") continue;
-      // The ranks get the deadline as read here: "+1h" is from now, not from their start.
-      if (arg == "--deadline" && i + 1 < ctx.argc) {
-        program.emplace_back(arg);
-        program.push_back(fmt::format("@{:.3f}", o.deadline_epoch_s));
-        ++i;
-        continue;
-      }
-      if (arg.rfind("--deadline=", 0) == 0) {
-        program.push_back(fmt::format("--deadline=@{:.3f}", o.deadline_epoch_s));
-        continue;
-      }
-      program.push_back(arg);
-    }
-    // One planner for this machine, a hostfile's hosts or a Slurm allocation: on this machine
-    // one rank per core and rank 0 beside them (oversubscribed: idle ranks sleep); elsewhere
-    // one rank per slot (rank 0, the coordinator, takes one of them).
-    ln::LaunchRequest req;
-    req.hostfile = a.hostfile;
-    req.oversubscribe = a.oversubscribe;
-    req.program = program;
-    req.dry_run = a.dry_run;
-    const ln::Site site = ln::detect_site(req);
-    req.ranks = a.ranks > 0 ? a.ranks : site.where == ln::Where::Local ? ln::available_cores() + 1 : 0;
-    if (site.where == ln::Where::Local) rt::check_forced_transport_here();  // the ranks run here
-    ln::LaunchPlan plan = ln::plan_launch(req, site);
-    // Rank 0 runs here: on this machine, or on the first host of a hostfile or allocation
-    // when that is this one (one of its addresses is up here).
-    const bool rank0_here =
-        site.where == ln::Where::Local ||
-        (!site.host_addresses.empty() && std::any_of(site.interfaces.begin(), site.interfaces.end(), [&](const ln::Interface& i) {
-           return !site.host_addresses.front().empty() && i.address == site.host_addresses.front();
-         }));
-    if (rank0_here && plan.launcher == "mpirun") {
-      // Each rank's process is watched by the rank it reports to on its host, each rank
-      // watches its parent (runtime/src/process_watch.hpp), and rank 0 loses a node whose
-      // leader falls silent: a rank or node that dies is noticed and its tasks go elsewhere,
-      // so mpirun need not end the job for it; `rankfarm run` watches rank 0 alone.
-      plan.survives_rank_loss = true;
-      // Open MPI 4.1.4 prints this on every run with --enable-recovery (its PMIx event
-      // registration); it says nothing about the job.
-      plan.drop_stderr.push_back("PMIX ERROR: BAD-PARAM in file ../../../src/event/pmix_event_notification.c");
-      plan.notes.push_back("--enable-recovery: a rank or node that dies does not end the job; the rank it reports to notices and "
-                           "its tasks run on other ranks");
-    }
-    // rankfarm says how the job ended (rank 0's summary, the resume line); the launcher's
-    // banners about exit codes are shown only when rank 0 could not (it crashed, was killed).
-    plan.hold_exit_banners = plan.launcher == "mpirun";
-    // Tasks on several ranks, and tasks' cores, GPUs and memory, must fit the ranks and nodes
-    // planned, checked before any rank starts (other nodes are taken to be like this one).
-    if (plan.ranks > 0) rt::check_task_ranks(check->job, plan.ranks > 1 ? plan.ranks - 1 : 1);
-    const std::vector<rt::NodeOffer> offers = planned_nodes(plan, site.where == ln::Where::Local);
-    rt::check_task_resources(check->job, offers);
-    // The ranks' stderr is a pipe to mpirun; tell rank 0 whether a person is watching.
-    if (std::getenv("RANKFARM_PROGRESS") == nullptr && isatty(2)) plan.env.push_back("RANKFARM_PROGRESS=bar");
-    if (check->finished && !a.dry_run) {
-      // Nothing to run, and the results are written: no rank is started.
-      std::cout << fmt::format("rankfarm: job {}: all {} tasks are done (journal {}); nothing to run\n"
-                               "rankfarm: results: {}\n",
-                               check->job.name, check->job.size(), check->journal_path, rt::OutputDir(check->output_dir).results());
-      return rt::kExitOk;
-    }
-    if (a.dry_run) {
-      std::cout << fmt::format("# job {}: {} tasks, hash {}; output {}{}\n", check->job.name, check->job.size(),
-                               check->job.hash, check->output_dir,
-                               check->finished  ? " (resuming: every task is done; nothing would run)"
-                               : check->resuming ? fmt::format(" (resuming: {} done)", check->done) : "");
-      for (const auto& note : plan.notes) std::cout << "# " << note << "\n";
-      for (const auto& line : rt::describe_offers(check->job, offers)) std::cout << "# " << line << "\n";
-      if (o.deadline_epoch_s > 0)
-        std::cout << fmt::format("# deadline: the allocation ends in {:.0f} s (--deadline); tasks whose timeout does not fit are held back\n",
-                                 o.deadline_epoch_s - rt::epoch_seconds());
-      else if (const auto end = rt::allocation_end())
-        std::cout << fmt::format("# deadline: the allocation ends in {:.0f} s ({}); tasks whose timeout does not fit are held back\n",
-                                 end->epoch_s - rt::epoch_seconds(), end->from);
-      std::cout << rankfarm::launcher::render(plan) << "\n";
-      return 0;
-    }
-    // Rank 0 says when the job is over and saved; mpirun stuck in teardown is then stopped.
-    // Rank 0 also says when every rank handles stop signals; a Ctrl-C before that is held.
-    // Named for this process: a second `rankfarm run` on the directory (refused by rank 0's
-    // lock if it got past the check above in a race) never touches this run's files.
-    // The ranks read the job themselves: this process keeps nothing of it while it waits on
-    // mpirun (memory handed back to the system, not only to the allocator).
-    char host[256] = {};
-    gethostname(host, sizeof host - 1);
-    const std::string me = fmt::format("{}.{}", host, getpid());
-    // Rank 0 reads the job as loaded here instead of parsing the file again.
-    const std::string job_plan = rt::save_job_plan(*check, o, me);
-    const std::string output_dir = check->output_dir;
-    check.reset();
-    malloc_trim(0);
-    const std::string done_file = rt::OutputDir(output_dir).done_file(me);
-    const std::string ready_file = rt::OutputDir(output_dir).ready_file(me);
-    std::error_code ec;
-    std::filesystem::remove(done_file, ec);
-    std::filesystem::remove(ready_file, ec);
-    plan.env.push_back("RANKFARM_DONE_FILE=" + done_file);
-    plan.env.push_back("RANKFARM_READY_FILE=" + ready_file);
-    if (!job_plan.empty()) plan.env.push_back("RANKFARM_JOB_PLAN=" + job_plan);
-    const int code = rankfarm::launcher::run_plan(plan, done_file, 30, ready_file);
-    std::filesystem::remove(done_file, ec);
-    std::filesystem::remove(ready_file, ec);
-    if (!job_plan.empty()) std::filesystem::remove(job_plan, ec);
-    return code;
-  }
+  if (!rankfarm::launcher::under_mpi_launcher()) return start_under_launcher(a, ctx);
   if (a.dry_run) {
     // Under a launcher every rank gets here: rank 0 alone says it.
     if (rankfarm::launcher::launcher_rank() > 0) return rt::kExitBadInput;
