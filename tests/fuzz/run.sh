@@ -20,7 +20,9 @@ export OMPI_MCA_mca_base_component_disable_dlclose=1 PMIX_MCA_mca_base_component
 export UBSAN_OPTIONS=print_stacktrace=1
 if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 scratch=$(mktemp -d /tmp/rankfarm-fuzz-XXXXXX)
-trap 'rm -rf "$scratch" /tmp/rankfarm-fuzz-[0-9]*' EXIT
+# Only this run's scratch: fuzz targets run side by side, each with its own (the targets' own
+# temporary files go there too, through TMPDIR).
+trap 'rm -rf "$scratch"' EXIT
 cd "$build"
 export TMPDIR=$scratch
 mkdir "$scratch/new"
