@@ -223,19 +223,11 @@ JobCheck detail::locate_job(const FarmOptions& opt, const kernels::Registry& reg
 }
 
 namespace {
-// "libmine.so (digest 0123456789abcdef), ..." from "path<TAB>digest" lines.
-std::string describe_libraries(const std::string& lines) {
+// "libmine.so (digest 0123456789abcdef), ...", or "none".
+std::string describe_libraries(const std::vector<KernelLibrary>& libraries) {
+  if (libraries.empty()) return "none";
   std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start < lines.size()) {
-    std::size_t end = lines.find('\n', start);
-    if (end == std::string::npos) end = lines.size();
-    const std::string line = lines.substr(start, end - start);
-    const auto tab = line.find('\t');
-    if (!line.empty())
-      out.push_back(tab == std::string::npos ? line : fmt::format("{} (digest {})", line.substr(0, tab), line.substr(tab + 1)));
-    start = end + 1;
-  }
+  for (const auto& lib : libraries) out.push_back(fmt::format("{} (digest {})", lib.path, lib.digest));
   return fmt::format("{}", fmt::join(out, ", "));
 }
 }  // namespace
@@ -278,11 +270,9 @@ void detail::check_journal(const FarmOptions& opt, JobCheck& c) {
   if (differs) {
     // The kernel libraries' digests are part of the hash: say which library is another file.
     std::string library_change;
-    std::string now;
-    for (const auto& lib : c.job.kernel_libraries) now += lib.path + "\t" + lib.digest + "\n";
-    if (!c.salvaged && now != libraries)
+    if (!c.salvaged && library_lines(c.job.kernel_libraries) != libraries)
       library_change = fmt::format("its kernel libraries are not the ones it ran with (now: {}; then: {}); ",
-                                   now.empty() ? "none" : describe_libraries(now), libraries.empty() ? "none" : describe_libraries(libraries));
+                                   describe_libraries(c.job.kernel_libraries), describe_libraries(parse_library_lines(libraries)));
     throw InputError(opt.job_path, 0, "--resume",
                      fmt::format("the job differs from the one journalled in {}: {}{}{}; refusing to resume "
                                  "(run the original job, or choose another --output)",

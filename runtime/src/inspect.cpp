@@ -2,7 +2,6 @@
 #include "rankfarm/runtime/inspect.hpp"
 
 #include <fmt/format.h>
-#include <sstream>
 
 #include <algorithm>
 #include <chrono>
@@ -48,9 +47,7 @@ std::optional<Job> load_job_of(const Journal& journal, const kernels::Registry& 
     if (kind == "toml") {
       // The kernel libraries it ran with (meta.kernel_libraries: --kernels and [job] kernels).
       KernelSet kernels(registry);
-      std::istringstream libs(journal.meta("kernel_libraries"));
-      for (std::string lib; std::getline(libs, lib);)
-        if (!lib.empty()) kernels.load(lib.substr(0, lib.find('\t')), "meta.kernel_libraries");
+      for (const auto& lib : parse_library_lines(journal.meta("kernel_libraries"))) kernels.load(lib.path, "meta.kernel_libraries");
       job = load_job_file(source, kernels);
     } else {
       CommandFileOptions o;

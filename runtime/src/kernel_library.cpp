@@ -7,6 +7,7 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <fmt/format.h>
 
 #include "rankfarm/kernels/plugin.hpp"
@@ -55,7 +56,29 @@ std::string file_digest(const std::string& path, const std::string& origin) {
   return fmt::format("{:016x}", h);
 }
 
-const KernelLibrary& KernelSet::load(const std::string& path, const std::string& origin) {
+std::string library_lines(const std::vector<KernelLibrary>& libraries) {
+  std::string out;
+  for (const auto& lib : libraries) out += lib.path + "\t" + lib.digest + "\n";
+  return out;
+}
+
+std::vector<KernelLibrary> parse_library_lines(const std::string& text) {
+  std::vector<KernelLibrary> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    const auto tab = line.find('\t');
+    KernelLibrary lib;
+    lib.path = line.substr(0, tab);
+    if (tab != std::string::npos) lib.digest = line.substr(tab + 1);
+    out.push_back(std::move(lib));
+  }
+  return out;
+}
+
+const KernelLibrary& KernelSet::load(const std::string& path, const std::string& origin) { return load_file(path, origin, {}); }
+
+const KernelLibrary& KernelSet::load_file(const std::string& path, const std::string& origin, std::string digest) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw InputError(path, 0, origin, "no such kernel library");
   if (!fs::is_regular_file(path, ec)) throw InputError(path, 0, origin, "not a file (a kernel library is a shared library, .so)");
@@ -64,7 +87,7 @@ const KernelLibrary& KernelSet::load(const std::string& path, const std::string&
     if (lib.path == real) return lib;
   KernelLibrary lib;
   lib.path = real;
-  lib.digest = file_digest(real, origin);
+  lib.digest = digest.empty() ? file_digest(real, origin) : std::move(digest);
   void* handle = ::dlopen(real.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
     const char* why = ::dlerror();
@@ -119,7 +142,7 @@ const KernelLibrary& KernelSet::load_expecting(const std::string& path, const st
     throw InputError(path, 0, origin,
                      fmt::format("another file than {} loaded (digest {} here, {} there): every rank must load the same "
                                  "kernel library", expected_from, here, digest));
-  return load(path, origin);
+  return load_file(path, origin, here);
 }
 
 }  // namespace rankfarm::runtime

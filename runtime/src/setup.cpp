@@ -192,8 +192,7 @@ Setup prepare(const FarmOptions& opt, const kernels::Registry& registry, int wor
   }
   // The kernel libraries ("path<TAB>digest" lines), for `rankfarm explain` and `report`, which
   // load the job again, and for the message of a resume with other libraries.
-  std::string libraries;
-  for (const auto& lib : s.job.kernel_libraries) libraries += lib.path + "\t" + lib.digest + "\n";
+  const std::string libraries = library_lines(s.job.kernel_libraries);
   if (!libraries.empty() || !s.journal->meta("kernel_libraries").empty()) s.journal->set_meta("kernel_libraries", libraries);
   if (c.salvaged && opt.retry_failed) {  // --retry-failed applies to salvaged rows too
     std::vector<std::pair<std::uint32_t, TaskRecord>> resets;

@@ -322,6 +322,23 @@ TEST_P(BadJobTable, OneLineErrorNamingFileLineAndField) {
 INSTANTIATE_TEST_SUITE_P(Inputs, BadJobTable, ::testing::ValuesIn(kBadJobs),
                          [](const auto& info) { return std::string(info.param.name); });
 
+TEST(KernelLibraries, JournalLinesRoundTrip) {
+  std::vector<rankfarm::runtime::KernelLibrary> libs(2);
+  libs[0].path = "/opt/a/liba.so";
+  libs[0].digest = "0123456789abcdef";
+  libs[1].path = "/opt/b/libb.so";
+  libs[1].digest = "fedcba9876543210";
+  const std::string text = rankfarm::runtime::library_lines(libs);
+  EXPECT_EQ(text, "/opt/a/liba.so\t0123456789abcdef\n/opt/b/libb.so\tfedcba9876543210\n");
+  const auto back = rankfarm::runtime::parse_library_lines(text + "\n/old/path-only.so\n");
+  ASSERT_EQ(back.size(), 3u);
+  EXPECT_EQ(back[1].path, "/opt/b/libb.so");
+  EXPECT_EQ(back[1].digest, "fedcba9876543210");
+  EXPECT_EQ(back[2].path, "/old/path-only.so");
+  EXPECT_EQ(back[2].digest, "");
+  EXPECT_TRUE(rankfarm::runtime::parse_library_lines("").empty());
+}
+
 TEST(Registry, SuggestsCloseNamesAndRefusesColumnClashes) {
   const auto& reg = kn::builtin_registry();
   EXPECT_EQ(reg.suggest("sleep_msx"), "sleep_ms");

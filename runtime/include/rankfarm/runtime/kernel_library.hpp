@@ -63,6 +63,9 @@ class KernelSet {
   const std::vector<KernelLibrary>& libraries() const { return libraries_; }
 
  private:
+  // load() once the file's digest is known (load_expecting has computed it already).
+  const KernelLibrary& load_file(const std::string& path, const std::string& origin, std::string digest);
+
   kernels::Registry registry_;
   std::set<std::string> base_names_;
   std::vector<KernelLibrary> libraries_;
@@ -71,5 +74,11 @@ class KernelSet {
 /// FNV-1a 64 of the bytes of the file at `path`, as 16 hex digits; throws InputError naming
 /// it when it cannot be read.
 std::string file_digest(const std::string& path, const std::string& origin);
+
+/// `libraries` as the journal keeps them (meta.kernel_libraries): one "PATH<TAB>DIGEST" line each.
+std::string library_lines(const std::vector<KernelLibrary>& libraries);
+/// The libraries of library_lines' text (paths and digests; kernels empty). Lines without a
+/// tab give a path with an empty digest; empty lines are skipped.
+std::vector<KernelLibrary> parse_library_lines(const std::string& text);
 
 }  // namespace rankfarm::runtime
