@@ -17,6 +17,7 @@
 #include <toml++/toml.h>
 
 #include "rankfarm/runtime/error.hpp"
+#include "rankfarm/runtime/job_schema.hpp"
 
 namespace rankfarm::runtime {
 namespace {
@@ -52,7 +53,9 @@ class Loader {
       throw InputError(path_, static_cast<int>(e.source().begin.line), "", std::string(e.description()));
     }
     job_.source = path_;
-    check_keys(root, "", {"job", "task", "sweep"});
+    std::vector<std::string_view> tables;
+    for (const auto& table : job_schema()) tables.push_back(table.name);
+    check_keys(root, "", tables);
     const toml::table* jt = root["job"].as_table();
     if (jt == nullptr) throw InputError(path_, 0, "[job]", "missing table (needs at least name = \"...\")");
     read_job(*jt);
@@ -84,10 +87,17 @@ class Loader {
     return *t;
   }
 
-  void check_keys(const toml::table& t, const std::string& where, std::initializer_list<const char*> allowed) {
+  // The keys of `t` are those of the job_schema() table `table` (rankfarm-job(5)).
+  void check_keys(const toml::table& t, const std::string& where, std::string_view table) {
+    std::vector<std::string_view> allowed;
+    for (const auto& key : job_table(table).keys) allowed.push_back(key.name);
+    check_keys(t, where, allowed);
+  }
+
+  void check_keys(const toml::table& t, const std::string& where, const std::vector<std::string_view>& allowed) {
     for (const auto& [k, v] : t) {
       const std::string_view name = k.str();  // (clang 14 cannot capture a structured binding)
-      bool ok = std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return name == a; });
+      bool ok = std::any_of(allowed.begin(), allowed.end(), [&](std::string_view a) { return name == a; });
       if (!ok)
         throw InputError(path_, line_of(v), where.empty() ? std::string(k.str()) : where + ": " + std::string(k.str()),
                          fmt::format("unknown key (expected one of: {})", fmt::join(allowed, ", ")));
@@ -144,7 +154,7 @@ class Loader {
   }
 
   void read_job(const toml::table& t) {
-    check_keys(t, "[job]", {"name", "output", "retries", "timeout_s", "window", "keep_stdout", "cores", "gpus", "memory", "kernels"});
+    check_keys(t, "[job]", "job");
     read_kernel_libraries(t);
     job_.name = get_string(t, "name", "[job]", true);
     if (!valid_id(job_.name))
@@ -280,8 +290,7 @@ class Loader {
   void read_task(const toml::table& t) {
     Entry e;
     TaskSpec s = read_common(t, "task", e);
-    check_keys(t, e.what, {"id", "kernel", "params", "command", "priority", "depends_on", "retries", "timeout_s", "ranks", "cores",
-                           "gpus", "memory"});
+    check_keys(t, e.what, "task");
     const bool has_kernel = t.contains("kernel"), has_command = t.contains("command");
     if (has_kernel == has_command)
       throw InputError(path_, e.line, e.what, "needs exactly one of kernel = \"...\" or command = \"...\"");
@@ -311,8 +320,7 @@ class Loader {
   void read_sweep(const toml::table& t) {
     Entry e;
     TaskSpec base = read_common(t, "sweep", e);
-    check_keys(t, e.what, {"id", "kernel", "params", "vary", "priority", "depends_on", "retries", "timeout_s", "ranks", "cores",
-                           "gpus", "memory"});
+    check_keys(t, e.what, "sweep");
     const kernels::KernelSpec& k = find_kernel(t, e);
     base.kind = TaskKind::Kernel;
     base.kernel = k.name;

@@ -6,11 +6,13 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <set>
 
 #include "rankfarm/kernels/registry.hpp"
 #include "rankfarm/kernels/timing.hpp"
 #include "rankfarm/runtime/error.hpp"
 #include "rankfarm/runtime/job.hpp"
+#include "rankfarm/runtime/job_schema.hpp"
 #include "temp_dir.hpp"
 
 namespace rt = rankfarm::runtime;
@@ -366,3 +368,27 @@ TEST(Registry, SuggestsCloseNamesAndRefusesColumnClashes) {
 }
 
 }  // namespace
+
+// The job-file schema (rankfarm-job(5) is generated from it): every table has its keys, once
+// each, with a type, a default and help; the loader refuses a key outside it, naming them all.
+TEST(JobSchema, EveryKeyDescribedOnceAndTheLoaderListsExactlyThem) {
+  for (const auto& table : rt::job_schema()) {
+    std::set<std::string_view> names;
+    for (const auto& k : table.keys) {
+      EXPECT_TRUE(names.insert(k.name).second) << table.header << " " << k.name << " twice";
+      EXPECT_FALSE(k.type.empty() || k.default_value.empty() || k.help.empty()) << table.header << " " << k.name;
+    }
+    EXPECT_EQ(&rt::job_table(table.name), &table);
+  }
+  EXPECT_THROW(rt::job_table("tasks"), std::out_of_range);
+  rankfarm::testing::TempDir dir{"schema"};
+  const std::string path = dir.write("job.toml", "[job]\nname = \"x\"\nzzz = 1\n[[task]]\nid = \"t\"\ncommand = \"true\"\n");
+  try {
+    rt::load_job_file(path, kn::builtin_registry());
+    FAIL() << "an unknown [job] key was accepted";
+  } catch (const rt::InputError& e) {
+    std::vector<std::string> names;
+    for (const auto& k : rt::job_table("job").keys) names.emplace_back(k.name);
+    EXPECT_NE(std::string(e.what()).find(fmt::format("expected one of: {})", fmt::join(names, ", "))), std::string::npos) << e.what();
+  }
+}
