@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <iostream>
+#include <memory>
 
 #include "commands.hpp"
 #include "rankfarm/config.hpp"
@@ -29,6 +30,22 @@ runtime::KernelSet kernels_with(const kernels::Registry& registry, const std::ve
   return set;
 }
 
+std::unique_ptr<CLI::App> make_app(Commands& c, const Context& ctx) {
+  auto app = std::make_unique<CLI::App>(
+      fmt::format("{}: a task farm and HPC kernels over MPI (rankfarm {})", ctx.program, RANKFARM_VERSION), ctx.program);
+  app->require_subcommand(1);
+  app->set_version_flag("--version", ctx.program == "rankfarm"
+                                         ? fmt::format("rankfarm {} ({})", RANKFARM_VERSION, RANKFARM_GIT_REVISION)
+                                         : fmt::format("{} (rankfarm {}, {})", ctx.program, RANKFARM_VERSION, RANKFARM_GIT_REVISION));
+  c.run = add_run(*app, c.run_args);
+  add_inspect(*app, c.inspect_args);
+  c.kernels = add_kernels(*app, c.kernels_args);
+  c.probe = add_probe(*app, c.probe_args);
+  c.launch = add_launch(*app, c.launch_args);
+  c.sbatch = add_sbatch(*app, c.sbatch_args);
+  return app;
+}
+
 }  // namespace cli
 
 int cli_main(int argc, char** argv, const kernels::Registry& registry) {
@@ -44,23 +61,9 @@ int cli_main(int argc, char** argv, const kernels::Registry& registry) {
   ctx.program = argc > 0 && argv[0] != nullptr ? std::filesystem::path(argv[0]).filename().string() : "rankfarm";
   if (ctx.program.empty()) ctx.program = "rankfarm";
 
-  CLI::App app{fmt::format("{}: a task farm and HPC kernels over MPI (rankfarm {})", ctx.program, RANKFARM_VERSION), ctx.program};
-  app.require_subcommand(1);
-  app.set_version_flag("--version", ctx.program == "rankfarm"
-                                        ? fmt::format("rankfarm {} ({})", RANKFARM_VERSION, RANKFARM_GIT_REVISION)
-                                        : fmt::format("{} (rankfarm {}, {})", ctx.program, RANKFARM_VERSION, RANKFARM_GIT_REVISION));
-  cli::RunArgs run_args;
-  cli::InspectArgs inspect_args;
-  cli::KernelsArgs kernels_args;
-  cli::ProbeArgs probe_args;
-  cli::LaunchArgs launch_args;
-  cli::SbatchArgs sbatch_args;
-  CLI::App* run = cli::add_run(app, run_args);
-  cli::add_inspect(app, inspect_args);
-  CLI::App* kernels = cli::add_kernels(app, kernels_args);
-  CLI::App* probe = cli::add_probe(app, probe_args);
-  CLI::App* launch = cli::add_launch(app, launch_args);
-  CLI::App* sbatch = cli::add_sbatch(app, sbatch_args);
+  cli::Commands c;
+  const std::unique_ptr<CLI::App> app_ptr = cli::make_app(c, ctx);
+  CLI::App& app = *app_ptr;
 
   try {
     app.parse(argc, argv);
@@ -76,12 +79,12 @@ int cli_main(int argc, char** argv, const kernels::Registry& registry) {
   }
 
   try {
-    if (*kernels) return cli::list_kernels(kernels_args, ctx);
-    if (*sbatch) return cli::sbatch(sbatch_args, ctx);
-    if (*launch) return cli::launch(launch_args);
-    if (*probe) return cli::probe(probe_args, ctx);
-    if (*run) return cli::run(run_args, ctx);
-    return cli::inspect(inspect_args, ctx);
+    if (*c.kernels) return cli::list_kernels(c.kernels_args, ctx);
+    if (*c.sbatch) return cli::sbatch(c.sbatch_args, ctx);
+    if (*c.launch) return cli::launch(c.launch_args);
+    if (*c.probe) return cli::probe(c.probe_args, ctx);
+    if (*c.run) return cli::run(c.run_args, ctx);
+    return cli::inspect(c.inspect_args, ctx);
   } catch (const rt::InputError& e) {
     std::cerr << ctx.program << ": " << e.what() << "\n";
     return rt::kExitBadInput;

@@ -20,26 +20,26 @@ namespace rt = rankfarm::runtime;
 
 void add_inspect(CLI::App& app, InspectArgs& a) {
   a.status = app.add_subcommand("status", "print a job's state from its journal (--watch: live, until the job ends)");
-  a.status->add_option("dir", a.dir, "output directory of the job")->required();
+  a.status->add_option("dir", a.dir, "output directory of the job")->required()->type_name("DIR");
   a.status->add_flag("--watch", a.watch,
                    "a live view, from any terminal on a node that sees DIR: progress, ETA, task rate, running tasks, failures "
                    "as they happen; plain lines when not a terminal; ends when the job ends");
   a.status->add_option("--interval", a.interval, "--watch: seconds between refreshes (default 1)")->check(CLI::Range(0.1, 3600.0));
   a.explain = app.add_subcommand("explain", "say why a task is where it is: pending (on what), running (where, since when), "
                                                 "failed (each attempt's error, retries left), skipped (which failure)");
-  a.explain->add_option("dir", a.dir, "output directory of the job")->required();
-  a.explain->add_option("task", a.explain_task, "task id")->required();
+  a.explain->add_option("dir", a.dir, "output directory of the job")->required()->type_name("DIR");
+  a.explain->add_option("task", a.explain_task, "task id")->required()->type_name("TASK");
   a.report = app.add_subcommand("report", "write a self-contained HTML report: timeline per rank, busy ranks and task "
                                               "rate, durations per kernel, failures, provenance");
-  a.report->add_option("dir", a.dir, "output directory of the job")->required();
-  a.report->add_option("-o,--output", a.report_out, "the HTML file to write (default: DIR/report.html)");
+  a.report->add_option("dir", a.dir, "output directory of the job")->required()->type_name("DIR");
+  a.report->add_option("-o,--output", a.report_out, "the HTML file to write (default: DIR/report.html)")->type_name("FILE");
   a.results = app.add_subcommand("results", "print a results dataset as tab-separated values");
-  a.results->add_option("dir", a.dir, "output directory of the job (or a results.h5 file)")->required();
-  a.results->add_option("dataset", a.dataset, "dataset (a kernel name, commands or tasks); none: list them");
+  a.results->add_option("dir", a.dir, "output directory of the job (or a results.h5 file)")->required()->type_name("DIR");
+  a.results->add_option("dataset", a.dataset, "dataset (a kernel name, commands or tasks); none: list them")->type_name("DATASET");
   a.results->add_flag("--with-run-columns", a.run_columns, "include wall_s, rank and attempt");
   a.log = app.add_subcommand("log", "print a shell task's output (stdout, or --stderr), or every failed task's (--failed)");
-  a.log->add_option("dir", a.dir, "output directory of the job")->required();
-  a.log->add_option("task", a.log_tasks, "task id(s): their outputs one after the other");
+  a.log->add_option("dir", a.dir, "output directory of the job")->required()->type_name("DIR");
+  a.log->add_option("task", a.log_tasks, "task id(s): their outputs one after the other")->type_name("TASK");
   a.log->add_option("--attempt", a.log_attempt, "the attempt (default: the latest with output)")->check(CLI::Range(1, 1 << 30));
   a.log->add_flag("--stderr", a.log_stderr, "standard error instead of standard output");
   a.log->add_flag("--failed", a.log_failed, "the output of every failed task, each after a header line");

@@ -43,11 +43,11 @@ std::vector<rt::NodeOffer> planned_nodes(const rankfarm::launcher::LaunchPlan& p
 
 CLI::App* add_run(CLI::App& app, RunArgs& a) {
   CLI::App* run = app.add_subcommand("run", "run a job (TOML job file or --commands FILE)");
-  run->add_option("job", a.opt.job_path, "TOML job file");
-  run->add_option("--commands", a.commands_file, "command file: one shell command per line");
+  run->add_option("job", a.opt.job_path, "TOML job file")->type_name("JOB");
+  run->add_option("--commands", a.commands_file, "command file: one shell command per line")->type_name("FILE");
   run->add_option("-n,--ranks", a.ranks, "ranks to start when not already under mpirun/srun (default: cores + 1)")
       ->check(CLI::Range(1, 1 << 20));
-  run->add_option("-o,--output", a.opt.output_dir, "output directory (default: [job].output, else rankfarm-out/<job name>)");
+  run->add_option("-o,--output", a.opt.output_dir, "output directory (default: [job].output, else rankfarm-out/<job name>)")->type_name("DIR");
   run->add_flag("--resume", a.opt.resume, "continue the job journalled in the output directory");
   run->add_flag("--retry-failed", a.opt.retry_failed, "with --resume: run failed and skipped tasks again");
   run->add_flag("--salvage", a.opt.salvage, "with --resume: rebuild a damaged journal from its readable rows (done tasks kept, the rest run again)");
@@ -73,14 +73,15 @@ CLI::App* add_run(CLI::App& app, RunArgs& a) {
       ->check(CLI::IsMember({"streams", "files"}));
   run->add_option("--deadline", a.deadline,
                   "when the allocation ends: +DURATION (+90s, +45m, +1h30m), YYYY-MM-DDTHH:MM[:SS] (local time) or @EPOCH_SECONDS; "
-                  "tasks that cannot finish by then are held back and the run exits 75 (default: the Slurm job's end time)");
-  run->add_option("--hostfile", a.hostfile, "run on these hosts (Open MPI hostfile); inside Slurm the allocation is used");
+                  "tasks that cannot finish by then are held back and the run exits 75 (default: the Slurm job's end time)")->type_name("WHEN");
+  run->add_option("--hostfile", a.hostfile, "run on these hosts (Open MPI hostfile); inside Slurm the allocation is used")->type_name("FILE");
   run->add_flag("--oversubscribe", a.oversubscribe,
                 "with --hostfile or in Slurm: let ranks share cores (no binding), e.g. more slots than cores");
 
   run->add_option("-k,--kernels", a.opt.kernel_libraries,
                   "a kernel library to load (a shared library built with rankfarm/kernels/plugin.hpp), besides [job] kernels; repeat for more")
-      ->allow_extra_args(false);
+      ->allow_extra_args(false)
+      ->type_name("LIBRARY");
   return run;
 }
 

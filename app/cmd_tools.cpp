@@ -27,7 +27,10 @@ namespace ln = rankfarm::launcher;
 
 CLI::App* add_kernels(CLI::App& app, KernelsArgs& a) {
   CLI::App* k = app.add_subcommand("kernels", "list the kernels (built in, and those of --kernels libraries) and their parameters");
-  k->add_option("-k,--kernels", a.libraries, "a kernel library to load and list; repeat for more")->allow_extra_args(false);
+  k->add_option("-k,--kernels", a.libraries, "a kernel library to load and list; repeat for more")
+      ->allow_extra_args(false)
+      ->type_name("LIBRARY");
+  k->add_flag("--names", a.names, "print only the kernels' names, one per line");
   return k;
 }
 
@@ -40,6 +43,10 @@ int list_kernels(const KernelsArgs& a, const Context& ctx) {
         if (k == name) return lib.path;
     return {};
   };
+  if (a.names) {
+    for (const auto& name : reg.names()) std::cout << name << "\n";
+    return 0;
+  }
   for (const auto& name : reg.names()) {
     const kn::KernelSpec* k = reg.find(name);
     std::cout << fmt::format("{}: {}\n", k->name, k->summary);
@@ -88,13 +95,13 @@ CLI::App* add_launch(CLI::App& app, LaunchArgs& a) {
   cmd->add_option("-n,--ranks", a.req.ranks, "ranks in all (default: ranks per node x nodes)")->check(CLI::Range(1, 1 << 24));
   cmd->add_option("--ranks-per-node", a.req.ranks_per_node, "ranks per node (default: cores / threads per rank)")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--threads-per-rank", a.req.threads_per_rank, "OpenMP threads per rank (default 1)")->check(CLI::Range(1, 1 << 16));
-  cmd->add_option("--hostfile", a.req.hostfile, "Open MPI hostfile: NAME [slots=N] per line");
+  cmd->add_option("--hostfile", a.req.hostfile, "Open MPI hostfile: NAME [slots=N] per line")->type_name("FILE");
   cmd->add_flag("--oversubscribe", a.req.oversubscribe, "allow more ranks x threads than cores");
   cmd->add_option("--launcher", a.req.launcher, "auto (srun inside Slurm when it has pmix, else mpirun), mpirun or srun");
   cmd->add_option("--net-if", a.req.net_if, "network interface for MPI's TCP traffic (default: the one on the hosts' subnet)");
   cmd->add_flag("--dry-run", a.dry_run, "print the command and its environment, do not run it");
   cmd->add_flag("--explain", a.explain, "say why each choice was made");
-  cmd->add_option("program", a.req.program, "PROGRAM ARGS... (after --)")->required();
+  cmd->add_option("program", a.req.program, "PROGRAM ARGS... (after --)")->required()->type_name("PROGRAM");
 
   return cmd;
 }
@@ -171,16 +178,16 @@ std::string fill_sbatch(const SbatchArgs& o, const std::string& job_name) {
 
 CLI::App* add_sbatch(CLI::App& app, SbatchArgs& a) {
   CLI::App* cmd = app.add_subcommand("sbatch", "write a Slurm batch script for a job that survives its time limit (requeue + resume)");
-  cmd->add_option("job", a.job, "TOML job file")->required();
+  cmd->add_option("job", a.job, "TOML job file")->required()->type_name("JOB");
   cmd->add_option("--nodes", a.nodes, "nodes (default 1)")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--time", a.time, "time limit, Slurm format (default 01:00:00)");
   cmd->add_option("--ntasks-per-node", a.ntasks_per_node, "ranks per node (default: whole nodes, --exclusive)")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--signal", a.signal_s, "seconds before the limit to stop and requeue (default 120)")->check(CLI::Range(10, 86400));
   cmd->add_option("--grace", a.grace_s, "seconds running tasks may finish when stopping (default 60)")->check(CLI::Range(0, 3600));
-  cmd->add_option("--output", a.output, "rankfarm output directory (default: rankfarm-out/slurm-JOBID)");
+  cmd->add_option("--output", a.output, "rankfarm output directory (default: rankfarm-out/slurm-JOBID)")->type_name("DIR");
   cmd->add_option("--partition", a.partition, "Slurm partition");
   cmd->add_option("--account", a.account, "Slurm account");
-  cmd->add_option("-o,--script", a.script, "write the script here (default: standard output)");
+  cmd->add_option("-o,--script", a.script, "write the script here (default: standard output)")->type_name("FILE");
 
   return cmd;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,7 @@ int inspect(const InspectArgs& a, const Context& ctx);
 
 struct KernelsArgs {
   std::vector<std::string> libraries;
+  bool names = false;  ///< --names: one kernel name per line (for scripts and the bash completion)
 };
 CLI::App* add_kernels(CLI::App& app, KernelsArgs& a);
 int list_kernels(const KernelsArgs& a, const Context& ctx);
@@ -75,5 +77,20 @@ struct SbatchArgs {
 };
 CLI::App* add_sbatch(CLI::App& app, SbatchArgs& a);
 int sbatch(const SbatchArgs& a, const Context& ctx);
+
+/// Every subcommand's arguments, and the subcommands that make_app defined.
+struct Commands {
+  RunArgs run_args;
+  InspectArgs inspect_args;
+  KernelsArgs kernels_args;
+  ProbeArgs probe_args;
+  LaunchArgs launch_args;
+  SbatchArgs sbatch_args;
+  CLI::App *run = nullptr, *kernels = nullptr, *probe = nullptr, *launch = nullptr, *sbatch = nullptr;
+};
+
+/// The program's whole command line, parsed into `c`. cli_main parses with it; the man pages
+/// and the bash completion are generated from it (docgen.cpp), so none can drift from --help.
+std::unique_ptr<CLI::App> make_app(Commands& c, const Context& ctx);
 
 }  // namespace rankfarm::cli
