@@ -4,7 +4,8 @@
 # error contains the row's text literally and that the exit code is the row's. The error must
 # be one line (under mpirun: one line from rankfarm, besides mpirun's own notice). A row
 # without a case here, or a case without a row, fails. Wire-frame rows name the transport or
-# fuzz test that covers them; that test must exist.
+# fuzz test that covers them; that test must exist. Installing rows (apt's and Lmod's lines)
+# are made and checked by tests/packaging, which must name them.
 set -uo pipefail
 BIN=$(readlink -f "$1")
 SRC=$(readlink -f "$2")
@@ -211,6 +212,11 @@ while IFS='|' read -r _ id what text code _; do
   code=$(echo "$code" | xargs)
   if [[ $id == wire-* ]]; then
     grep -rqF -- "$text" "$SRC/tests/transport" "$SRC/tests/fuzz" || { echo "FAIL $id: no test named $text"; failures=$((failures + 1)); }
+    continue
+  fi
+  if [[ $id == install-* ]]; then  # apt's, dpkg's and Lmod's lines: made and checked by the packaging tests
+    grep -rqF -- "$id" "$SRC/tests/packaging" || { echo "FAIL $id: no packaging test checks this row"; failures=$((failures + 1)); }
+    echo "ok   $id: checked by $(grep -rlF -- "$id" "$SRC/tests/packaging" | xargs -n1 basename | xargs)"
     continue
   fi
   dir="$WORK/$id"
