@@ -155,7 +155,7 @@ std::string header(const std::string& name, int section, const char* manual) {
 
 std::string subcommand_page(const CLI::App& sub, const std::vector<std::string>& all) {
   std::ostringstream m;
-  const std::string name = sub.get_name();
+  const std::string& name = sub.get_name();
   m << header("rankfarm-" + name, 1, "User Commands");
   m << ".SH NAME\n" << roff(fmt::format("rankfarm-{} - {}", name, sub.get_description())) << "\n";
   m << ".SH SYNOPSIS\n.B rankfarm " << roff(name) << "\n[\\fIOPTIONS\\fR]";

@@ -78,8 +78,13 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$d
   || { tail -20 "$work/apt.log"; fail "apt-get install ./$(basename "$deb") failed"; }
 [[ $(dpkg-query -W -f='${Status} ${Version}' rankfarm) == "install ok installed $version" ]] || fail "dpkg does not list rankfarm $version as installed"
 [[ $(/usr/bin/rankfarm --version) == "rankfarm $version"* ]] || fail "/usr/bin/rankfarm --version"
-[[ $(man -w rankfarm-run) == /usr/share/man/man1/rankfarm-run.1* ]] || fail "man -w rankfarm-run: $(man -w rankfarm-run 2>&1)"
-echo "installed: /usr/bin/rankfarm --version: $(/usr/bin/rankfarm --version); man -w rankfarm-run: $(man -w rankfarm-run)"
+if grep -rqs "^path-exclude=/usr/share/man" /etc/dpkg/dpkg.cfg.d/; then
+  # Minimal container images tell dpkg to drop every package's man pages.
+  echo "NOTE: this machine's dpkg drops man pages (path-exclude=/usr/share/man in /etc/dpkg/dpkg.cfg.d): man -w not checked"
+else
+  [[ $(man -w rankfarm-run) == /usr/share/man/man1/rankfarm-run.1* ]] || fail "man -w rankfarm-run: $(man -w rankfarm-run 2>&1)"
+fi
+echo "installed: /usr/bin/rankfarm --version: $(/usr/bin/rankfarm --version); man -w rankfarm-run: $(man -w rankfarm-run 2>&1)"
 
 # rankfarm run on the option-sweep example, from /usr/bin.
 mkdir -p "$work/run" && cd "$work/run"
