@@ -20,10 +20,10 @@ constexpr JobKey kJob[] = {
      "Tasks in flight per worker rank; --window overrides it."},
     {"keep_stdout", "integer in [0, 64 MiB], bytes", "4096",
      "Bytes of each shell task's standard output kept with its result in results.h5."},
-    {"cores", "integer in [1, 4096]", "1", "Default cores per task (a rank runs tasks side by side while they fit)."},
-    {"gpus", "integer in [0, 256]", "0", "Default GPUs per task."},
+    {"cores", "integer in [1, 4096]", "1", "Default cores per task: a task holds that many worker ranks of one node, and its threads run on their cores."},
+    {"gpus", "integer in [0, 256]", "0", "Default GPUs per task, for it alone (CUDA_VISIBLE_DEVICES and the like)."},
     {"memory", "string such as \"40GiB\", \"512MiB\", \"2GB\", or an integer of bytes", "no request",
-     "Default memory per task; a task waits until its node has that much free of what tasks asked."},
+     "Default memory per task, admitted against its node's memory (the requests of the tasks running there never add up to more); a promise, not a limit rankfarm enforces."},
     {"kernels", "array of strings, paths of kernel libraries", "none",
      "Kernel libraries (built with rankfarm/kernels/plugin.hpp) to load, relative to the job file; see also --kernels."},
 };
