@@ -7,6 +7,7 @@
 //
 // Pages: rankfarm(1), rankfarm-SUBCOMMAND(1) for each subcommand, rankfarm-job(5). The roff is
 // plain man(7) macros (TH SH TP IP RS RE nf fi B I), checked by `groff -ww -z` in tests/packaging.
+#include <cctype>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
@@ -85,9 +86,9 @@ std::string option_tag(const CLI::Option& o) {
 
 // "ranks to start" -> "Ranks to start.": --help's phrases as the sentences of a page.
 std::string sentence(std::string text) {
-  if (!text.empty()) text[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(text[0])));
-  if (!text.empty() && text.back() != '.' && text.back() != ')') text += '.';
-  if (!text.empty() && text.back() == ')') text += '.';
+  if (text.empty()) return text;
+  text[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(text[0])));
+  if (text.back() != '.') text += '.';
   return text;
 }
 
@@ -98,6 +99,12 @@ std::string option_body(const CLI::Option& o) {
   else if (!t.accepts.empty()) body += fmt::format(" Accepts: {}.", roff(t.accepts));
   if (o.get_expected_max() > 1 && !o.get_positional()) body += " May be given more than once.";
   return body;
+}
+
+// The OPTIONS section: one tagged paragraph per option of `app`.
+void write_options(std::ostream& m, const CLI::App& app) {
+  m << ".SH OPTIONS\n";
+  for (const CLI::Option* o : options_of(app)) m << ".TP\n" << option_tag(*o) << "\n" << option_body(*o) << "\n";
 }
 
 // Examples and notes that --help has no room for, by subcommand: shell lines, each with what it does.
@@ -174,8 +181,7 @@ std::string subcommand_page(const CLI::App& sub, const std::vector<std::string>&
     m << ".SH ARGUMENTS\n";
     for (const CLI::Option* p : pos) m << ".TP\n\\fI" << roff(type_of(*p).meta) << "\\fR\n" << option_body(*p) << "\n";
   }
-  m << ".SH OPTIONS\n";
-  for (const CLI::Option* o : options_of(sub)) m << ".TP\n" << option_tag(*o) << "\n" << option_body(*o) << "\n";
+  write_options(m, sub);
   if (auto it = examples().find(name); it != examples().end()) {
     m << ".SH EXAMPLES\n";
     for (const auto& e : it->second) m << ".PP\n" << roff(e.says) << "\n.PP\n.RS\n.nf\n" << roff(e.command) << "\n.fi\n.RE\n";
@@ -205,8 +211,7 @@ std::string main_page(const CLI::App& app) {
     m << fmt::format(".TP\n\\fB{}\\fR\n{} See \\fBrankfarm\\-{}\\fR(1).\n", roff(sub->get_name()), roff(sentence(sub->get_description())),
                      roff(sub->get_name()));
   }
-  m << ".SH OPTIONS\n";
-  for (const CLI::Option* o : options_of(app)) m << ".TP\n" << option_tag(*o) << "\n" << option_body(*o) << "\n";
+  write_options(m, app);
   write_exit_status(m, false);
   m << ".SH FILES\n.TP\n\\fIrankfarm\\-out/NAME/\\fR\nThe default output directory of job NAME: \\fIjournal.sqlite\\fR "
        "(every task's attempts), \\fIresults.h5\\fR (one dataset per kernel, plus commands and tasks) and the tasks' "

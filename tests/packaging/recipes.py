@@ -70,8 +70,7 @@ for dep, when in (("libfabric", "+ofi"), ("rdma-core", "+verbs"), ("googletest",
     got = next((w for d, w in depends_when.items() if d == dep or d.startswith(dep + "@")), "absent")
     if got != when:
         fail(f"spack: depends_on({dep!r}) should be when={when!r}, is {got!r}")
-for d in [d for d in (c for c in calls(tree, "define")) if strings(d)]:
-    name = strings(d)[0]
+for name in (strings(c)[0] for c in calls(tree, "define") if strings(c)):
     if name not in options | cache_vars:
         fail(f"spack: define({name!r}) is not an option or cache variable of the CMake build")
 
